@@ -1,0 +1,1545 @@
+"""Kubernetes + Istio YAML → a typed, validated topology.
+
+The same files a user would ``kubectl apply`` are read here. Every problem is collected (not just the
+first) and names its file, object and field. Istio's own admission rules are reproduced (istiod's
+webhook and the CRD's CEL rules), so what a cluster rejects is rejected here too; fields the local
+backend cannot honour are reported as warnings that name them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, Problem
+
+ISTIO_NETWORKING = "networking.istio.io"
+ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+LOCAL_COMMAND_ANNOTATION = "clover.opnfv.org/local-command"
+DEFAULT_NAMESPACE = "default"
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNIT_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+RETRY_ON_TOKENS = frozenset(
+    "5xx gateway-error reset reset-before-request connect-failure retriable-4xx refused-stream "
+    "retriable-status-codes retriable-headers envoy-ratelimited http3-post-connect-failure "
+    "cancelled deadline-exceeded internal resource-exhausted unavailable".split()
+)
+GRPC_STATUS = {
+    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5, "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12,
+    "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}  # fmt: skip
+LB_SIMPLE = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
+
+
+# --------------------------------------------------------------------------- model: Kubernetes
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an object came from: file path and 0-based document index in that file."""
+
+    file: str
+    index: int
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    port: int
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str | None = None
+    field_ref: str | None = None
+    """Downward-API path (``metadata.name``, ``metadata.labels['version']``, ``status.podIP``…)."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: str
+    """``http`` or ``tcp``."""
+    port: int | str
+    path: str = "/"
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[EnvVar, ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    readiness: Probe | None = None
+
+    def port_number(self, port: int | str) -> int | None:
+        """Resolve a port given by number or by name to the container port number."""
+        if isinstance(port, int):
+            return port
+        for p in self.ports:
+            if p.name == port:
+                return p.port
+        return None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    namespace: str
+    replicas: int
+    selector: Mapping[str, str]
+    pod_labels: Mapping[str, str]
+    pod_annotations: Mapping[str, str]
+    containers: tuple[Container, ...]
+    source: Source
+
+    @property
+    def app(self) -> str:
+        return self.pod_labels.get("app", self.name)
+
+    @property
+    def version(self) -> str:
+        return self.pod_labels.get("version", "")
+
+    @property
+    def local_command(self) -> str | None:
+        return self.pod_annotations.get(LOCAL_COMMAND_ANNOTATION)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int | str
+    name: str | None = None
+    protocol: str = "http"
+    """Istio protocol selection: from ``appProtocol`` or the port name prefix (``http-…``, ``grpc-…``)."""
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    selector: Mapping[str, str]
+    ports: tuple[ServicePort, ...]
+    source: Source
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.{self.namespace}.{CLUSTER_DOMAIN}"
+
+    def port(self, number: int | None) -> ServicePort | None:
+        """The port a destination means: its number, or the only port when none is given."""
+        if number is None:
+            return self.ports[0] if len(self.ports) == 1 else None
+        return next((p for p in self.ports if p.port == number), None)
+
+
+@dataclass(frozen=True)
+class GatewayServer:
+    port: int
+    port_name: str
+    protocol: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str
+    namespace: str
+    selector: Mapping[str, str]
+    servers: tuple[GatewayServer, ...]
+    source: Source
+
+
+# --------------------------------------------------------------------------- model: Istio
+
+
+@dataclass(frozen=True)
+class StringMatch:
+    kind: str
+    """``exact``, ``prefix``, ``regex`` or ``present`` (``{}`` or ``regex: "*"``)."""
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class HTTPMatch:
+    name: str | None = None
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: Mapping[str, StringMatch] = field(default_factory=dict)
+    without_headers: Mapping[str, StringMatch] = field(default_factory=dict)
+    query_params: Mapping[str, StringMatch] = field(default_factory=dict)
+    ignore_uri_case: bool = False
+    port: int | None = None
+    source_labels: Mapping[str, str] = field(default_factory=dict)
+    source_namespace: str | None = None
+    gateways: tuple[str, ...] = ()
+    stat_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class Destination:
+    host: str
+    subset: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class HeaderOperations:
+    set: Mapping[str, str] = field(default_factory=dict)
+    add: Mapping[str, str] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Headers:
+    request: HeaderOperations | None = None
+    response: HeaderOperations | None = None
+
+
+@dataclass(frozen=True)
+class RouteDestination:
+    destination: Destination
+    weight: int = 0
+    headers: Headers | None = None
+
+
+@dataclass(frozen=True)
+class Delay:
+    fixed_delay_ms: float
+    percentage: float | None = None
+    """``percentage.value`` (0–100, any precision); None when not given."""
+    percent: int | None = None
+    """The deprecated integer ``percent``; used only when ``percentage`` is absent, as Istio does."""
+
+
+@dataclass(frozen=True)
+class Abort:
+    http_status: int | None = None
+    grpc_status: str | None = None
+    percentage: float | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    delay: Delay | None = None
+    abort: Abort | None = None
+
+
+@dataclass(frozen=True)
+class Retries:
+    attempts: int
+    per_try_timeout_ms: float | None = None
+    retry_on: str | None = None
+    retry_ignore_previous_hosts: bool | None = None
+    backoff_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Mirror:
+    destination: Destination
+    percentage: float | None = None
+    """None means 100 % (Istio's default when no percentage is given)."""
+
+
+@dataclass(frozen=True)
+class HTTPRoute:
+    name: str | None = None
+    matches: tuple[HTTPMatch, ...] = ()
+    route: tuple[RouteDestination, ...] = ()
+    redirect: Mapping[str, Any] | None = None
+    direct_response: Mapping[str, Any] | None = None
+    rewrite: Mapping[str, Any] | None = None
+    timeout_ms: float | None = None
+    retries: Retries | None = None
+    fault: Fault | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    headers: Headers | None = None
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    name: str
+    namespace: str
+    hosts: tuple[str, ...]
+    gateways: tuple[str, ...]
+    http: tuple[HTTPRoute, ...]
+    source: Source
+    raw: Mapping[str, Any]
+    """The document as written, so it can be merged into (faults) and written back unchanged."""
+
+    @property
+    def bound_to_mesh(self) -> bool:
+        return not self.gateways or "mesh" in self.gateways
+
+
+@dataclass(frozen=True)
+class ConnectionPool:
+    max_connections: int | None = None
+    connect_timeout_ms: float | None = None
+    max_connection_duration_ms: float | None = None
+    tcp_idle_timeout_ms: float | None = None
+    http1_max_pending_requests: int | None = None
+    http2_max_requests: int | None = None
+    max_requests_per_connection: int | None = None
+    max_retries: int | None = None
+    idle_timeout_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class OutlierDetection:
+    consecutive_5xx_errors: int | None = None
+    consecutive_gateway_errors: int | None = None
+    interval_ms: float | None = None
+    base_ejection_time_ms: float | None = None
+    max_ejection_percent: int | None = None
+    min_health_percent: int | None = None
+    split_external_local_origin_errors: bool = False
+    consecutive_local_origin_failures: int | None = None
+
+
+@dataclass(frozen=True)
+class RetryBudget:
+    percent: float | None = None
+    min_retry_concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class TrafficPolicy:
+    load_balancer: str | None = None
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    retry_budget: RetryBudget | None = None
+    port_level: Mapping[int, TrafficPolicy] = field(default_factory=dict)
+
+    def for_port(self, port: int) -> TrafficPolicy:
+        """Istio: a portLevelSettings entry replaces the lb, pool and outlier blocks for that port."""
+        return self.port_level.get(port, self)
+
+
+@dataclass(frozen=True)
+class Subset:
+    name: str
+    labels: Mapping[str, str]
+    traffic_policy: TrafficPolicy | None = None
+
+
+@dataclass(frozen=True)
+class DestinationRule:
+    name: str
+    namespace: str
+    host: str
+    traffic_policy: TrafficPolicy | None
+    subsets: tuple[Subset, ...]
+    source: Source
+    raw: Mapping[str, Any]
+
+    def subset(self, name: str) -> Subset | None:
+        return next((s for s in self.subsets if s.name == name), None)
+
+    def policy_for(self, subset: str | None, port: int) -> TrafficPolicy | None:
+        """Istio's merge: each block set on the subset replaces the DestinationRule's block whole."""
+        base = self.traffic_policy.for_port(port) if self.traffic_policy else None
+        sub = self.subset(subset) if subset else None
+        if sub is None or sub.traffic_policy is None:
+            return base
+        over = sub.traffic_policy.for_port(port)
+        if base is None:
+            return over
+        return TrafficPolicy(
+            load_balancer=over.load_balancer or base.load_balancer,
+            connection_pool=over.connection_pool or base.connection_pool,
+            outlier_detection=over.outlier_detection or base.outlier_detection,
+            retry_budget=base.retry_budget,
+        )
+
+
+IstioObject = VirtualService | DestinationRule | Gateway
+KubeObject = Deployment | Service | IstioObject
+
+
+@dataclass
+class Topology:
+    """Everything a mesh is built from. Istio objects can change while the mesh runs."""
+
+    deployments: dict[str, Deployment] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    gateways: dict[str, Gateway] = field(default_factory=dict)
+    virtual_services: dict[str, VirtualService] = field(default_factory=dict)
+    destination_rules: dict[str, DestinationRule] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
+    namespace: str = DEFAULT_NAMESPACE
+
+    def copy(self) -> Topology:
+        """A copy whose tables can change without touching this one (objects are immutable)."""
+        return Topology(
+            dict(self.deployments),
+            dict(self.services),
+            dict(self.gateways),
+            dict(self.virtual_services),
+            dict(self.destination_rules),
+            list(self.warnings),
+            self.namespace,
+        )
+
+    def service_for_host(self, host: str) -> Service | None:
+        """Resolve an Istio host (short name, ``name.ns``, or FQDN) to a Service of this mesh."""
+        name = host.split(".")[0]
+        svc = self.services.get(name)
+        if svc is None:
+            return None
+        if host in (svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", svc.fqdn):
+            return svc
+        return None
+
+    def destination_rule_for(self, service: Service) -> DestinationRule | None:
+        for dr in self.destination_rules.values():
+            if self.service_for_host(dr.host) is service:
+                return dr
+        return None
+
+    def add(self, obj: KubeObject) -> None:
+        """Add or replace an object (``kubectl apply`` semantics: same kind and name replaces)."""
+        table: dict[str, Any] = self._table(obj)
+        table[obj.name] = obj
+
+    def remove(self, kind: str, name: str) -> bool:
+        table = self._table_for_kind(kind)
+        return table.pop(name, None) is not None
+
+    def _table(self, obj: KubeObject) -> dict[str, Any]:
+        return self._table_for_kind(type(obj).__name__)
+
+    def _table_for_kind(self, kind: str) -> dict[str, Any]:
+        tables: dict[str, dict[str, Any]] = {
+            "Deployment": self.deployments,
+            "Service": self.services,
+            "Gateway": self.gateways,
+            "VirtualService": self.virtual_services,
+            "DestinationRule": self.destination_rules,
+        }
+        if kind not in tables:
+            raise ConfigError.single("<request>", f"{kind}/?", "kind", f"unknown kind {kind!r}")
+        return tables[kind]
+
+    def istio_objects(self) -> list[IstioObject]:
+        return [*self.gateways.values(), *self.virtual_services.values(), *self.destination_rules.values()]
+
+
+# --------------------------------------------------------------------------- reading helpers
+
+
+class _Reader:
+    """Reads one document, tracking field paths and collecting problems instead of raising."""
+
+    def __init__(self, file: str, obj: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.obj = obj
+        self.problems = problems
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(Problem(self.file, self.obj, path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.problems.append(Problem(self.file, self.obj, path, message, "warning"))
+
+    def unhonoured(self, path: str, why: str) -> None:
+        self.warn(path, f"not honoured by the local backend ({why}); it is applied on a cluster only")
+
+    def mapping(self, value: Any, path: str) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.error(path, f"must be a mapping, got {_kind_of(value)}")
+            return None
+        return value
+
+    def fields(self, d: Mapping[str, Any], path: str, known: Iterable[str]) -> None:
+        allowed = set(known)
+        for key in d:
+            if key not in allowed:
+                guess = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f"; did you mean {guess[0]!r}?" if guess else f"; known fields: {', '.join(sorted(allowed))}"
+                self.error(_join(path, str(key)), f"unknown field {key!r}{hint}")
+
+    def string(self, d: Mapping[str, Any], key: str, path: str, required: bool = False) -> str | None:
+        value = d.get(key)
+        if value is None:
+            if required:
+                self.error(_join(path, key), "is required")
+            return None
+        if not isinstance(value, str):
+            self.error(_join(path, key), f"must be a string, got {_kind_of(value)}")
+            return None
+        if required and not value:
+            self.error(_join(path, key), "must not be empty")
+            return None
+        return value
+
+    def integer(
+        self,
+        d: Mapping[str, Any],
+        key: str,
+        path: str,
+        low: int | None = None,
+        high: int | None = None,
+        required: bool = False,
+    ) -> int | None:
+        value = d.get(key)
+        if value is None:
+            if required:
+                self.error(_join(path, key), "is required")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(_join(path, key), f"must be an integer, got {_kind_of(value)}")
+            return None
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.error(_join(path, key), f"{value} is out of range; allowed {_range_text(low, high)}")
+            return None
+        return value
+
+    def boolean(self, d: Mapping[str, Any], key: str, path: str) -> bool | None:
+        value = d.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            self.error(_join(path, key), f"must be true or false, got {_kind_of(value)}")
+            return None
+        return value
+
+    def duration(self, d: Mapping[str, Any], key: str, path: str, required: bool = False) -> float | None:
+        value = d.get(key)
+        if value is None:
+            if required:
+                self.error(_join(path, key), "is required (a duration such as 500ms, 2s or 1m)")
+            return None
+        ms = parse_duration(value)
+        if ms is None:
+            self.error(
+                _join(path, key),
+                f"{value!r} is not a duration; write a number with a unit: ns, us, ms, s, m or h (e.g. 500ms, 1.5s)",
+            )
+            return None
+        if ms < 1.0:
+            self.error(_join(path, key), f"{value!r} is shorter than 1ms, the smallest duration Istio accepts")
+            return None
+        if abs(ms - round(ms)) > 1e-9:
+            self.error(_join(path, key), f"{value!r} has sub-millisecond precision; Istio accepts whole milliseconds")
+            return None
+        return ms
+
+    def percentage(self, d: Mapping[str, Any], key: str, path: str) -> float | None:
+        """Istio ``Percent`` message: ``{value: double}``; valid values are 0 or 0.0001–100."""
+        raw = self.mapping(d.get(key), _join(path, key))
+        if raw is None:
+            return None
+        p = _join(path, key)
+        self.fields(raw, p, ["value"])
+        value = raw.get("value", 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(_join(p, "value"), f"must be a number from 0 to 100, got {_kind_of(value)}")
+            return None
+        if value != 0 and not 0.0001 <= value <= 100.0:
+            self.error(_join(p, "value"), f"{value} is out of range; allowed 0 or 0.0001 to 100")
+            return None
+        return float(value)
+
+    def string_map(self, d: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
+        raw = self.mapping(d.get(key), _join(path, key))
+        if raw is None:
+            return {}
+        out: dict[str, str] = {}
+        for k, v in raw.items():
+            if isinstance(v, bool | int | float):
+                v = str(v).lower() if isinstance(v, bool) else str(v)
+                self.error(_join(_join(path, key), str(k)), f"must be a string; quote it: \"{v}\"")
+                continue
+            if not isinstance(v, str):
+                self.error(_join(_join(path, key), str(k)), f"must be a string, got {_kind_of(v)}")
+                continue
+            out[str(k)] = v
+        return out
+
+    def sequence(self, d: Mapping[str, Any], key: str, path: str) -> list[Any]:
+        value = d.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.error(_join(path, key), f"must be a list, got {_kind_of(value)}")
+            return []
+        return value
+
+    def strings(self, d: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+        out = []
+        for i, item in enumerate(self.sequence(d, key, path)):
+            if not isinstance(item, str):
+                self.error(f"{_join(path, key)}[{i}]", f"must be a string, got {_kind_of(item)}")
+            else:
+                out.append(item)
+        return tuple(out)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _range_text(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f"{low} to {high}"
+    if low is not None:
+        return f"{low} or more"
+    return f"{high} or less"
+
+
+def parse_duration(value: Any) -> float | None:
+    """Parse an Istio/Go duration (``1h30m``, ``1.5s``, ``500ms``) to milliseconds; None if malformed."""
+    if isinstance(value, bool) or not isinstance(value, str) or not value:
+        return None
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(value):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _DURATION_UNIT_MS[m.group(2)]
+        pos = m.end()
+    return total if pos == len(value) else None
+
+
+# --------------------------------------------------------------------------- loading documents
+
+
+@dataclass(frozen=True)
+class Document:
+    source: Source
+    body: Any
+
+
+def iter_yaml_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Expand directories to their ``*.yaml``/``*.yml``/``*.json`` files, sorted for a stable order."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+        else:
+            yield path
+
+
+def load_documents(paths: Iterable[str | os.PathLike[str]], problems: list[Problem]) -> list[Document]:
+    """Read every YAML document of the given files and folders; unreadable input becomes a problem."""
+    docs: list[Document] = []
+    for path in iter_yaml_files(paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            problems.append(Problem(str(path), "file", "", "no such file; check the path"))
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(str(path), "file", "", f"cannot read it: {exc}"))
+            continue
+        docs.extend(parse_text(text, str(path), problems))
+    return docs
+
+
+def parse_text(text: str, file: str, problems: list[Problem]) -> list[Document]:
+    try:
+        bodies = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        detail = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problems.append(Problem(file, "file", "", f"not valid YAML{where}: {detail}"))
+        return []
+    except RecursionError:
+        problems.append(Problem(file, "file", "", "not valid YAML: nested too deeply"))
+        return []
+    return [Document(Source(file, i), body) for i, body in enumerate(bodies) if body is not None]
+
+
+# --------------------------------------------------------------------------- parsing objects
+
+
+def parse_documents(docs: Sequence[Document], problems: list[Problem]) -> list[KubeObject]:
+    """Turn documents into objects. Lists (``kind: List``) are expanded; unknown kinds are reported."""
+    objects: list[KubeObject] = []
+    for doc in docs:
+        for body, index_label in _expand_lists(doc, problems):
+            obj = _parse_object(doc.source, index_label, body, problems)
+            if obj is not None:
+                objects.append(obj)
+    return objects
+
+
+def _expand_lists(doc: Document, problems: list[Problem]) -> Iterator[tuple[Any, str]]:
+    label = f"document {doc.source.index + 1}"
+    body = doc.body
+    if isinstance(body, dict) and body.get("kind") == "List" and isinstance(body.get("items"), list):
+        for i, item in enumerate(body["items"]):
+            yield item, f"{label} item {i + 1}"
+    else:
+        yield body, label
+
+
+_PARSERS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("apps/v1",),
+    "Service": ("v1",),
+    "Gateway": tuple(f"{ISTIO_NETWORKING}/{v}" for v in ISTIO_VERSIONS),
+    "VirtualService": tuple(f"{ISTIO_NETWORKING}/{v}" for v in ISTIO_VERSIONS),
+    "DestinationRule": tuple(f"{ISTIO_NETWORKING}/{v}" for v in ISTIO_VERSIONS),
+}
+
+
+def _parse_object(source: Source, label: str, body: Any, problems: list[Problem]) -> KubeObject | None:
+    file = source.file
+    if not isinstance(body, dict):
+        problems.append(Problem(file, label, "", f"must be a Kubernetes object (a mapping), got {_kind_of(body)}"))
+        return None
+    kind = body.get("kind")
+    api = body.get("apiVersion")
+    meta = body.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    obj_label = f"{kind}/{name}" if isinstance(kind, str) and isinstance(name, str) and name else label
+    r = _Reader(file, obj_label, problems)
+    if not isinstance(kind, str) or not kind:
+        r.error("kind", "is required (e.g. kind: VirtualService)")
+        return None
+    if not isinstance(api, str) or not api:
+        r.error("apiVersion", f"is required (e.g. apiVersion: {_PARSERS.get(kind, ('v1',))[0]})")
+        return None
+    if kind not in _PARSERS:
+        r.warn("kind", f"kind {kind!r} ({api}) is not used by pytest-clover; the object is ignored")
+        return None
+    if api not in _PARSERS[kind]:
+        r.error("apiVersion", f"{api!r} is not a version of {kind}; use one of: {', '.join(_PARSERS[kind])}")
+        return None
+    if not isinstance(meta, dict):
+        r.error("metadata", "is required, with at least metadata.name")
+        return None
+    if not isinstance(name, str) or not name:
+        r.error("metadata.name", "is required")
+        return None
+    pattern = _DNS1123_LABEL if kind == "Service" else _DNS1123_SUBDOMAIN
+    if len(name) > (63 if kind == "Service" else 253) or not pattern.match(name):
+        r.error(
+            "metadata.name",
+            f"{name!r} is not a valid name: use lower-case letters, digits and '-', starting and ending "
+            "with a letter or digit" + (" (at most 63 characters)" if kind == "Service" else ""),
+        )
+        return None
+    namespace = r.string(meta, "namespace", "metadata") or DEFAULT_NAMESPACE
+    spec = r.mapping(body.get("spec"), "spec")
+    if spec is None:
+        if "spec" not in body:
+            r.error("spec", "is required")
+        return None
+    if kind == "Deployment":
+        return _parse_deployment(r, source, name, namespace, spec)
+    if kind == "Service":
+        return _parse_service(r, source, name, namespace, spec)
+    if kind == "Gateway":
+        return _parse_gateway(r, source, name, namespace, spec)
+    if kind == "VirtualService":
+        return _parse_virtual_service(r, source, name, namespace, spec, body)
+    return _parse_destination_rule(r, source, name, namespace, spec, body)
+
+
+def _count_errors(problems: list[Problem]) -> int:
+    return sum(1 for p in problems if p.severity == "error")
+
+
+def _parse_deployment(r: _Reader, source: Source, name: str, ns: str, spec: dict[str, Any]) -> Deployment | None:
+    before = _count_errors(r.problems)
+    replicas = r.integer(spec, "replicas", "spec", low=0)
+    selector = r.mapping(spec.get("selector"), "spec.selector") or {}
+    match_labels = r.string_map(selector, "matchLabels", "spec.selector")
+    if "matchExpressions" in selector:
+        r.unhonoured("spec.selector.matchExpressions", "only matchLabels selects pods locally")
+    template = r.mapping(spec.get("template"), "spec.template")
+    if template is None:
+        r.error("spec.template", "is required (the pod template)")
+        return None
+    tmeta = r.mapping(template.get("metadata"), "spec.template.metadata") or {}
+    labels = r.string_map(tmeta, "labels", "spec.template.metadata")
+    annotations = r.string_map(tmeta, "annotations", "spec.template.metadata")
+    if not match_labels:
+        r.error("spec.selector.matchLabels", "is required: the labels that select this Deployment's pods")
+    elif any(labels.get(k) != v for k, v in match_labels.items()):
+        r.error(
+            "spec.selector.matchLabels",
+            f"{match_labels} does not match the pod template labels {labels}; the selector must match them",
+        )
+    pspec = r.mapping(template.get("spec"), "spec.template.spec")
+    containers: list[Container] = []
+    raw_containers = r.sequence(pspec or {}, "containers", "spec.template.spec")
+    if not raw_containers:
+        r.error("spec.template.spec.containers", "is required: at least one container")
+    for i, raw in enumerate(raw_containers):
+        c = _parse_container(r, f"spec.template.spec.containers[{i}]", raw)
+        if c is not None:
+            containers.append(c)
+    names = [c.name for c in containers]
+    for dup in {n for n in names if names.count(n) > 1}:
+        r.error("spec.template.spec.containers", f"container name {dup!r} is used twice")
+    if _count_errors(r.problems) > before:
+        return None
+    return Deployment(
+        name=name,
+        namespace=ns,
+        replicas=1 if replicas is None else replicas,
+        selector=match_labels,
+        pod_labels=labels,
+        pod_annotations=annotations,
+        containers=tuple(containers),
+        source=source,
+    )
+
+
+def _parse_container(r: _Reader, path: str, raw: Any) -> Container | None:
+    c = r.mapping(raw, path)
+    if c is None:
+        r.error(path, "must be a container (a mapping with name and image)")
+        return None
+    name = r.string(c, "name", path, required=True)
+    image = r.string(c, "image", path) or ""
+    ports: list[ContainerPort] = []
+    for j, rp in enumerate(r.sequence(c, "ports", path)):
+        pp = f"{path}.ports[{j}]"
+        p = r.mapping(rp, pp)
+        if p is None:
+            continue
+        number = r.integer(p, "containerPort", pp, low=1, high=65535, required=True)
+        pname = r.string(p, "name", pp)
+        if number is not None:
+            ports.append(ContainerPort(number, pname))
+    env: list[EnvVar] = []
+    for j, re_ in enumerate(r.sequence(c, "env", path)):
+        ep = f"{path}.env[{j}]"
+        e = r.mapping(re_, ep)
+        if e is None:
+            continue
+        ename = r.string(e, "name", ep, required=True)
+        value = e.get("value")
+        if value is not None and not isinstance(value, str):
+            r.error(_join(ep, "value"), f"must be a string; quote it: \"{value}\"")
+            continue
+        field_ref = None
+        value_from = r.mapping(e.get("valueFrom"), _join(ep, "valueFrom"))
+        if value_from is not None:
+            ref = r.mapping(value_from.get("fieldRef"), _join(ep, "valueFrom.fieldRef"))
+            if ref is None:
+                r.unhonoured(_join(ep, "valueFrom"), "only valueFrom.fieldRef is resolved locally")
+            else:
+                field_ref = r.string(ref, "fieldPath", _join(ep, "valueFrom.fieldRef"), required=True)
+        if ename:
+            env.append(EnvVar(ename, value, field_ref))
+    readiness = None
+    probe = r.mapping(c.get("readinessProbe"), _join(path, "readinessProbe"))
+    if probe is not None:
+        http = r.mapping(probe.get("httpGet"), _join(path, "readinessProbe.httpGet"))
+        tcp = r.mapping(probe.get("tcpSocket"), _join(path, "readinessProbe.tcpSocket"))
+        chosen = http if http is not None else tcp
+        if chosen is None:
+            r.unhonoured(_join(path, "readinessProbe"), "only httpGet and tcpSocket probes run locally")
+        else:
+            port = chosen.get("port")
+            if not isinstance(port, int | str) or isinstance(port, bool):
+                r.error(_join(path, "readinessProbe"), "port is required (a number or a container port name)")
+            else:
+                readiness = Probe("http" if http is not None else "tcp", port, str(chosen.get("path", "/")))
+    command = r.strings(c, "command", path)
+    args = r.strings(c, "args", path)
+    if not name:
+        return None
+    return Container(name, image, command, args, tuple(env), tuple(ports), readiness)
+
+
+def _protocol_of(name: str | None, app_protocol: str | None) -> str:
+    """Istio's protocol selection: explicit appProtocol, else the port name's prefix, else sniffed (http)."""
+    label = (app_protocol or (name or "").split("-")[0]).lower()
+    if label in ("http", "http2", "grpc", "grpc-web", "tcp", "tls", "https", "mongo", "redis", "mysql", "udp"):
+        return label
+    return "http"
+
+
+def _parse_service(r: _Reader, source: Source, name: str, ns: str, spec: dict[str, Any]) -> Service | None:
+    before = _count_errors(r.problems)
+    selector = r.string_map(spec, "selector", "spec")
+    ports: list[ServicePort] = []
+    raw_ports = r.sequence(spec, "ports", "spec")
+    if not raw_ports:
+        r.error("spec.ports", "is required: at least one port")
+    for i, rp in enumerate(raw_ports):
+        path = f"spec.ports[{i}]"
+        p = r.mapping(rp, path)
+        if p is None:
+            continue
+        number = r.integer(p, "port", path, low=1, high=65535, required=True)
+        pname = r.string(p, "name", path)
+        if len(raw_ports) > 1 and not pname:
+            r.error(_join(path, "name"), "is required when a Service has more than one port")
+        target = p.get("targetPort", number)
+        if isinstance(target, bool) or not isinstance(target, int | str):
+            r.error(_join(path, "targetPort"), f"must be a port number or a container port name, got {_kind_of(target)}")
+            continue
+        if isinstance(target, int) and not 1 <= target <= 65535:
+            r.error(_join(path, "targetPort"), f"{target} is out of range; allowed 1 to 65535")
+            continue
+        proto = r.string(p, "protocol", path)
+        if proto not in (None, "TCP"):
+            r.unhonoured(_join(path, "protocol"), f"{proto} ports are not proxied; only TCP/HTTP is")
+        app_protocol = r.string(p, "appProtocol", path)
+        protocol = _protocol_of(pname, app_protocol)
+        if protocol not in ("http", "http2", "grpc"):
+            r.unhonoured(_join(path, "name"), f"{protocol} traffic is proxied as HTTP/1.1")
+        if number is not None:
+            ports.append(ServicePort(number, target, pname, protocol))
+    numbers = [p.port for p in ports]
+    for dup in {n for n in numbers if numbers.count(n) > 1}:
+        r.error("spec.ports", f"port {dup} is listed twice")
+    if _count_errors(r.problems) > before:
+        return None
+    return Service(name, ns, selector, tuple(ports), source)
+
+
+def _parse_gateway(r: _Reader, source: Source, name: str, ns: str, spec: dict[str, Any]) -> Gateway | None:
+    before = _count_errors(r.problems)
+    r.fields(spec, "spec", ["selector", "servers"])
+    selector = r.string_map(spec, "selector", "spec")
+    servers: list[GatewayServer] = []
+    raw = r.sequence(spec, "servers", "spec")
+    if not raw:
+        r.error("spec.servers", "is required: at least one server (port and hosts)")
+    for i, rs in enumerate(raw):
+        path = f"spec.servers[{i}]"
+        s = r.mapping(rs, path)
+        if s is None:
+            continue
+        r.fields(s, path, ["port", "hosts", "tls", "bind", "defaultEndpoint", "name"])
+        port = r.mapping(s.get("port"), _join(path, "port"))
+        if port is None:
+            r.error(_join(path, "port"), "is required")
+            continue
+        r.fields(port, _join(path, "port"), ["number", "name", "protocol", "targetPort"])
+        number = r.integer(port, "number", _join(path, "port"), low=1, high=65535, required=True)
+        pname = r.string(port, "name", _join(path, "port")) or ""
+        protocol = (r.string(port, "protocol", _join(path, "port"), required=True) or "").upper()
+        if protocol and protocol not in ("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", "MONGO"):
+            r.error(_join(path, "port.protocol"), f"{protocol!r} is not a protocol; use HTTP, HTTPS, HTTP2, GRPC, TCP or TLS")
+        elif protocol and protocol not in ("HTTP", "HTTP2", "GRPC"):
+            r.unhonoured(_join(path, "port.protocol"), f"{protocol} servers are not opened locally")
+        hosts = r.strings(s, "hosts", path)
+        if not hosts:
+            r.error(_join(path, "hosts"), "is required: at least one host, e.g. \"*\"")
+        if "tls" in s:
+            r.unhonoured(_join(path, "tls"), "the local ingress gateway speaks plain HTTP")
+        if number is not None and protocol in ("HTTP", "HTTP2", "GRPC"):
+            servers.append(GatewayServer(number, pname, protocol, hosts))
+    if _count_errors(r.problems) > before:
+        return None
+    return Gateway(name, ns, selector, tuple(servers), source)
+
+
+# --------------------------------------------------------------------------- VirtualService
+
+_HTTP_ROUTE_FIELDS = (
+    "name match route redirect directResponse delegate rewrite timeout retries fault mirror mirrors "
+    "mirrorPercentage mirrorPercent mirror_percent corsPolicy headers"
+).split()
+_MATCH_FIELDS = (
+    "name uri scheme method authority headers withoutHeaders queryParams ignoreUriCase port sourceLabels "
+    "sourceNamespace gateways statPrefix"
+).split()
+
+
+def _parse_virtual_service(
+    r: _Reader, source: Source, name: str, ns: str, spec: dict[str, Any], body: dict[str, Any]
+) -> VirtualService | None:
+    before = _count_errors(r.problems)
+    r.fields(spec, "spec", ["hosts", "gateways", "http", "tls", "tcp", "exportTo"])
+    hosts = r.strings(spec, "hosts", "spec")
+    if not hosts:
+        r.error("spec.hosts", "is required: the service names this VirtualService routes (e.g. [reviews])")
+    gateways = r.strings(spec, "gateways", "spec")
+    for key in ("tls", "tcp"):
+        if spec.get(key):
+            r.unhonoured(f"spec.{key}", f"{key.upper()} routes are not proxied locally")
+    http: list[HTTPRoute] = []
+    raw_http = r.sequence(spec, "http", "spec")
+    if not raw_http and not spec.get("tls") and not spec.get("tcp"):
+        r.error("spec.http", "is required: at least one HTTP route")
+    for i, rh in enumerate(raw_http):
+        route = _parse_http_route(r, f"spec.http[{i}]", rh)
+        if route is not None:
+            http.append(route)
+    if _count_errors(r.problems) > before:
+        return None
+    return VirtualService(name, ns, hosts, gateways, tuple(http), source, body)
+
+
+def _parse_string_match(r: _Reader, path: str, raw: Any) -> StringMatch | None:
+    m = r.mapping(raw, path)
+    if m is None:
+        if raw is None:
+            return StringMatch("present")
+        return None
+    r.fields(m, path, ["exact", "prefix", "regex"])
+    given = [k for k in ("exact", "prefix", "regex") if k in m]
+    if not given:
+        return StringMatch("present")
+    if len(given) > 1:
+        r.error(path, f"give only one of exact, prefix or regex (found {', '.join(given)})")
+        return None
+    kind = given[0]
+    value = m[kind]
+    if not isinstance(value, str):
+        r.error(_join(path, kind), f"must be a string, got {_kind_of(value)}")
+        return None
+    if kind == "regex":
+        if value == "*":
+            return StringMatch("present")
+        try:
+            re.compile(value)
+        except re.error as exc:
+            r.error(_join(path, kind), f"{value!r} is not a valid regular expression: {exc}")
+            return None
+    return StringMatch(kind, value)
+
+
+def _parse_match_map(r: _Reader, path: str, raw: Any, lower_case: bool) -> dict[str, StringMatch]:
+    m = r.mapping(raw, path)
+    out: dict[str, StringMatch] = {}
+    for key, value in (m or {}).items():
+        key = str(key)
+        if lower_case and key != key.lower():
+            r.error(_join(path, key), f"header names must be lower case in Istio; write {key.lower()!r}")
+            continue
+        sm = _parse_string_match(r, _join(path, key), value)
+        if sm is not None:
+            out[key] = sm
+    return out
+
+
+def _parse_match(r: _Reader, path: str, raw: Any) -> HTTPMatch | None:
+    m = r.mapping(raw, path)
+    if m is None:
+        return None
+    r.fields(m, path, _MATCH_FIELDS)
+
+    def sm(key: str) -> StringMatch | None:
+        return _parse_string_match(r, _join(path, key), m[key]) if key in m else None
+
+    return HTTPMatch(
+        name=r.string(m, "name", path),
+        uri=sm("uri"),
+        scheme=sm("scheme"),
+        method=sm("method"),
+        authority=sm("authority"),
+        headers=_parse_match_map(r, _join(path, "headers"), m.get("headers"), lower_case=True),
+        without_headers=_parse_match_map(r, _join(path, "withoutHeaders"), m.get("withoutHeaders"), lower_case=True),
+        query_params=_parse_match_map(r, _join(path, "queryParams"), m.get("queryParams"), lower_case=False),
+        ignore_uri_case=bool(r.boolean(m, "ignoreUriCase", path)),
+        port=r.integer(m, "port", path, low=1, high=65535),
+        source_labels=r.string_map(m, "sourceLabels", path),
+        source_namespace=r.string(m, "sourceNamespace", path),
+        gateways=r.strings(m, "gateways", path),
+        stat_prefix=r.string(m, "statPrefix", path),
+    )
+
+
+def _parse_destination(r: _Reader, path: str, raw: Any) -> Destination | None:
+    d = r.mapping(raw, path)
+    if d is None:
+        r.error(path, "is required: destination.host names the service")
+        return None
+    r.fields(d, path, ["host", "subset", "port"])
+    host = r.string(d, "host", path, required=True)
+    subset = r.string(d, "subset", path)
+    port = None
+    if "port" in d:
+        pm = r.mapping(d.get("port"), _join(path, "port"))
+        if pm is not None:
+            r.fields(pm, _join(path, "port"), ["number"])
+            port = r.integer(pm, "number", _join(path, "port"), low=1, high=65535, required=True)
+    if not host:
+        return None
+    return Destination(host, subset, port)
+
+
+def _parse_header_ops(r: _Reader, path: str, raw: Any) -> HeaderOperations | None:
+    m = r.mapping(raw, path)
+    if m is None:
+        return None
+    r.fields(m, path, ["set", "add", "remove"])
+    return HeaderOperations(r.string_map(m, "set", path), r.string_map(m, "add", path), r.strings(m, "remove", path))
+
+
+def _parse_headers(r: _Reader, path: str, raw: Any) -> Headers | None:
+    m = r.mapping(raw, path)
+    if m is None:
+        return None
+    r.fields(m, path, ["request", "response"])
+    return Headers(
+        _parse_header_ops(r, _join(path, "request"), m.get("request")),
+        _parse_header_ops(r, _join(path, "response"), m.get("response")),
+    )
+
+
+def _parse_fault(r: _Reader, path: str, raw: Any) -> Fault | None:
+    f = r.mapping(raw, path)
+    if f is None:
+        return None
+    r.fields(f, path, ["delay", "abort"])
+    delay = abort = None
+    if "delay" in f:
+        dp = _join(path, "delay")
+        d = r.mapping(f["delay"], dp)
+        if d is not None:
+            r.fields(d, dp, ["fixedDelay", "exponentialDelay", "percentage", "percent"])
+            if "exponentialDelay" in d:
+                r.error(_join(dp, "exponentialDelay"), "is not supported by Istio; use fixedDelay")
+            fixed = r.duration(d, "fixedDelay", dp, required="exponentialDelay" not in d)
+            pct = r.percentage(d, "percentage", dp)
+            percent = r.integer(d, "percent", dp, low=0, high=100)
+            if "percent" in d and "percentage" not in d:
+                r.warn(_join(dp, "percent"), "is deprecated; use percentage: {value: N}")
+            if fixed is not None:
+                delay = Delay(fixed, pct, percent)
+    if "abort" in f:
+        ap = _join(path, "abort")
+        a = r.mapping(f["abort"], ap)
+        if a is not None:
+            r.fields(a, ap, ["httpStatus", "grpcStatus", "http2Error", "percentage"])
+            if "percent" in a:
+                r.error(_join(ap, "percent"), "was removed from Istio; use percentage: {value: N}")
+            if "http2Error" in a:
+                r.error(_join(ap, "http2Error"), "is not supported by Istio; use httpStatus or grpcStatus")
+            status = r.integer(a, "httpStatus", ap, low=200, high=600)
+            grpc = r.string(a, "grpcStatus", ap)
+            if grpc is not None and grpc not in GRPC_STATUS:
+                r.error(_join(ap, "grpcStatus"), f"{grpc!r} is not a gRPC status; use a name such as UNAVAILABLE")
+                grpc = None
+            if status is not None and grpc is not None:
+                r.error(ap, "give only one of httpStatus or grpcStatus")
+            pct = r.percentage(a, "percentage", ap)
+            if status is None and grpc is None and "httpStatus" not in a and "grpcStatus" not in a:
+                r.error(ap, "needs httpStatus (e.g. 503) or grpcStatus")
+            elif status is not None or grpc is not None:
+                abort = Abort(status, grpc, pct)
+                if pct is None:
+                    r.warn(_join(ap, "percentage"), "is not set, so no request is aborted (Istio's default is 0 %)")
+    if "delay" not in f and "abort" not in f:
+        r.error(path, "needs a delay, an abort, or both")
+    if delay is not None and delay.percentage is None and delay.percent is None:
+        r.warn(_join(path, "delay.percentage"), "is not set, so no request is delayed (Istio's default is 0 %)")
+    return Fault(delay, abort) if (delay or abort) else None
+
+
+def _parse_retries(r: _Reader, path: str, raw: Any) -> Retries | None:
+    m = r.mapping(raw, path)
+    if m is None:
+        return None
+    r.fields(m, path, ["attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities", "retryIgnorePreviousHosts", "backoff"])
+    attempts = r.integer(m, "attempts", path, low=0)
+    per_try = r.duration(m, "perTryTimeout", path)
+    retry_on = r.string(m, "retryOn", path)
+    if retry_on is not None:
+        for token in (t.strip() for t in retry_on.split(",")):
+            if not token:
+                r.error(_join(path, "retryOn"), "has an empty entry; separate conditions with single commas")
+            elif not token.isdigit() and token not in RETRY_ON_TOKENS:
+                guess = difflib.get_close_matches(token, sorted(RETRY_ON_TOKENS), n=1)
+                hint = f"; did you mean {guess[0]!r}?" if guess else ""
+                r.error(_join(path, "retryOn"), f"{token!r} is not a retry condition or HTTP status{hint}")
+    if attempts == 0 and (per_try is not None or retry_on is not None or "retryRemoteLocalities" in m):
+        r.error(_join(path, "attempts"), "is 0 (retries off), so perTryTimeout, retryOn and retryRemoteLocalities must not be set")
+    if m.get("retryRemoteLocalities"):
+        r.unhonoured(_join(path, "retryRemoteLocalities"), "a local mesh has one locality")
+    return Retries(
+        attempts=attempts or 0,
+        per_try_timeout_ms=per_try,
+        retry_on=retry_on,
+        retry_ignore_previous_hosts=r.boolean(m, "retryIgnorePreviousHosts", path),
+        backoff_ms=r.duration(m, "backoff", path),
+    )
+
+
+def _parse_http_route(r: _Reader, path: str, raw: Any) -> HTTPRoute | None:
+    h = r.mapping(raw, path)
+    if h is None:
+        return None
+    r.fields(h, path, _HTTP_ROUTE_FIELDS)
+    matches = [m for i, rm in enumerate(r.sequence(h, "match", path)) if (m := _parse_match(r, f"{path}.match[{i}]", rm))]
+    routes: list[RouteDestination] = []
+    raw_routes = r.sequence(h, "route", path)
+    for i, rd in enumerate(raw_routes):
+        rp = f"{path}.route[{i}]"
+        d = r.mapping(rd, rp)
+        if d is None:
+            continue
+        r.fields(d, rp, ["destination", "weight", "headers"])
+        dest = _parse_destination(r, _join(rp, "destination"), d.get("destination"))
+        weight = r.integer(d, "weight", rp, low=0)
+        headers = _parse_headers(r, _join(rp, "headers"), d.get("headers"))
+        if dest is not None:
+            routes.append(RouteDestination(dest, weight or 0, headers))
+    if len(raw_routes) > 1 and routes and sum(x.weight for x in routes) == 0 and len(routes) == len(raw_routes):
+        r.error(f"{path}.route", "the weights add up to 0; give at least one destination a positive weight")
+    redirect = r.mapping(h.get("redirect"), _join(path, "redirect"))
+    direct = r.mapping(h.get("directResponse"), _join(path, "directResponse"))
+    if "delegate" in h:
+        r.error(_join(path, "delegate"), "delegate VirtualServices are not supported by the local backend; inline the routes")
+    if not raw_routes and redirect is None and direct is None and "delegate" not in h:
+        r.error(path, "needs a route (destinations), a redirect or a directResponse")
+    if raw_routes and (redirect is not None or direct is not None):
+        r.error(path, "give only one of route, redirect or directResponse")
+    if redirect is not None:
+        r.fields(redirect, _join(path, "redirect"), ["uri", "authority", "port", "derivePort", "scheme", "redirectCode"])
+        r.integer(redirect, "redirectCode", _join(path, "redirect"), low=300, high=399)
+    if direct is not None:
+        r.fields(direct, _join(path, "directResponse"), ["status", "body"])
+        r.integer(direct, "status", _join(path, "directResponse"), low=200, high=599, required=True)
+    rewrite = r.mapping(h.get("rewrite"), _join(path, "rewrite"))
+    if rewrite is not None:
+        r.fields(rewrite, _join(path, "rewrite"), ["uri", "authority", "uriRegexRewrite"])
+        if "uriRegexRewrite" in rewrite:
+            r.unhonoured(_join(path, "rewrite.uriRegexRewrite"), "regex rewrites are not translated yet")
+    if "corsPolicy" in h:
+        r.unhonoured(_join(path, "corsPolicy"), "CORS is not enforced by the local sidecars")
+    mirrors: list[Mirror] = []
+    if "mirror" in h:
+        dest = _parse_destination(r, _join(path, "mirror"), h.get("mirror"))
+        pct = r.percentage(h, "mirrorPercentage", path)
+        if "mirrorPercent" in h:
+            legacy = r.integer(h, "mirrorPercent", path, low=0, high=100)
+            r.warn(_join(path, "mirrorPercent"), "is deprecated; use mirrorPercentage: {value: N}")
+            if pct is None and legacy is not None:
+                pct = float(legacy)
+        if dest is not None:
+            mirrors.append(Mirror(dest, pct))
+    for i, rm in enumerate(r.sequence(h, "mirrors", path)):
+        mp = f"{path}.mirrors[{i}]"
+        mm = r.mapping(rm, mp)
+        if mm is None:
+            continue
+        r.fields(mm, mp, ["destination", "percentage"])
+        dest = _parse_destination(r, _join(mp, "destination"), mm.get("destination"))
+        if dest is not None:
+            mirrors.append(Mirror(dest, r.percentage(mm, "percentage", mp)))
+    return HTTPRoute(
+        name=r.string(h, "name", path),
+        matches=tuple(matches),
+        route=tuple(routes),
+        redirect=redirect,
+        direct_response=direct,
+        rewrite=rewrite,
+        timeout_ms=r.duration(h, "timeout", path),
+        retries=_parse_retries(r, _join(path, "retries"), h.get("retries")),
+        fault=_parse_fault(r, _join(path, "fault"), h.get("fault")),
+        mirrors=tuple(mirrors),
+        headers=_parse_headers(r, _join(path, "headers"), h.get("headers")),
+    )
+
+
+# --------------------------------------------------------------------------- DestinationRule
+
+
+def _parse_traffic_policy(r: _Reader, path: str, raw: Any, port_level: bool = False) -> TrafficPolicy | None:
+    t = r.mapping(raw, path)
+    if t is None:
+        return None
+    known = ["loadBalancer", "connectionPool", "outlierDetection", "tls", "tunnel", "proxyProtocol", "retryBudget"]
+    r.fields(t, path, [*known, "port"] if port_level else [*known, "portLevelSettings"])
+    lb = None
+    if "loadBalancer" in t:
+        lp = _join(path, "loadBalancer")
+        m = r.mapping(t["loadBalancer"], lp) or {}
+        r.fields(m, lp, ["simple", "consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup"])
+        lb = r.string(m, "simple", lp)
+        if lb is not None and lb not in LB_SIMPLE:
+            r.error(_join(lp, "simple"), f"{lb!r} is not a load balancer; use one of {', '.join(LB_SIMPLE)}")
+            lb = None
+        for key in ("consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup"):
+            if key in m:
+                r.unhonoured(_join(lp, key), "not translated yet; the simple policy (default LEAST_REQUEST) is used")
+        if lb == "PASSTHROUGH":
+            r.unhonoured(_join(lp, "simple"), "PASSTHROUGH needs original-destination routing")
+    for key in ("tls", "tunnel", "proxyProtocol"):
+        if key in t:
+            r.unhonoured(_join(path, key), "local sidecars talk plain HTTP to each other")
+    pool = None
+    if "connectionPool" in t:
+        pool = _parse_pool(r, _join(path, "connectionPool"), t["connectionPool"])
+    outlier = None
+    if "outlierDetection" in t:
+        outlier = _parse_outlier(r, _join(path, "outlierDetection"), t["outlierDetection"])
+    budget = None
+    if "retryBudget" in t:
+        bp = _join(path, "retryBudget")
+        b = r.mapping(t["retryBudget"], bp) or {}
+        r.fields(b, bp, ["percent", "minRetryConcurrency", "budgetInterval"])
+        pct = r.percentage(b, "percent", bp)
+        budget = RetryBudget(pct, r.integer(b, "minRetryConcurrency", bp, low=0))
+    levels: dict[int, TrafficPolicy] = {}
+    for i, rl in enumerate(r.sequence(t, "portLevelSettings", path)):
+        lp = f"{path}.portLevelSettings[{i}]"
+        lm = r.mapping(rl, lp) or {}
+        pm = r.mapping(lm.get("port"), _join(lp, "port"))
+        number = r.integer(pm or {}, "number", _join(lp, "port"), low=1, high=65535, required=True)
+        sub = _parse_traffic_policy(r, lp, lm, port_level=True)
+        if number is not None and sub is not None:
+            levels[number] = sub
+    return TrafficPolicy(lb, pool, outlier, budget, levels)
+
+
+def _parse_pool(r: _Reader, path: str, raw: Any) -> ConnectionPool | None:
+    m = r.mapping(raw, path)
+    if m is None:
+        return None
+    r.fields(m, path, ["tcp", "http"])
+    if not m.get("tcp") and not m.get("http"):
+        r.error(path, "needs tcp or http settings")
+    tp, hp = _join(path, "tcp"), _join(path, "http")
+    tcp = r.mapping(m.get("tcp"), tp) or {}
+    http = r.mapping(m.get("http"), hp) or {}
+    r.fields(tcp, tp, ["maxConnections", "connectTimeout", "tcpKeepalive", "maxConnectionDuration", "idleTimeout"])
+    r.fields(
+        http,
+        hp,
+        "http1MaxPendingRequests http2MaxRequests maxRequestsPerConnection maxRetries idleTimeout "
+        "h2UpgradePolicy useClientProtocol maxConcurrentStreams http2KeepAlive".split(),
+    )
+    if "tcpKeepalive" in tcp:
+        r.unhonoured(_join(tp, "tcpKeepalive"), "loopback connections need no keepalive probes")
+    for key in ("h2UpgradePolicy", "useClientProtocol", "maxConcurrentStreams", "http2KeepAlive"):
+        if key in http:
+            r.unhonoured(_join(hp, key), "local sidecars speak HTTP/1.1 to each other")
+    return ConnectionPool(
+        max_connections=r.integer(tcp, "maxConnections", tp, low=0),
+        connect_timeout_ms=r.duration(tcp, "connectTimeout", tp),
+        max_connection_duration_ms=r.duration(tcp, "maxConnectionDuration", tp),
+        tcp_idle_timeout_ms=r.duration(tcp, "idleTimeout", tp),
+        http1_max_pending_requests=r.integer(http, "http1MaxPendingRequests", hp, low=0),
+        http2_max_requests=r.integer(http, "http2MaxRequests", hp, low=0),
+        max_requests_per_connection=r.integer(http, "maxRequestsPerConnection", hp, low=0),
+        max_retries=r.integer(http, "maxRetries", hp, low=0),
+        idle_timeout_ms=r.duration(http, "idleTimeout", hp),
+    )
+
+
+def _parse_outlier(r: _Reader, path: str, raw: Any) -> OutlierDetection | None:
+    m = r.mapping(raw, path)
+    if m is None:
+        return None
+    r.fields(
+        m,
+        path,
+        "consecutive5xxErrors consecutiveGatewayErrors consecutiveErrors interval baseEjectionTime maxEjectionPercent "
+        "minHealthPercent splitExternalLocalOriginErrors consecutiveLocalOriginFailures".split(),
+    )
+    if "consecutiveErrors" in m:
+        r.warn(_join(path, "consecutiveErrors"), "is deprecated and ignored by Istio; use consecutive5xxErrors")
+    split = bool(r.boolean(m, "splitExternalLocalOriginErrors", path))
+    local = r.integer(m, "consecutiveLocalOriginFailures", path, low=0)
+    if local is not None and not split:
+        r.error(_join(path, "consecutiveLocalOriginFailures"), "needs splitExternalLocalOriginErrors: true")
+    return OutlierDetection(
+        consecutive_5xx_errors=_uint32(r, m, "consecutive5xxErrors", path),
+        consecutive_gateway_errors=_uint32(r, m, "consecutiveGatewayErrors", path),
+        interval_ms=r.duration(m, "interval", path),
+        base_ejection_time_ms=r.duration(m, "baseEjectionTime", path),
+        max_ejection_percent=r.integer(m, "maxEjectionPercent", path, low=0, high=100),
+        min_health_percent=r.integer(m, "minHealthPercent", path, low=0, high=100),
+        split_external_local_origin_errors=split,
+        consecutive_local_origin_failures=local,
+    )
+
+
+def _uint32(r: _Reader, m: Mapping[str, Any], key: str, path: str) -> int | None:
+    # UInt32Value may also be written in its wrapper form {value: N}.
+    if isinstance(m.get(key), dict):
+        return r.integer(m[key], "value", _join(path, key), low=0, high=2**32 - 1)
+    return r.integer(m, key, path, low=0, high=2**32 - 1)
+
+
+def _parse_destination_rule(
+    r: _Reader, source: Source, name: str, ns: str, spec: dict[str, Any], body: dict[str, Any]
+) -> DestinationRule | None:
+    before = _count_errors(r.problems)
+    r.fields(spec, "spec", ["host", "trafficPolicy", "subsets", "exportTo", "workloadSelector"])
+    host = r.string(spec, "host", "spec", required=True)
+    if "workloadSelector" in spec:
+        r.unhonoured("spec.workloadSelector", "the rule applies to every client")
+    policy = _parse_traffic_policy(r, "spec.trafficPolicy", spec.get("trafficPolicy"))
+    subsets: list[Subset] = []
+    for i, rs in enumerate(r.sequence(spec, "subsets", "spec")):
+        sp = f"spec.subsets[{i}]"
+        s = r.mapping(rs, sp)
+        if s is None:
+            continue
+        r.fields(s, sp, ["name", "labels", "trafficPolicy"])
+        sname = r.string(s, "name", sp, required=True)
+        if sname and not _DNS1123_LABEL.match(sname):
+            r.error(_join(sp, "name"), f"{sname!r} is not a valid subset name (lower-case letters, digits, '-')")
+            continue
+        if sname and any(x.name == sname for x in subsets):
+            r.error(_join(sp, "name"), f"subset {sname!r} is defined twice")
+            continue
+        sub_policy = _parse_traffic_policy(r, _join(sp, "trafficPolicy"), s.get("trafficPolicy"))
+        if sname:
+            subsets.append(Subset(sname, r.string_map(s, "labels", sp), sub_policy))
+    if _count_errors(r.problems) > before or host is None:
+        return None
+    return DestinationRule(name, ns, host, policy, tuple(subsets), source, body)
+
+
+# --------------------------------------------------------------------------- topology
+
+
+def check_references(topo: Topology, problems: list[Problem]) -> None:
+    """Cross-object checks, as ``istioctl analyze`` does: dangling hosts, subsets, gateways, ports."""
+    for dep in topo.deployments.values():
+        r = _Reader(dep.source.file, f"Deployment/{dep.name}", problems)
+        for i, c in enumerate(dep.containers):
+            if c.readiness is not None and c.port_number(c.readiness.port) is None:
+                r.error(
+                    f"spec.template.spec.containers[{i}].readinessProbe",
+                    f"port {c.readiness.port!r} is not a port of container {c.name!r}",
+                )
+    for svc in topo.services.values():
+        r = _Reader(svc.source.file, f"Service/{svc.name}", problems)
+        pods = [d for d in topo.deployments.values() if svc.selector and all(d.pod_labels.get(k) == v for k, v in svc.selector.items())]
+        if not svc.selector:
+            r.warn("spec.selector", "is empty, so the Service has no endpoints")
+        elif topo.deployments and not pods:
+            r.warn("spec.selector", f"{dict(svc.selector)} selects no Deployment's pods; the Service has no endpoints")
+        for i, port in enumerate(svc.ports):
+            if isinstance(port.target_port, str):
+                if pods and not any(c.port_number(port.target_port) for d in pods for c in d.containers):
+                    r.error(f"spec.ports[{i}].targetPort", f"no selected pod has a container port named {port.target_port!r}")
+    for vs in topo.virtual_services.values():
+        r = _Reader(vs.source.file, f"VirtualService/{vs.name}", problems)
+        for g in vs.gateways:
+            gname = g.split("/")[-1]
+            if g != "mesh" and gname not in topo.gateways:
+                r.error("spec.gateways", f"gateway {g!r} is not defined; add the Gateway or fix the name")
+        for i, route in enumerate(vs.http):
+            dests = [(f"spec.http[{i}].route[{j}].destination", d.destination) for j, d in enumerate(route.route)]
+            dests += [(f"spec.http[{i}].mirror", m.destination) for m in route.mirrors]
+            for path, dest in dests:
+                svc = topo.service_for_host(dest.host)
+                if svc is None:
+                    if topo.services:
+                        r.warn(_join(path, "host"), f"{dest.host!r} is not a Service of this topology; requests to it get 503")
+                    continue
+                if dest.port is None and len(svc.ports) > 1:
+                    r.error(_join(path, "port"), f"is required: Service {svc.name} has several ports")
+                elif dest.port is not None and svc.port(dest.port) is None:
+                    r.error(_join(path, "port.number"), f"Service {svc.name} has no port {dest.port}")
+                if dest.subset:
+                    dr = topo.destination_rule_for(svc)
+                    if dr is None or dr.subset(dest.subset) is None:
+                        r.warn(
+                            _join(path, "subset"),
+                            f"subset {dest.subset!r} of {dest.host} is not defined in any DestinationRule; "
+                            "requests routed to it get 503 (NC), as on a cluster",
+                        )
+
+
+def build_topology(objects: Iterable[KubeObject], problems: list[Problem]) -> Topology:
+    topo = Topology()
+    seen: dict[tuple[str, str], Source] = {}
+    for obj in objects:
+        key = (type(obj).__name__, obj.name)
+        if key in seen:
+            first = seen[key]
+            problems.append(
+                Problem(
+                    obj.source.file,
+                    f"{key[0]}/{obj.name}",
+                    "metadata.name",
+                    f"is defined twice (first in {first.file}, document {first.index + 1}); names must be unique per kind",
+                )
+            )
+            continue
+        seen[key] = obj.source
+        topo.add(obj)
+    namespaces = {o.namespace for o in objects}
+    if len(namespaces) > 1:
+        problems.append(
+            Problem("<topology>", "namespaces", "metadata.namespace", f"objects span several namespaces {sorted(namespaces)}; the local backend runs one namespace", "warning")
+        )
+    if namespaces:
+        topo.namespace = sorted(namespaces)[0]
+    check_references(topo, problems)
+    topo.warnings = [p for p in problems if p.severity == "warning"]
+    return topo
+
+
+def validate(paths: Iterable[str | os.PathLike[str]]) -> list[Problem]:
+    """Every problem in the given files and folders, read together as one topology."""
+    problems: list[Problem] = []
+    docs = load_documents(paths, problems)
+    objects = parse_documents(docs, problems)
+    build_topology(objects, problems)
+    return problems
+
+
+def load_topology(path: str | os.PathLike[str]) -> Topology:
+    """Read a topology folder (or file); raise ConfigError listing every error found."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError.single(str(p), "topology", "", "no such file or directory; pass a folder of Kubernetes + Istio YAML")
+    problems: list[Problem] = []
+    docs = load_documents([p], problems)
+    if not docs and not problems:
+        raise ConfigError.single(str(p), "topology", "", "holds no YAML documents (*.yaml, *.yml)")
+    objects = parse_documents(docs, problems)
+    topo = build_topology(objects, problems)
+    if any(x.severity == "error" for x in problems):
+        raise ConfigError(problems)
+    return topo
+
+
+def parse_istio_text(text: str, file: str = "<string>") -> tuple[list[IstioObject], list[Problem]]:
+    """Parse Istio objects given as YAML text (``clover apply``, fault injection)."""
+    problems: list[Problem] = []
+    objects = parse_documents(parse_text(text, file, problems), problems)
+    istio: list[IstioObject] = []
+    for obj in objects:
+        if isinstance(obj, VirtualService | DestinationRule | Gateway):
+            istio.append(obj)
+        else:
+            problems.append(Problem(file, f"{type(obj).__name__}/{obj.name}", "kind", "only Istio objects can be applied to a running mesh; Deployments and Services are part of the topology"))
+    return istio, problems

