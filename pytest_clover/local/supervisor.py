@@ -59,7 +59,11 @@ def die_with_parent() -> None:
 
 
 def _template_hash(dep: Deployment) -> str:
-    digest = hashlib.sha256(json.dumps([dep.name, dict(dep.pod_labels)], sort_keys=True).encode()).digest()
+    return _template_hash_of(json.dumps([dep.name, dict(dep.pod_labels)], sort_keys=True))
+
+
+def _template_hash_of(text: str) -> str:
+    digest = hashlib.sha256(text.encode()).digest()
     return "".join(_NAME_ALPHABET[b % len(_NAME_ALPHABET)] for b in digest[:10])
 
 
@@ -250,7 +254,7 @@ class Supervisor:
         n, ip = self._allocate_ip()
         try:
             if dep is None:
-                name = self._new_name(f"istio-ingressgateway-{'x' * 10}")
+                name = self._new_name("istio-ingressgateway-" + _template_hash_of("istio-ingressgateway"))
                 labels = dict(GATEWAY_LABELS)
             else:
                 name = self._new_name(f"{dep.name}-{_template_hash(dep)}")

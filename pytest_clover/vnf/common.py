@@ -130,7 +130,7 @@ class Identity:
         # Mixing in the pod name keeps replicas from drawing identical fault
         # sequences while a fixed CLOVER_SEED still makes a run replayable.
         base = self.seed if seed is None else seed
-        return random.Random(base)
+        return random.Random(base ^ zlib.crc32(self.pod.encode()))
 
 
 # --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 from yarl import URL
 
 from pytest_clover.vnf.__main__ import main
@@ -221,7 +222,14 @@ def test_forwards_method_query_and_body_with_its_content_type() -> None:
         async with c.http.patch(
             c.proxy.url("/api/items/7?x=%2Fy"),
             data=doc,
-            headers={"x-clover-echo": "1", "Content-Type": "application/json"},
+            headers=CIMultiDict(
+                [
+                    ("x-clover-echo", "1"),
+                    ("Content-Type", "application/json"),
+                    ("x-clover-multi", "a"),
+                    ("x-clover-multi", "b"),
+                ]
+            ),
         ) as resp:
             seen = await resp.json()
         assert seen["method"] == "PATCH"
@@ -229,6 +237,7 @@ def test_forwards_method_query_and_body_with_its_content_type() -> None:
         assert seen["query"] == "x=/y"
         assert seen["body_bytes"] == len(doc)
         assert seen["headers"]["content-type"] == "application/json"
+        assert seen["headers"]["x-clover-multi"] == "a, b"
 
     with_chain(body)
 
@@ -246,10 +255,18 @@ def test_streams_large_and_chunked_bodies_both_ways() -> None:
         async with c.http.post(c.proxy.url("/anything"), data=chunks(), headers={"x-clover-echo": "1"}) as resp:
             assert resp.status == 200
             assert (await resp.json())["body_bytes"] == size
+        # Known length above the buffering limit: streamed, but still sized.
+        async with c.http.post(
+            c.proxy.url("/anything"), data=io.BytesIO(b"s" * size), headers={"x-clover-echo": "1"}
+        ) as resp:
+            seen = await resp.json()
+        assert seen["body_bytes"] == size
+        assert seen["headers"]["content-length"] == str(size)
+        assert "transfer-encoding" not in seen["headers"]
         async with c.http.post(c.proxy.url("/upload"), data=io.BytesIO(b"x" * size)) as resp:
             assert resp.status == 204
             assert resp.headers["x-clover-hops"].endswith("clover-server-abc/v1")
-        assert c.srv.stats() == {"requests": 2, "errors": 0}
+        assert c.srv.stats() == {"requests": 3, "errors": 0}
 
         await put_control(c.http, c.server, {"payload_bytes": 10 * 1024 * 1024})
         async with c.http.get(c.proxy.url("/big")) as resp:
@@ -714,15 +731,20 @@ def test_ids_rule_add_match_duplicate_delete() -> None:
             assert (await resp.json())["field"] == "header:x-evil"
         async with http.post(ids.url("/clover/rules"), data=json.dumps(rule)) as resp:
             assert resp.status == 409
-        nocase = {"sid": 2000002, "msg": "nc", "field": "body", "content": "DROP", "nocase": True}
-        async with http.post(ids.url("/clover/rules"), data=json.dumps(nocase)) as resp:
-            assert resp.status == 201
-        async with http.post(ids.url("/x"), data=b"drop table", headers={"x-evil": "yes!"}) as r:
+        nocase_rules = [
+            {"sid": 2000002, "msg": "nc", "field": "body", "content": "DROP", "nocase": True},
+            {"sid": 2000003, "msg": "rx", "field": "body", "regex": r"drop\s+table", "nocase": True},
+            {"sid": 2000004, "msg": "cs", "field": "body", "regex": r"drop\s+table"},
+        ]
+        for extra in nocase_rules:
+            async with http.post(ids.url("/clover/rules"), data=json.dumps(extra)) as resp:
+                assert resp.status == 201
+        async with http.post(ids.url("/x"), data=b"Drop  TABLE", headers={"x-evil": "yes!"}) as r:
             await r.read()
         async with http.post(ids.url("/x"), headers={"x-evil": "no"}) as r:
             await r.read()
         doc = await ids_alerts(http, ids)
-        assert doc["by_sid"] == {"2000001": 1, "2000002": 1}
+        assert doc["by_sid"] == {"2000001": 1, "2000002": 1, "2000003": 1}
         async with http.delete(ids.url("/clover/rules/2000001")) as resp:
             assert resp.status == 200
             assert (await resp.json())["deleted"]["sid"] == 2000001

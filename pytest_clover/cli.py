@@ -1,0 +1,313 @@
+"""The ``clover`` command: run, inspect and break an embedded mesh from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .errors import CloverError, ConfigError, Problem
+
+DEFAULT_TOPOLOGY = "fixtures/sdc"
+
+
+def _backend(args: argparse.Namespace, **kwargs: Any) -> Any:
+    from .local.backend import LocalBackend
+
+    return LocalBackend(state_dir=args.state_dir, **kwargs)
+
+
+def _print_problems(problems: Sequence[Problem], stream: Any = sys.stderr) -> None:
+    for p in problems:
+        print(str(p), file=stream)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    topology = Path(args.topology)
+    if not topology.exists():
+        print(
+            f"clover up: topology {topology} not found; run from the project folder or pass --topology DIR",
+            file=sys.stderr,
+        )
+        return 2
+    backend = _backend(args, topology=topology, seed=args.seed, detach=True)
+    started = time.monotonic()
+    backend.deploy(timeout=args.timeout)
+    status = backend.status()
+    print(f"mesh {status['mesh_id']} ready in {time.monotonic() - started:.1f} s — state in {status['state_dir']}")
+    print(f"ingress: {status['ingress_url']}")
+    _print_pods(status["pods"])
+    return 0
+
+
+def _print_pods(pods: list[dict[str, Any]]) -> None:
+    rows = [("NAME", "SERVICE", "VERSION", "READY", "STATUS", "RESTARTS", "ADDRESS")]
+    for p in pods:
+        address = f"{p['ip']}:{next(iter(p['ports'].values()), '')}" if p["ports"] else p["ip"]
+        rows.append(
+            (p["name"], p["service"], p["version"] or "-", "1/1" if p["ready"] else "0/1", p["phase"], str(p["restarts"]), address)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _backend(args).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"mesh {status['mesh_id']} ({status['status']}), seed {status['seed']}, state in {status['state_dir']}")
+    print(f"ingress: {status['ingress_url']}")
+    _print_pods(status["pods"])
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    backend = _backend(args)
+    for path in args.files:
+        warnings = backend.apply_file(path)
+        _print_problems(warnings)
+        print(f"applied {path}")
+    return 0
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    from .inject import fault_document
+
+    backend = _backend(args)
+    headers = dict(_parse_header(h) for h in args.header or [])
+    doc = fault_document(
+        backend.istio_objects(),
+        args.service,
+        delay=args.delay if args.kind == "delay" else None,
+        abort_status=args.status if args.kind == "abort" else None,
+        percent=args.percent,
+        headers=headers or None,
+        subset=args.subset,
+    )
+    _print_problems(backend.apply(yaml.safe_dump(doc), source=f"clover inject {args.kind}"))
+    what = f"delay {args.delay}" if args.kind == "delay" else f"abort {args.status}"
+    scope = "".join(f" when {k}={v}" for k, v in headers.items())
+    print(f"injected {what} on {args.percent:g}% of requests to {args.service}{scope} (VirtualService/{doc['metadata']['name']})")
+    return 0
+
+
+def _parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise CloverError(f"--header {text!r}: write NAME=VALUE, e.g. --header end-user=jason")
+    return name.strip(), value.strip()
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    from .inject import faulted_virtual_services, restored_document
+
+    backend = _backend(args)
+    faulted = faulted_virtual_services(backend.istio_objects())
+    for doc in faulted:
+        restored = restored_document(doc)
+        if restored is None:
+            backend.remove("VirtualService", doc["metadata"]["name"])
+        else:
+            backend.apply(yaml.safe_dump(restored), source="clover clear")
+        print(f"cleared faults from VirtualService/{doc['metadata']['name']}")
+    if not faulted:
+        print("no injected faults")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    backend = _backend(args)
+    result = backend.call("kill", service=args.service, count=args.count, percent=args.percent, grace=args.grace)
+    print(f"killed {', '.join(result['killed'])}; replaced by {', '.join(result['replacements']) or 'nothing'}")
+    if args.wait:
+        backend.wait_ready(args.timeout)
+        print("replacements ready")
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    backend = _backend(args)
+    backend.scale(args.deployment, args.replicas, timeout=args.timeout)
+    print(f"deployment {args.deployment} scaled to {args.replicas}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .local import render
+    from .local.envoy import envoy_validate
+    from .topology import load_topology
+
+    topo = load_topology(args.topology)
+    _print_problems(topo.warnings)
+    out = Path(args.out)
+    statics = render.write(render.plan(topo, out.resolve()), out.resolve())
+    print(f"rendered {len(statics)} proxies into {out}")
+    failed = 0
+    if args.check:
+        for static in statics:
+            ok, output = envoy_validate(static)
+            print(f"{'ok  ' if ok else 'FAIL'} {static}")
+            if not ok:
+                failed += 1
+                print(output, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .topology import validate
+
+    problems = validate(args.files)
+    _print_problems(problems, sys.stdout)
+    errors = sum(1 for p in problems if p.severity == "error")
+    warnings = len(problems) - errors
+    print(f"{errors} error(s), {warnings} warning(s)")
+    return 1 if errors else 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    backend = _backend(args)
+    if not backend.state.root.exists():
+        print(f"no mesh at {backend.state.root}")
+        return 0
+    backend.teardown()
+    print(f"mesh at {backend.state.root} stopped and removed")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from .local.state import sweep
+
+    results = sweep(force=args.force)
+    for r in results:
+        if r.status == "running":
+            print(f"left running: {r.mesh_id} at {r.state_dir} (its owner is alive; use `clover down` or --force)")
+        else:
+            print(f"{r.status}: {r.mesh_id} at {r.state_dir} ({r.killed} processes stopped)")
+    if not results:
+        print("nothing to clean up")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    backend = _backend(args)
+    path = backend.log_path(args.pod, args.container)
+    try:
+        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        print(f"no {args.container} log for pod {args.pod} ({path})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clover", description="Run, inspect and break an embedded service mesh.")
+    parser.add_argument("--version", action="version", version=f"pytest-clover {__version__}")
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("CLOVER_STATE_DIR"),
+        help="The mesh's state folder (default: $CLOVER_STATE_DIR, else a per-user folder in the temp dir)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="Start the mesh in the background and wait until every pod is ready")
+    p.add_argument("--topology", default=DEFAULT_TOPOLOGY, help=f"Folder of Kubernetes + Istio YAML (default {DEFAULT_TOPOLOGY})")
+    p.add_argument("--seed", type=int, default=0, help="Seed for pod names, kills and the VNF's random errors (default 0)")
+    p.add_argument("--timeout", type=float, default=60.0, help="Seconds to wait for readiness (default 60)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("status", help="Ingress URL and pods")
+    p.add_argument("--json", action="store_true", help="Machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("apply", help="Apply Istio YAML to the running mesh (takes effect before it returns)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("inject", help="Inject an Istio fault into a service's VirtualService")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind in ("delay", "abort"):
+        k = kinds.add_parser(kind, help=f"Inject an {kind}" if kind == "abort" else "Inject a delay")
+        k.add_argument("service", help="Service whose callers see the fault (e.g. clover-server)")
+        if kind == "delay":
+            k.add_argument("--delay", required=True, help="Duration, e.g. 200ms or 1.5s")
+        else:
+            k.add_argument("--status", type=int, default=503, help="HTTP status to return (default 503)")
+        k.add_argument("--percent", type=float, default=100.0, help="Share of requests, 0-100 (default 100)")
+        k.add_argument("--header", action="append", metavar="NAME=VALUE", help="Only requests with this header (repeatable)")
+        k.add_argument("--subset", help="Only routes to this DestinationRule subset")
+        k.set_defaults(func=cmd_inject)
+
+    p = sub.add_parser("clear", help="Remove every fault injected with `clover inject`")
+    p.set_defaults(func=cmd_clear)
+
+    p = sub.add_parser("kill", help="Kill pods of a service; their Deployment replaces them")
+    p.add_argument("service")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--count", type=int, help="How many pods (default 1)")
+    group.add_argument("--percent", type=float, help="Share of the service's pods")
+    p.add_argument("--grace", type=float, default=0.0, help="Seconds between SIGTERM and SIGKILL (default 0: SIGKILL)")
+    p.add_argument("--wait", action="store_true", help="Wait until the replacements are ready")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("scale", help="Set a Deployment's replicas and wait for the pods and endpoints")
+    p.add_argument("deployment")
+    p.add_argument("replicas", type=int)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=cmd_scale)
+
+    p = sub.add_parser("render", help="Write the Envoy configs the topology would run, without starting anything")
+    p.add_argument("--topology", default=DEFAULT_TOPOLOGY)
+    p.add_argument("--out", default="clover-render", help="Output folder (default ./clover-render)")
+    p.add_argument("--check", action="store_true", help="Also run `envoy --mode validate` on every config")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("validate", help="Check Kubernetes + Istio YAML; errors name file, object and field")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("down", help="Stop the mesh and remove its state")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("cleanup", help="Sweep meshes whose owner died (processes, state, registry)")
+    p.add_argument("--force", action="store_true", help="Also stop meshes whose owner is alive")
+    p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser("logs", help="Print a pod's log")
+    p.add_argument("pod")
+    p.add_argument("--container", default="app", choices=["app", "envoy", "access"], help="Which log (default app)")
+    p.set_defaults(func=cmd_logs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        errors = sum(1 for p in exc.problems if p.severity == "error")
+        print(f"clover {args.command}: {errors} error(s) in the configuration", file=sys.stderr)
+        return 1
+    except CloverError as exc:
+        print(f"clover {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"clover {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Istio faults as Istio objects: merged into a service's existing VirtualService, reverted exactly.
+
+A fault is never a side channel: it becomes the VirtualService a user would write, so it behaves on the
+local mesh exactly as it would on a cluster (on the caller's outbound route). The original spec is kept
+in an annotation on the object, which makes clearing a fault stateless and exact: the VirtualService
+goes back to what it was, or away if we created it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import BackendError
+from .topology import ISTIO_NETWORKING, parse_duration
+
+ORIGINAL_ANNOTATION = "clover.opnfv.org/original-spec"
+CREATED_MARK = "created-by-clover"
+
+
+def _host_matches(host: str, service: str) -> bool:
+    return host == service or host.startswith(f"{service}.")
+
+
+def find_virtual_service(objects: Sequence[Mapping[str, Any]], service: str) -> dict[str, Any] | None:
+    """The mesh-bound VirtualService that routes ``service``, as a document, if there is one."""
+    for obj in objects:
+        if obj.get("kind") != "VirtualService":
+            continue
+        spec = obj.get("spec") or {}
+        gateways = spec.get("gateways") or []
+        if gateways and "mesh" not in gateways:
+            continue
+        if any(_host_matches(str(h), service) for h in spec.get("hosts") or []):
+            return copy.deepcopy(dict(obj))
+    return None
+
+
+def _base_document(objects: Sequence[Mapping[str, Any]], service: str) -> dict[str, Any]:
+    found = find_virtual_service(objects, service)
+    if found is not None:
+        annotations = found.setdefault("metadata", {}).setdefault("annotations", {})
+        annotations.setdefault(ORIGINAL_ANNOTATION, json.dumps(found.get("spec", {}), sort_keys=True))
+        return found
+    return {
+        "apiVersion": f"{ISTIO_NETWORKING}/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": service, "annotations": {ORIGINAL_ANNOTATION: CREATED_MARK}},
+        "spec": {"hosts": [service], "http": [{"route": [{"destination": {"host": service}}]}]},
+    }
+
+
+def fault_document(
+    objects: Sequence[Mapping[str, Any]],
+    service: str,
+    *,
+    delay: str | None = None,
+    abort_status: int | None = None,
+    percent: float = 100.0,
+    headers: Mapping[str, str] | None = None,
+    subset: str | None = None,
+) -> dict[str, Any]:
+    """The VirtualService for ``service`` with a delay or an abort added, keeping every existing route.
+
+    Delay and abort are independent: adding one keeps the other. ``headers`` scopes the fault to
+    requests carrying those exact header values (e.g. ``{"end-user": "jason"}``); ``subset`` to the
+    routes that send traffic to that subset.
+    """
+    if (delay is None) == (abort_status is None):
+        raise BackendError("give either a delay or an abort status")
+    if delay is not None and parse_duration(delay) is None:
+        raise BackendError(f"{delay!r} is not a duration; write e.g. 200ms or 1.5s")
+    if not 0 <= percent <= 100:
+        raise BackendError(f"percent must be from 0 to 100, got {percent}")
+    doc = _base_document(objects, service)
+    http: list[dict[str, Any]] = doc["spec"].setdefault("http", [])
+    if delay is not None:
+        key, fault = "delay", {"fixedDelay": delay, "percentage": {"value": float(percent)}}
+    else:
+        key, fault = "abort", {"httpStatus": int(abort_status or 503), "percentage": {"value": float(percent)}}
+    scoped: list[dict[str, Any]] = []
+    for route in http:
+        if subset is not None and not any(
+            (d.get("destination") or {}).get("subset") == subset for d in route.get("route") or []
+        ):
+            continue
+        if headers:
+            # A copy of the route, limited to the matching requests, placed first: first match wins.
+            extra = copy.deepcopy(route)
+            extra.pop("name", None)
+            conditions = {k.lower(): {"exact": v} for k, v in headers.items()}
+            matches = extra.get("match") or [{}]
+            extra["match"] = [{**m, "headers": {**(m.get("headers") or {}), **conditions}} for m in matches]
+            extra.setdefault("fault", {})[key] = fault
+            scoped.append(extra)
+        else:
+            route.setdefault("fault", {})[key] = fault
+    if headers:
+        doc["spec"]["http"] = scoped + http
+    elif subset is not None and not any(
+        (d.get("destination") or {}).get("subset") == subset for r in http for d in r.get("route") or []
+    ):
+        raise BackendError(f"no route of the {service} VirtualService sends traffic to subset {subset!r}")
+    return doc
+
+
+def faulted_virtual_services(objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        copy.deepcopy(dict(o))
+        for o in objects
+        if o.get("kind") == "VirtualService"
+        and ORIGINAL_ANNOTATION in ((o.get("metadata") or {}).get("annotations") or {})
+    ]
+
+
+def restored_document(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The VirtualService as it was before any fault; None when clover created it (delete it)."""
+    original = doc["metadata"]["annotations"][ORIGINAL_ANNOTATION]
+    if original == CREATED_MARK:
+        return None
+    out = copy.deepcopy(dict(doc))
+    out["spec"] = json.loads(original)
+    annotations = out["metadata"]["annotations"]
+    del annotations[ORIGINAL_ANNOTATION]
+    if not annotations:
+        del out["metadata"]["annotations"]
+    return out
