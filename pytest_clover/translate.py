@@ -333,6 +333,8 @@ def _hcm(proxy: ProxySpec, stat_prefix: str, direction: str, routes: dict[str, A
             "stat_prefix": stat_prefix,
             "codec_type": "AUTO",
             "use_remote_address": proxy.kind == "gateway",
+            # Clients on loopback are inside the mesh: keep their x-request-id (Envoy ≥ 1.3x trusts no range by default).
+            "internal_address_config": {"cidr_ranges": [{"address_prefix": "127.0.0.0", "prefix_len": 8}]},
             "http_filters": filters,
             "access_log": _access_log(proxy, direction),
             **routes,
