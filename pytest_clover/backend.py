@@ -106,7 +106,9 @@ class Backend(Protocol):
     def istio_objects(self) -> list[dict[str, Any]]:
         """The Istio objects now in force, as documents (so a fault can be merged into them)."""
 
-    def kill(self, service: str, *, count: int | None = None, percent: float | None = None, grace: float = 0.0) -> list[str]:
+    def kill(
+        self, service: str, *, count: int | None = None, percent: float | None = None, grace: float = 0.0
+    ) -> list[str]:
         """Kill pods of a Service; their Deployment replaces them. Returns the killed pods' names."""
 
     def scale(self, deployment: str, replicas: int, timeout: float = 60.0) -> None:

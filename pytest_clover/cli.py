@@ -53,7 +53,15 @@ def _print_pods(pods: list[dict[str, Any]]) -> None:
     for p in pods:
         address = f"{p['ip']}:{next(iter(p['ports'].values()), '')}" if p["ports"] else p["ip"]
         rows.append(
-            (p["name"], p["service"], p["version"] or "-", "1/1" if p["ready"] else "0/1", p["phase"], str(p["restarts"]), address)
+            (
+                p["name"],
+                p["service"],
+                p["version"] or "-",
+                "1/1" if p["ready"] else "0/1",
+                p["phase"],
+                str(p["restarts"]),
+                address,
+            )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -97,7 +105,8 @@ def cmd_inject(args: argparse.Namespace) -> int:
     _print_problems(backend.apply(yaml.safe_dump(doc), source=f"clover inject {args.kind}"))
     what = f"delay {args.delay}" if args.kind == "delay" else f"abort {args.status}"
     scope = "".join(f" when {k}={v}" for k, v in headers.items())
-    print(f"injected {what} on {args.percent:g}% of requests to {args.service}{scope} (VirtualService/{doc['metadata']['name']})")
+    target = f"VirtualService/{doc['metadata']['name']}"
+    print(f"injected {what} on {args.percent:g}% of requests to {args.service}{scope} ({target})")
     return 0
 
 
@@ -220,8 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("up", help="Start the mesh in the background and wait until every pod is ready")
-    p.add_argument("--topology", default=DEFAULT_TOPOLOGY, help=f"Folder of Kubernetes + Istio YAML (default {DEFAULT_TOPOLOGY})")
-    p.add_argument("--seed", type=int, default=0, help="Seed for pod names, kills and the VNF's random errors (default 0)")
+    p.add_argument(
+        "--topology", default=DEFAULT_TOPOLOGY, help=f"Folder of Kubernetes + Istio YAML (default {DEFAULT_TOPOLOGY})"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="Seed for pod names, kills and the VNF's random errors (default 0)"
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="Seconds to wait for readiness (default 60)")
     p.set_defaults(func=cmd_up)
 
@@ -243,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             k.add_argument("--status", type=int, default=503, help="HTTP status to return (default 503)")
         k.add_argument("--percent", type=float, default=100.0, help="Share of requests, 0-100 (default 100)")
-        k.add_argument("--header", action="append", metavar="NAME=VALUE", help="Only requests with this header (repeatable)")
+        k.add_argument(
+            "--header", action="append", metavar="NAME=VALUE", help="Only requests with this header (repeatable)"
+        )
         k.add_argument("--subset", help="Only routes to this DestinationRule subset")
         k.set_defaults(func=cmd_inject)
 

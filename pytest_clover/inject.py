@@ -76,6 +76,7 @@ def fault_document(
         raise BackendError(f"percent must be from 0 to 100, got {percent}")
     doc = _base_document(objects, service)
     http: list[dict[str, Any]] = doc["spec"].setdefault("http", [])
+    fault: dict[str, Any]
     if delay is not None:
         key, fault = "delay", {"fixedDelay": delay, "percentage": {"value": float(percent)}}
     else:

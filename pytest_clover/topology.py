@@ -9,8 +9,10 @@ backend cannot honour are reported as warnings that name them.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,12 @@ GRPC_STATUS = {
     "FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12,
     "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
 }  # fmt: skip
+INT32_MAX = 2**31 - 1
+"""Istio's counts and weights are int32: the API server rejects more (and Envoy's uint32 fields could not hold it)."""
+MAX_DURATION_MS = 315_576_000_000_000.0
+"""The longest google.protobuf.Duration (10 000 years); Envoy rejects longer ones."""
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP header name (an RFC 9110 token)."""
 LB_SIMPLE = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
 
 
@@ -538,6 +546,9 @@ class _Reader:
                 f"{value!r} is not a duration; write a number with a unit: ns, us, ms, s, m or h (e.g. 500ms, 1.5s)",
             )
             return None
+        if not math.isfinite(ms) or ms > MAX_DURATION_MS:
+            self.error(_join(path, key), f"{value!r} is too long; the longest duration is 315576000000s (10000 years)")
+            return None
         if ms < 1.0:
             self.error(_join(path, key), f"{value!r} is shorter than 1ms, the smallest duration Istio accepts")
             return None
@@ -570,7 +581,7 @@ class _Reader:
         for k, v in raw.items():
             if isinstance(v, bool | int | float):
                 v = str(v).lower() if isinstance(v, bool) else str(v)
-                self.error(_join(_join(path, key), str(k)), f"must be a string; quote it: \"{v}\"")
+                self.error(_join(_join(path, key), str(k)), f'must be a string; quote it: "{v}"')
                 continue
             if not isinstance(v, str):
                 self.error(_join(_join(path, key), str(k)), f"must be a string, got {_kind_of(v)}")
@@ -685,6 +696,10 @@ def parse_text(text: str, file: str, problems: list[Problem]) -> list[Document]:
     except RecursionError:
         problems.append(Problem(file, "file", "", "not valid YAML: nested too deeply"))
         return []
+    except (ValueError, TypeError, AttributeError, LookupError, OverflowError) as exc:
+        # PyYAML's constructors raise plain Python errors for bad explicit tags (``!!float abc``, ``!!bool x``).
+        problems.append(Problem(file, "file", "", f"not valid YAML: a value cannot be read as its tagged type ({exc})"))
+        return []
     return [Document(Source(file, i), body) for i, body in enumerate(bodies) if body is not None]
 
 
@@ -732,6 +747,10 @@ def _parse_object(source: Source, label: str, body: Any, problems: list[Problem]
     name = meta.get("name") if isinstance(meta, dict) else None
     obj_label = f"{kind}/{name}" if isinstance(kind, str) and isinstance(name, str) and name else label
     r = _Reader(file, obj_label, problems)
+    unusable = _unrepresentable(body)
+    if unusable is not None:
+        r.error(*unusable)
+        return None
     if not isinstance(kind, str) or not kind:
         r.error("kind", "is required (e.g. kind: VirtualService)")
         return None
@@ -751,7 +770,7 @@ def _parse_object(source: Source, label: str, body: Any, problems: list[Problem]
         r.error("metadata.name", "is required")
         return None
     pattern = _DNS1123_LABEL if kind == "Service" else _DNS1123_SUBDOMAIN
-    if len(name) > (63 if kind == "Service" else 253) or not pattern.match(name):
+    if len(name) > (63 if kind == "Service" else 253) or not pattern.fullmatch(name):
         r.error(
             "metadata.name",
             f"{name!r} is not a valid name: use lower-case letters, digits and '-', starting and ending "
@@ -761,7 +780,7 @@ def _parse_object(source: Source, label: str, body: Any, problems: list[Problem]
     namespace = r.string(meta, "namespace", "metadata") or DEFAULT_NAMESPACE
     spec = r.mapping(body.get("spec"), "spec")
     if spec is None:
-        if "spec" not in body:
+        if body.get("spec") is None:
             r.error("spec", "is required")
         return None
     if kind == "Deployment":
@@ -773,6 +792,41 @@ def _parse_object(source: Source, label: str, body: Any, problems: list[Problem]
     if kind == "VirtualService":
         return _parse_virtual_service(r, source, name, namespace, spec, body)
     return _parse_destination_rule(r, source, name, namespace, spec, body)
+
+
+def _unrepresentable(body: Any) -> tuple[str, str] | None:
+    """The first value no API server accepts: an integer beyond int64, or an alias that contains itself."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[bool, str, Any]] = [(False, "", body)]
+    while stack:
+        leaving, path, value = stack.pop()
+        if leaving:
+            on_path.discard(id(value))
+            done.add(id(value))
+            continue
+        if _is_huge(value):
+            return path, "is too large a number; Kubernetes and Istio take 64-bit integers at most"
+        if not isinstance(value, dict | list):
+            continue
+        if id(value) in on_path:
+            return path, "refers to itself (a YAML alias inside its own anchor); Kubernetes objects must be trees"
+        if id(value) in done:
+            continue
+        on_path.add(id(value))
+        stack.append((True, path, value))
+        if isinstance(value, list):
+            stack.extend((False, f"{path}[{i}]", v) for i, v in enumerate(value))
+            continue
+        for k, v in value.items():
+            if _is_huge(k):
+                return path, "has a key that is too large a number"
+            stack.append((False, _join(path, str(k)), v))
+    return None
+
+
+def _is_huge(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63
 
 
 def _count_errors(problems: list[Problem]) -> int:
@@ -852,7 +906,7 @@ def _parse_container(r: _Reader, path: str, raw: Any) -> Container | None:
         ename = r.string(e, "name", ep, required=True)
         value = e.get("value")
         if value is not None and not isinstance(value, str):
-            r.error(_join(ep, "value"), f"must be a string; quote it: \"{value}\"")
+            r.error(_join(ep, "value"), f'must be a string; quote it: "{value}"')
             continue
         field_ref = None
         value_from = r.mapping(e.get("valueFrom"), _join(ep, "valueFrom"))
@@ -911,7 +965,9 @@ def _parse_service(r: _Reader, source: Source, name: str, ns: str, spec: dict[st
             r.error(_join(path, "name"), "is required when a Service has more than one port")
         target = p.get("targetPort", number)
         if isinstance(target, bool) or not isinstance(target, int | str):
-            r.error(_join(path, "targetPort"), f"must be a port number or a container port name, got {_kind_of(target)}")
+            r.error(
+                _join(path, "targetPort"), f"must be a port number or a container port name, got {_kind_of(target)}"
+            )
             continue
         if isinstance(target, int) and not 1 <= target <= 65535:
             r.error(_join(path, "targetPort"), f"{target} is out of range; allowed 1 to 65535")
@@ -956,12 +1012,15 @@ def _parse_gateway(r: _Reader, source: Source, name: str, ns: str, spec: dict[st
         pname = r.string(port, "name", _join(path, "port")) or ""
         protocol = (r.string(port, "protocol", _join(path, "port"), required=True) or "").upper()
         if protocol and protocol not in ("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", "MONGO"):
-            r.error(_join(path, "port.protocol"), f"{protocol!r} is not a protocol; use HTTP, HTTPS, HTTP2, GRPC, TCP or TLS")
+            r.error(
+                _join(path, "port.protocol"),
+                f"{protocol!r} is not a protocol; use HTTP, HTTPS, HTTP2, GRPC, TCP or TLS",
+            )
         elif protocol and protocol not in ("HTTP", "HTTP2", "GRPC"):
             r.unhonoured(_join(path, "port.protocol"), f"{protocol} servers are not opened locally")
         hosts = r.strings(s, "hosts", path)
         if not hosts:
-            r.error(_join(path, "hosts"), "is required: at least one host, e.g. \"*\"")
+            r.error(_join(path, "hosts"), 'is required: at least one host, e.g. "*"')
         if "tls" in s:
             r.unhonoured(_join(path, "tls"), "the local ingress gateway speaks plain HTTP")
         if number is not None and protocol in ("HTTP", "HTTP2", "GRPC"):
@@ -1026,15 +1085,79 @@ def _parse_string_match(r: _Reader, path: str, raw: Any) -> StringMatch | None:
     if not isinstance(value, str):
         r.error(_join(path, kind), f"must be a string, got {_kind_of(value)}")
         return None
+    if kind == "prefix" and not value:
+        return StringMatch("present")  # every value starts with "" (and Envoy rejects an empty prefix)
+    if any(ch in value for ch in "\x00\r\n"):
+        r.error(_join(path, kind), "must not contain NUL, CR or LF")
+        return None
     if kind == "regex":
         if value == "*":
             return StringMatch("present")
         try:
-            re.compile(value)
-        except re.error as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # FutureWarning on "[[" must not become an error under -W error
+                re.compile(value)
+        except (re.error, OverflowError, RecursionError) as exc:
             r.error(_join(path, kind), f"{value!r} is not a valid regular expression: {exc}")
             return None
+        unsupported = _not_re2(value)
+        if unsupported:
+            r.error(
+                _join(path, kind),
+                f"{value!r} uses {unsupported}, which RE2 (the regex engine of Istio and Envoy) does not support",
+            )
+            return None
     return StringMatch(kind, value)
+
+
+_NOT_RE2_GROUPS = {
+    "(?=": "a lookahead",
+    "(?!": "a negative lookahead",
+    "(?<=": "a lookbehind",
+    "(?<!": "a negative lookbehind",
+    "(?>": "an atomic group",
+    "(?(": "a conditional group",
+    "(?#": "a comment group",
+    "(?P=": "a backreference",
+}
+
+
+def _not_re2(pattern: str) -> str | None:
+    """A construct Python's ``re`` accepts but RE2 rejects (Envoy would then refuse the whole route table)."""
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        nxt = pattern[i + 1 : i + 2]
+        if c == "\\":
+            if nxt in tuple("123456789"):
+                return f"a backreference (\\{nxt})"
+            if nxt in ("Z", "u", "U"):
+                return f"the escape \\{nxt}"
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += 1 if nxt != "^" else 2
+            if pattern[i : i + 1] == "]":
+                i += 1  # a ] right after [ or [^ is a literal
+            continue
+        elif c == "(":
+            for prefix, what in _NOT_RE2_GROUPS.items():
+                if pattern.startswith(prefix, i):
+                    return what
+            flags = re.match(r"\(\?([a-zA-Z-]+)[):]", pattern[i:])
+            if flags and set(flags.group(1)) - set("imsU-"):
+                return f"the inline flags (?{flags.group(1)})"
+        elif c in "*+?}" and nxt == "+":
+            return f"a possessive quantifier ({c}+)"
+        elif c == "{":
+            counts = re.match(r"\{(\d*)(?:,(\d*))?\}", pattern[i:])
+            if counts and any(n and int(n) > 1000 for n in counts.groups()):
+                return "a repetition count above 1000"
+        i += 1
+    return None
 
 
 def _parse_match_map(r: _Reader, path: str, raw: Any, lower_case: bool) -> dict[str, StringMatch]:
@@ -1042,6 +1165,9 @@ def _parse_match_map(r: _Reader, path: str, raw: Any, lower_case: bool) -> dict[
     out: dict[str, StringMatch] = {}
     for key, value in (m or {}).items():
         key = str(key)
+        if lower_case and not _HEADER_NAME.fullmatch(key) and not key.startswith("@request.auth.claims."):
+            r.error(_join(path, key), f"{key!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
+            continue
         if lower_case and key != key.lower():
             r.error(_join(path, key), f"header names must be lower case in Istio; write {key.lower()!r}")
             continue
@@ -1102,7 +1228,15 @@ def _parse_header_ops(r: _Reader, path: str, raw: Any) -> HeaderOperations | Non
     if m is None:
         return None
     r.fields(m, path, ["set", "add", "remove"])
-    return HeaderOperations(r.string_map(m, "set", path), r.string_map(m, "add", path), r.strings(m, "remove", path))
+    ops = HeaderOperations(r.string_map(m, "set", path), r.string_map(m, "add", path), r.strings(m, "remove", path))
+    named = [(_join(_join(path, op), k), k, v) for op in ("set", "add") for k, v in getattr(ops, op).items()]
+    named += [(f"{_join(path, 'remove')}[{i}]", k, "") for i, k in enumerate(ops.remove)]
+    for field_path, name, value in named:
+        if not _HEADER_NAME.fullmatch(name.removeprefix(":")):
+            r.error(field_path, f"{name!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
+        elif any(ch in value for ch in "\x00\r\n"):
+            r.error(field_path, "a header value must not contain NUL, CR or LF")
+    return ops
 
 
 def _parse_headers(r: _Reader, path: str, raw: Any) -> Headers | None:
@@ -1170,20 +1304,34 @@ def _parse_retries(r: _Reader, path: str, raw: Any) -> Retries | None:
     m = r.mapping(raw, path)
     if m is None:
         return None
-    r.fields(m, path, ["attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities", "retryIgnorePreviousHosts", "backoff"])
-    attempts = r.integer(m, "attempts", path, low=0)
+    r.fields(
+        m,
+        path,
+        ["attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities", "retryIgnorePreviousHosts", "backoff"],
+    )
+    attempts = r.integer(m, "attempts", path, low=0, high=INT32_MAX)
     per_try = r.duration(m, "perTryTimeout", path)
     retry_on = r.string(m, "retryOn", path)
     if retry_on is not None:
         for token in (t.strip() for t in retry_on.split(",")):
             if not token:
                 r.error(_join(path, "retryOn"), "has an empty entry; separate conditions with single commas")
-            elif not token.isdigit() and token not in RETRY_ON_TOKENS:
+            elif token.isascii() and token.isdigit():
+                if not 100 <= int(token) <= 599:
+                    r.error(_join(path, "retryOn"), f"{token!r} is not an HTTP status code (100 to 599)")
+            elif token not in RETRY_ON_TOKENS:
                 guess = difflib.get_close_matches(token, sorted(RETRY_ON_TOKENS), n=1)
                 hint = f"; did you mean {guess[0]!r}?" if guess else ""
                 r.error(_join(path, "retryOn"), f"{token!r} is not a retry condition or HTTP status{hint}")
-    if attempts == 0 and (per_try is not None or retry_on is not None or "retryRemoteLocalities" in m):
-        r.error(_join(path, "attempts"), "is 0 (retries off), so perTryTimeout, retryOn and retryRemoteLocalities must not be set")
+    # Istio's attempts is a plain int32: unset means 0, retries off.
+    if (attempts == 0 or m.get("attempts") is None) and (
+        per_try is not None or retry_on is not None or "retryRemoteLocalities" in m
+    ):
+        r.error(
+            _join(path, "attempts"),
+            f"{'is 0' if attempts == 0 else 'is not set, which means 0'} (retries off), "
+            "so perTryTimeout, retryOn and retryRemoteLocalities must not be set",
+        )
     if m.get("retryRemoteLocalities"):
         r.unhonoured(_join(path, "retryRemoteLocalities"), "a local mesh has one locality")
     return Retries(
@@ -1195,12 +1343,20 @@ def _parse_retries(r: _Reader, path: str, raw: Any) -> Retries | None:
     )
 
 
+def _header_safe_string(r: _Reader, d: Mapping[str, Any], key: str, path: str) -> None:
+    value = r.string(d, key, path)
+    if value is not None and any(ch in value for ch in "\x00\r\n"):
+        r.error(_join(path, key), "must not contain NUL, CR or LF")
+
+
 def _parse_http_route(r: _Reader, path: str, raw: Any) -> HTTPRoute | None:
     h = r.mapping(raw, path)
     if h is None:
         return None
     r.fields(h, path, _HTTP_ROUTE_FIELDS)
-    matches = [m for i, rm in enumerate(r.sequence(h, "match", path)) if (m := _parse_match(r, f"{path}.match[{i}]", rm))]
+    matches = [
+        m for i, rm in enumerate(r.sequence(h, "match", path)) if (m := _parse_match(r, f"{path}.match[{i}]", rm))
+    ]
     routes: list[RouteDestination] = []
     raw_routes = r.sequence(h, "route", path)
     for i, rd in enumerate(raw_routes):
@@ -1210,7 +1366,7 @@ def _parse_http_route(r: _Reader, path: str, raw: Any) -> HTTPRoute | None:
             continue
         r.fields(d, rp, ["destination", "weight", "headers"])
         dest = _parse_destination(r, _join(rp, "destination"), d.get("destination"))
-        weight = r.integer(d, "weight", rp, low=0)
+        weight = r.integer(d, "weight", rp, low=0, high=INT32_MAX)
         headers = _parse_headers(r, _join(rp, "headers"), d.get("headers"))
         if dest is not None:
             routes.append(RouteDestination(dest, weight or 0, headers))
@@ -1219,20 +1375,30 @@ def _parse_http_route(r: _Reader, path: str, raw: Any) -> HTTPRoute | None:
     redirect = r.mapping(h.get("redirect"), _join(path, "redirect"))
     direct = r.mapping(h.get("directResponse"), _join(path, "directResponse"))
     if "delegate" in h:
-        r.error(_join(path, "delegate"), "delegate VirtualServices are not supported by the local backend; inline the routes")
+        r.error(
+            _join(path, "delegate"),
+            "delegate VirtualServices are not supported by the local backend; inline the routes",
+        )
     if not raw_routes and redirect is None and direct is None and "delegate" not in h:
         r.error(path, "needs a route (destinations), a redirect or a directResponse")
     if raw_routes and (redirect is not None or direct is not None):
         r.error(path, "give only one of route, redirect or directResponse")
     if redirect is not None:
-        r.fields(redirect, _join(path, "redirect"), ["uri", "authority", "port", "derivePort", "scheme", "redirectCode"])
+        r.fields(
+            redirect, _join(path, "redirect"), ["uri", "authority", "port", "derivePort", "scheme", "redirectCode"]
+        )
         r.integer(redirect, "redirectCode", _join(path, "redirect"), low=300, high=399)
+        r.integer(redirect, "port", _join(path, "redirect"), low=1, high=65535)
+        for key in ("uri", "authority", "scheme"):
+            _header_safe_string(r, redirect, key, _join(path, "redirect"))
     if direct is not None:
         r.fields(direct, _join(path, "directResponse"), ["status", "body"])
         r.integer(direct, "status", _join(path, "directResponse"), low=200, high=599, required=True)
     rewrite = r.mapping(h.get("rewrite"), _join(path, "rewrite"))
     if rewrite is not None:
         r.fields(rewrite, _join(path, "rewrite"), ["uri", "authority", "uriRegexRewrite"])
+        for key in ("uri", "authority"):
+            _header_safe_string(r, rewrite, key, _join(path, "rewrite"))
         if "uriRegexRewrite" in rewrite:
             r.unhonoured(_join(path, "rewrite.uriRegexRewrite"), "regex rewrites are not translated yet")
     if "corsPolicy" in h:
@@ -1310,7 +1476,7 @@ def _parse_traffic_policy(r: _Reader, path: str, raw: Any, port_level: bool = Fa
         b = r.mapping(t["retryBudget"], bp) or {}
         r.fields(b, bp, ["percent", "minRetryConcurrency", "budgetInterval"])
         pct = r.percentage(b, "percent", bp)
-        budget = RetryBudget(pct, r.integer(b, "minRetryConcurrency", bp, low=0))
+        budget = RetryBudget(pct, r.integer(b, "minRetryConcurrency", bp, low=0, high=2**32 - 1))
     levels: dict[int, TrafficPolicy] = {}
     for i, rl in enumerate(r.sequence(t, "portLevelSettings", path)):
         lp = f"{path}.portLevelSettings[{i}]"
@@ -1346,14 +1512,14 @@ def _parse_pool(r: _Reader, path: str, raw: Any) -> ConnectionPool | None:
         if key in http:
             r.unhonoured(_join(hp, key), "local sidecars speak HTTP/1.1 to each other")
     return ConnectionPool(
-        max_connections=r.integer(tcp, "maxConnections", tp, low=0),
+        max_connections=r.integer(tcp, "maxConnections", tp, low=0, high=INT32_MAX),
         connect_timeout_ms=r.duration(tcp, "connectTimeout", tp),
         max_connection_duration_ms=r.duration(tcp, "maxConnectionDuration", tp),
         tcp_idle_timeout_ms=r.duration(tcp, "idleTimeout", tp),
-        http1_max_pending_requests=r.integer(http, "http1MaxPendingRequests", hp, low=0),
-        http2_max_requests=r.integer(http, "http2MaxRequests", hp, low=0),
-        max_requests_per_connection=r.integer(http, "maxRequestsPerConnection", hp, low=0),
-        max_retries=r.integer(http, "maxRetries", hp, low=0),
+        http1_max_pending_requests=r.integer(http, "http1MaxPendingRequests", hp, low=0, high=INT32_MAX),
+        http2_max_requests=r.integer(http, "http2MaxRequests", hp, low=0, high=INT32_MAX),
+        max_requests_per_connection=r.integer(http, "maxRequestsPerConnection", hp, low=0, high=INT32_MAX),
+        max_retries=r.integer(http, "maxRetries", hp, low=0, high=INT32_MAX),
         idle_timeout_ms=r.duration(http, "idleTimeout", hp),
     )
 
@@ -1410,7 +1576,7 @@ def _parse_destination_rule(
             continue
         r.fields(s, sp, ["name", "labels", "trafficPolicy"])
         sname = r.string(s, "name", sp, required=True)
-        if sname and not _DNS1123_LABEL.match(sname):
+        if sname and not _DNS1123_LABEL.fullmatch(sname):
             r.error(_join(sp, "name"), f"{sname!r} is not a valid subset name (lower-case letters, digits, '-')")
             continue
         if sname and any(x.name == sname for x in subsets):
@@ -1439,7 +1605,11 @@ def check_references(topo: Topology, problems: list[Problem]) -> None:
                 )
     for svc in topo.services.values():
         r = _Reader(svc.source.file, f"Service/{svc.name}", problems)
-        pods = [d for d in topo.deployments.values() if svc.selector and all(d.pod_labels.get(k) == v for k, v in svc.selector.items())]
+        pods = [
+            d
+            for d in topo.deployments.values()
+            if svc.selector and all(d.pod_labels.get(k) == v for k, v in svc.selector.items())
+        ]
         if not svc.selector:
             r.warn("spec.selector", "is empty, so the Service has no endpoints")
         elif topo.deployments and not pods:
@@ -1447,7 +1617,10 @@ def check_references(topo: Topology, problems: list[Problem]) -> None:
         for i, port in enumerate(svc.ports):
             if isinstance(port.target_port, str):
                 if pods and not any(c.port_number(port.target_port) for d in pods for c in d.containers):
-                    r.error(f"spec.ports[{i}].targetPort", f"no selected pod has a container port named {port.target_port!r}")
+                    r.error(
+                        f"spec.ports[{i}].targetPort",
+                        f"no selected pod has a container port named {port.target_port!r}",
+                    )
     for vs in topo.virtual_services.values():
         r = _Reader(vs.source.file, f"VirtualService/{vs.name}", problems)
         for g in vs.gateways:
@@ -1458,17 +1631,20 @@ def check_references(topo: Topology, problems: list[Problem]) -> None:
             dests = [(f"spec.http[{i}].route[{j}].destination", d.destination) for j, d in enumerate(route.route)]
             dests += [(f"spec.http[{i}].mirror", m.destination) for m in route.mirrors]
             for path, dest in dests:
-                svc = topo.service_for_host(dest.host)
-                if svc is None:
+                target = topo.service_for_host(dest.host)
+                if target is None:
                     if topo.services:
-                        r.warn(_join(path, "host"), f"{dest.host!r} is not a Service of this topology; requests to it get 503")
+                        r.warn(
+                            _join(path, "host"),
+                            f"{dest.host!r} is not a Service of this topology; requests to it get 503",
+                        )
                     continue
-                if dest.port is None and len(svc.ports) > 1:
-                    r.error(_join(path, "port"), f"is required: Service {svc.name} has several ports")
-                elif dest.port is not None and svc.port(dest.port) is None:
-                    r.error(_join(path, "port.number"), f"Service {svc.name} has no port {dest.port}")
+                if dest.port is None and len(target.ports) > 1:
+                    r.error(_join(path, "port"), f"is required: Service {target.name} has several ports")
+                elif dest.port is not None and target.port(dest.port) is None:
+                    r.error(_join(path, "port.number"), f"Service {target.name} has no port {dest.port}")
                 if dest.subset:
-                    dr = topo.destination_rule_for(svc)
+                    dr = topo.destination_rule_for(target)
                     if dr is None or dr.subset(dest.subset) is None:
                         r.warn(
                             _join(path, "subset"),
@@ -1489,7 +1665,8 @@ def build_topology(objects: Iterable[KubeObject], problems: list[Problem]) -> To
                     obj.source.file,
                     f"{key[0]}/{obj.name}",
                     "metadata.name",
-                    f"is defined twice (first in {first.file}, document {first.index + 1}); names must be unique per kind",
+                    f"is defined twice (first in {first.file}, document {first.index + 1}); "
+                    "names must be unique per kind",
                 )
             )
             continue
@@ -1498,7 +1675,13 @@ def build_topology(objects: Iterable[KubeObject], problems: list[Problem]) -> To
     namespaces = {o.namespace for o in objects}
     if len(namespaces) > 1:
         problems.append(
-            Problem("<topology>", "namespaces", "metadata.namespace", f"objects span several namespaces {sorted(namespaces)}; the local backend runs one namespace", "warning")
+            Problem(
+                "<topology>",
+                "namespaces",
+                "metadata.namespace",
+                f"objects span several namespaces {sorted(namespaces)}; the local backend runs one namespace",
+                "warning",
+            )
         )
     if namespaces:
         topo.namespace = sorted(namespaces)[0]
@@ -1520,7 +1703,9 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
     """Read a topology folder (or file); raise ConfigError listing every error found."""
     p = Path(path)
     if not p.exists():
-        raise ConfigError.single(str(p), "topology", "", "no such file or directory; pass a folder of Kubernetes + Istio YAML")
+        raise ConfigError.single(
+            str(p), "topology", "", "no such file or directory; pass a folder of Kubernetes + Istio YAML"
+        )
     problems: list[Problem] = []
     docs = load_documents([p], problems)
     if not docs and not problems:
@@ -1541,5 +1726,13 @@ def parse_istio_text(text: str, file: str = "<string>") -> tuple[list[IstioObjec
         if isinstance(obj, VirtualService | DestinationRule | Gateway):
             istio.append(obj)
         else:
-            problems.append(Problem(file, f"{type(obj).__name__}/{obj.name}", "kind", "only Istio objects can be applied to a running mesh; Deployments and Services are part of the topology"))
+            problems.append(
+                Problem(
+                    file,
+                    f"{type(obj).__name__}/{obj.name}",
+                    "kind",
+                    "only Istio objects can be applied to a running mesh; "
+                    "Deployments and Services are part of the topology",
+                )
+            )
     return istio, problems

@@ -107,7 +107,6 @@ class ProxySpec:
     ip: str
     admin_port: int
     labels: Mapping[str, str]
-    xds_dir: str
     access_log: str
     outbound_port: int = 0
     inbound: tuple[InboundPort, ...] = ()
@@ -144,11 +143,8 @@ def _socket(ip: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": ip, "port_value": port}}
 
 
-def _file_source(proxy: ProxySpec, file: str) -> dict[str, Any]:
-    return {
-        "resource_api_version": "V3",
-        "path_config_source": {"path": f"{proxy.xds_dir}/{file}", "watched_directory": {"path": proxy.xds_dir}},
-    }
+ADS_SOURCE: dict[str, Any] = {"resource_api_version": "V3", "ads": {}}
+XDS_CLUSTER = "xds-grpc"
 
 
 def service_hosts(svc: Service) -> list[str]:
@@ -158,7 +154,8 @@ def service_hosts(svc: Service) -> list[str]:
 # --------------------------------------------------------------------------- bootstrap
 
 
-def render_bootstrap(proxy: ProxySpec) -> dict[str, Any]:
+def render_bootstrap(proxy: ProxySpec, xds: tuple[str, int] = ("127.0.0.1", 15010)) -> dict[str, Any]:
+    """The Envoy bootstrap: admin API, and every resource from the ADS server at ``xds`` (istiod's role)."""
     role = "router" if proxy.kind == "gateway" else "sidecar"
     return {
         "node": {
@@ -167,7 +164,35 @@ def render_bootstrap(proxy: ProxySpec) -> dict[str, Any]:
             "metadata": {"POD_NAME": proxy.name, "LABELS": dict(proxy.labels)},
         },
         "admin": {"address": _socket(proxy.ip, proxy.admin_port)},
-        "dynamic_resources": {"lds_config": _file_source(proxy, "lds.json"), "cds_config": _file_source(proxy, "cds.json")},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "lds_config": ADS_SOURCE,
+            "cds_config": ADS_SOURCE,
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(*xds)}}]}],
+                    },
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": T_HTTP_OPTIONS,
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                }
+            ]
+        },
     }
 
 
@@ -214,7 +239,10 @@ def _resources(type_url: str, items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _load_assignment(cluster: str, eps: Sequence[Endpoint]) -> dict[str, Any]:
     lb = [
-        {"endpoint": {"address": _socket(e.ip, e.port), "hostname": e.pod}, "metadata": {"filter_metadata": {"clover": {"pod": e.pod}}}}
+        {
+            "endpoint": {"address": _socket(e.ip, e.port), "hostname": e.pod},
+            "metadata": {"filter_metadata": {"clover": {"pod": e.pod}}},
+        }
         for e in eps
     ]
     return {"cluster_name": cluster, "endpoints": [{"lb_endpoints": lb}] if lb else []}
@@ -223,7 +251,12 @@ def _load_assignment(cluster: str, eps: Sequence[Endpoint]) -> dict[str, Any]:
 def _circuit_breakers(policy: TrafficPolicy | None) -> dict[str, Any]:
     pool = policy.connection_pool if policy else None
     # Istio always emits MaxUint32 thresholds; Envoy's own defaults (1024 and 3 retries) never apply.
-    limits = {"max_connections": MAX_UINT32, "max_pending_requests": MAX_UINT32, "max_requests": MAX_UINT32, "max_retries": MAX_UINT32}
+    limits = {
+        "max_connections": MAX_UINT32,
+        "max_pending_requests": MAX_UINT32,
+        "max_requests": MAX_UINT32,
+        "max_retries": MAX_UINT32,
+    }
     if pool is not None:
         for key, value in (
             ("max_connections", pool.max_connections),
@@ -253,8 +286,10 @@ def _outbound_cluster(proxy: ProxySpec, name: str, policy: TrafficPolicy | None)
     cluster: dict[str, Any] = {
         "name": name,
         "type": "EDS",
-        "eds_cluster_config": {"service_name": name, "eds_config": _file_source(proxy, eds_file_name(name))},
-        "connect_timeout": duration(pool.connect_timeout_ms if pool and pool.connect_timeout_ms else MESH_CONNECT_TIMEOUT_MS),
+        "eds_cluster_config": {"service_name": name, "eds_config": ADS_SOURCE},
+        "connect_timeout": duration(
+            pool.connect_timeout_ms if pool and pool.connect_timeout_ms else MESH_CONNECT_TIMEOUT_MS
+        ),
         "lb_policy": _lb_policy(policy),
         "circuit_breakers": _circuit_breakers(policy),
     }
@@ -309,7 +344,10 @@ def _inbound_cluster(proxy: ProxySpec, ib: InboundPort) -> dict[str, Any]:
         "type": "STATIC",
         "connect_timeout": duration(MESH_CONNECT_TIMEOUT_MS),
         "circuit_breakers": _circuit_breakers(None),
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(proxy.ip, ib.app_port)}}]}]},
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(proxy.ip, ib.app_port)}}]}],
+        },
     }
 
 
@@ -333,7 +371,7 @@ def _hcm(proxy: ProxySpec, stat_prefix: str, direction: str, routes: dict[str, A
             "stat_prefix": stat_prefix,
             "codec_type": "AUTO",
             "use_remote_address": proxy.kind == "gateway",
-            # Clients on loopback are inside the mesh: keep their x-request-id (Envoy ≥ 1.3x trusts no range by default).
+            # Loopback clients are inside the mesh: keep their x-request-id (recent Envoy trusts no range by default).
             "internal_address_config": {"cidr_ranges": [{"address_prefix": "127.0.0.0", "prefix_len": 8}]},
             "http_filters": filters,
             "access_log": _access_log(proxy, direction),
@@ -342,13 +380,13 @@ def _hcm(proxy: ProxySpec, stat_prefix: str, direction: str, routes: dict[str, A
     }
 
 
-def _rds(proxy: ProxySpec, route_name: str, file: str) -> dict[str, Any]:
-    return {"rds": {"route_config_name": route_name, "config_source": _file_source(proxy, file)}}
+def _rds(route_name: str) -> dict[str, Any]:
+    return {"rds": {"route_config_name": route_name, "config_source": ADS_SOURCE}}
 
 
 def _outbound_listener(proxy: ProxySpec) -> dict[str, Any]:
     # Routes travel in RDS, never inline: inline routes stay stale on keep-alive connections.
-    hcm = _hcm(proxy, "outbound", "outbound", _rds(proxy, OUTBOUND_ROUTE, f"rds_{OUTBOUND_ROUTE}.json"), faults=True)
+    hcm = _hcm(proxy, "outbound", "outbound", _rds(OUTBOUND_ROUTE), faults=True)
     return {
         "name": "virtualOutbound",
         "address": _socket(proxy.ip, proxy.outbound_port),
@@ -364,7 +402,13 @@ def _inbound_listener(proxy: ProxySpec, ib: InboundPort) -> dict[str, Any]:
             "name": cluster,
             "validate_clusters": False,
             "virtual_hosts": [
-                {"name": "inbound", "domains": ["*"], "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]}
+                {
+                    "name": "inbound",
+                    "domains": ["*"],
+                    "routes": [
+                        {"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
+                    ],
+                }
             ],
         }
     }
@@ -378,7 +422,13 @@ def _inbound_listener(proxy: ProxySpec, ib: InboundPort) -> dict[str, Any]:
 
 def _gateway_listener(proxy: ProxySpec, server_port: int, listen_port: int) -> dict[str, Any]:
     route = f"http.{server_port}"
-    hcm = _hcm(proxy, f"outbound_0.0.0.0_{server_port}", "gateway", _rds(proxy, route, f"rds_http_{server_port}.json"), faults=True)
+    hcm = _hcm(
+        proxy,
+        f"outbound_0.0.0.0_{server_port}",
+        "gateway",
+        _rds(route),
+        faults=True,
+    )
     return {
         "name": f"0.0.0.0_{server_port}",
         "address": _socket(proxy.ip, listen_port),
@@ -406,11 +456,7 @@ def _sidecar_routes(topo: Topology, proxy: ProxySpec) -> dict[str, Any]:
             domains = [f"{h}:{port.port}" for h in names] + (names if i == 0 else [])
             services = _vs_for_service(topo, svc)
             if services:
-                routes = [
-                    r
-                    for vs in services
-                    for r in _vs_routes(topo, vs, port.port, proxy, gateway=None)
-                ]
+                routes = [r for vs in services for r in _vs_routes(topo, vs, port.port, proxy, gateway=None)]
             else:
                 routes = [_default_route(svc, port.port)]
             vhosts.append({"name": f"{svc.fqdn}:{port.port}", "domains": domains, "routes": routes})
@@ -465,7 +511,9 @@ def _match_applies(m: HTTPMatch, port: int, proxy: ProxySpec, gateway: Gateway |
     return True
 
 
-def _vs_routes(topo: Topology, vs: VirtualService, port: int, proxy: ProxySpec, gateway: Gateway | None) -> list[dict[str, Any]]:
+def _vs_routes(
+    topo: Topology, vs: VirtualService, port: int, proxy: ProxySpec, gateway: Gateway | None
+) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = []
     for i, http in enumerate(vs.http):
         base_name = http.name or f"{vs.name}.{i}"
@@ -482,7 +530,11 @@ def _default_route(svc: Service, port: int) -> dict[str, Any]:
     return {
         "name": "default",
         "match": {"prefix": "/"},
-        "route": {"cluster": cluster_name("outbound", port, None, svc.fqdn), "timeout": "0s", "retry_policy": default_retry_policy()},
+        "route": {
+            "cluster": cluster_name("outbound", port, None, svc.fqdn),
+            "timeout": "0s",
+            "retry_policy": default_retry_policy(),
+        },
     }
 
 
@@ -491,7 +543,9 @@ def default_retry_policy() -> dict[str, Any]:
     return {
         "retry_on": ISTIO_DEFAULT_RETRY_ON,
         "num_retries": 2,
-        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": T_PREVIOUS_HOSTS}}],
+        "retry_host_predicate": [
+            {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": T_PREVIOUS_HOSTS}}
+        ],
         "host_selection_retry_max_attempts": "5",
     }
 
@@ -571,7 +625,10 @@ def _fault_config(http: HTTPRoute) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"@type": T_FAULT}
     if fault.delay is not None:
-        out["delay"] = {"fixed_delay": duration(fault.delay.fixed_delay_ms), "percentage": _delay_percentage(fault.delay)}
+        out["delay"] = {
+            "fixed_delay": duration(fault.delay.fixed_delay_ms),
+            "percentage": _delay_percentage(fault.delay),
+        }
     if fault.abort is not None:
         abort: dict[str, Any] = {}
         if fault.abort.http_status is not None:
@@ -651,7 +708,13 @@ def _route(topo: Topology, http: HTTPRoute, m: HTTPMatch | None, name: str) -> d
         if "port" in rd:
             redirect["port_redirect"] = int(rd["port"])
         code = int(rd.get("redirectCode", 301))
-        redirect["response_code"] = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}.get(code, "MOVED_PERMANENTLY")
+        redirect["response_code"] = {
+            301: "MOVED_PERMANENTLY",
+            302: "FOUND",
+            303: "SEE_OTHER",
+            307: "TEMPORARY_REDIRECT",
+            308: "PERMANENT_REDIRECT",
+        }.get(code, "MOVED_PERMANENTLY")
         route["redirect"] = redirect
     elif http.direct_response is not None:
         dr = http.direct_response
@@ -697,7 +760,9 @@ def _route_action(topo: Topology, http: HTTPRoute) -> dict[str, Any]:
         if mirror.percentage == 0:
             continue
         fraction = (
-            fractional_percent(mirror.percentage) if mirror.percentage is not None else {"numerator": 100, "denominator": "HUNDRED"}
+            fractional_percent(mirror.percentage)
+            if mirror.percentage is not None
+            else {"numerator": 100, "denominator": "HUNDRED"}
         )
         mirrors.append(
             {

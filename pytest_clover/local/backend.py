@@ -63,7 +63,8 @@ class LocalBackend:
         envoy_binary()
         if self.state.running():
             raise BackendError(
-                f"a mesh is already running at {self.state.root}: stop it with `clover down` or pass another --state-dir"
+                f"a mesh is already running at {self.state.root}: "
+                "stop it with `clover down` or pass another --state-dir"
             )
         if self.state.root.exists():
             kill_recorded(self.state)
@@ -95,7 +96,9 @@ class LocalBackend:
     def _launch(self, timeout: float) -> None:
         argv = [sys.executable, "-m", "pytest_clover.local.supervisor", str(self.state.root)]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")])
+        )
         with open(self.state.root / "supervisor.out", "ab") as out:
             self._supervisor = subprocess.Popen(
                 argv,
@@ -105,7 +108,7 @@ class LocalBackend:
                 env=env,
                 start_new_session=self.detach,
                 # Tied to this process unless detached: a killed pytest takes its mesh with it.
-                preexec_fn=None if self.detach else die_with_parent,  # noqa: PLW1509
+                preexec_fn=None if self.detach else die_with_parent,
                 close_fds=True,
             )
         deadline = time.monotonic() + timeout
@@ -114,13 +117,17 @@ class LocalBackend:
                 detail = ""
                 with contextlib.suppress(OSError):
                     detail = (self.state.root / "supervisor.out").read_text(errors="replace").strip()[-3000:]
-                raise BackendError(f"the mesh supervisor exited at start (code {self._supervisor.returncode}):\n{detail}")
+                raise BackendError(
+                    f"the mesh supervisor exited at start (code {self._supervisor.returncode}):\n{detail}"
+                )
             if self.state.socket_path.exists():
                 with contextlib.suppress(MeshNotRunning):
                     self.call("ping", wait=2.0)
                     return
             if time.monotonic() > deadline:
-                raise BackendError(f"the mesh supervisor did not answer within {timeout:.0f} s; see {self.state.log_file}")
+                raise BackendError(
+                    f"the mesh supervisor did not answer within {timeout:.0f} s; see {self.state.log_file}"
+                )
             time.sleep(0.01)
 
     def teardown(self, timeout: float = 20.0) -> None:
@@ -225,7 +232,9 @@ class LocalBackend:
     def istio_objects(self) -> list[dict[str, Any]]:
         return list(self.status()["istio"])
 
-    def kill(self, service: str, *, count: int | None = None, percent: float | None = None, grace: float = 0.0) -> list[str]:
+    def kill(
+        self, service: str, *, count: int | None = None, percent: float | None = None, grace: float = 0.0
+    ) -> list[str]:
         result = self.call("kill", service=service, count=count, percent=percent, grace=grace)
         return list(result["killed"])
 

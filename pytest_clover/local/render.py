@@ -74,7 +74,7 @@ def plan(topo: Topology, out_dir: Path) -> list[RenderedProxy]:
     for svc in topo.services.values():
         for sp in svc.ports:
             eps = endpoints.setdefault((svc.name, sp.port), [])
-            for name, labels, ports, ip in pods:
+            for name, labels, _ports, ip in pods:
                 if svc.selector and all(labels.get(k) == v for k, v in svc.selector.items()):
                     dep = next(d for d in topo.deployments.values() if name.startswith(d.name + "-"))
                     number = dep.containers[0].port_number(sp.target_port)
@@ -91,11 +91,12 @@ def plan(topo: Topology, out_dir: Path) -> list[RenderedProxy]:
             ip=ip,
             admin_port=15000,
             labels=labels,
-            xds_dir=str(pod_dir / "xds"),
             access_log=str(pod_dir / "access.log"),
             outbound_port=0 if gateway else 15001,
             inbound=tuple(InboundPort(p, p, 20000 + i) for i, p in enumerate(ports)),
-            gateway_ports={s.port: 8000 + s.port if s.port < 1024 else s.port for g in topo.gateways.values() for s in g.servers}
+            gateway_ports={
+                s.port: 8000 + s.port if s.port < 1024 else s.port for g in topo.gateways.values() for s in g.servers
+            }
             if gateway
             else {},
         )

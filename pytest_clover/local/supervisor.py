@@ -30,20 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from ..backend import PodInfo
-from ..errors import BackendError, CloverError, ConfigError, ConfigRejected, Problem
+from ..errors import BackendError, CloverError, ConfigError, Problem
 from ..topology import (
     Deployment,
-    DestinationRule,
     Gateway,
     Topology,
-    VirtualService,
     check_references,
     load_topology,
     parse_istio_text,
 )
 from ..translate import Endpoint, EndpointsView, InboundPort, ProxySpec, render_bootstrap, render_resources
-from .envoy import XdsWriter, envoy_command, http_get, version_stat
+from .envoy import envoy_command, http_get
 from .state import MeshState, ProcessRecord, pick_port, unregister_mesh
+from .xds import AdsServer, group_by_type
 
 log = logging.getLogger("pytest_clover.supervisor")
 
@@ -129,7 +128,6 @@ class Pod:
     labels: dict[str, str]
     ip: str
     spec: ProxySpec
-    writer: XdsWriter
     directory: Path
     created: float = dataclasses.field(default_factory=time.time)
     app: subprocess.Popen[bytes] | None = None
@@ -178,6 +176,16 @@ class Supervisor:
         self.changed = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
         self.events: list[dict[str, Any]] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.ads = AdsServer()
+        self.xds_address = (f"{self.block}.1", 0)
+
+    def _background(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``work`` concurrently, keeping a reference so the task is not garbage-collected mid-way."""
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -186,6 +194,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stopping.set)
         self.state.socket_path.unlink(missing_ok=True)
+        host = self.xds_address[0]
+        self.xds_address = (host, await self.ads.start(host, pick_port(host, 15010)))
         self.server = await asyncio.start_unix_server(self._client, path=str(self.state.socket_path), limit=2**24)
         self._write_mesh(status="starting")
         try:
@@ -196,6 +206,7 @@ class Supervisor:
             self._write_mesh(status="stopping")
             self.server.close()
             await self._stop_all()
+            await self.ads.stop()
             self.state.socket_path.unlink(missing_ok=True)
 
     def _write_mesh(self, status: str) -> None:
@@ -271,20 +282,21 @@ class Supervisor:
                 ip=ip,
                 admin_port=pick_port(ip, 15000),
                 labels=labels,
-                xds_dir=str(directory / "xds"),
                 access_log=str(directory / "access.log"),
                 outbound_port=pick_port(ip, 15001) if dep is not None else 0,
                 inbound=inbound,
             )
-            pod = Pod(name, dep, labels, ip, spec, XdsWriter(spec), directory)
+            pod = Pod(name, dep, labels, ip, spec, directory)
             if dep is None:
                 self._open_gateway_ports(pod)
         except BaseException:
             self.used_ips.discard(n)
             raise
         self.pods[name] = pod
-        (directory / "bootstrap.json").write_text(json.dumps(render_bootstrap(spec), indent=1), encoding="utf-8")
-        pod.writer.commit(pod.writer.stage(render_resources(self.topology, self._endpoints(), spec)))
+        bootstrap = render_bootstrap(spec, xds=self.xds_address)
+        (directory / "bootstrap.json").write_text(json.dumps(bootstrap, indent=1), encoding="utf-8")
+        # The Envoy fetches this over ADS as soon as it connects.
+        self.ads.proxy(name).desired = group_by_type(render_resources(self.topology, self._endpoints(), spec))
         self._start_envoy(pod)
         if dep is not None:
             self._start_app(pod)
@@ -303,9 +315,10 @@ class Supervisor:
                         ports[server.port] = pick_port(pod.ip, preferred)
         if ports != pod.spec.gateway_ports:
             pod.spec = dataclasses.replace(pod.spec, gateway_ports=ports)
-            pod.writer.proxy = pod.spec
 
-    def _spawn(self, argv: list[str], log_name: str, pod: Pod, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, argv: list[str], log_name: str, pod: Pod, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with open(pod.directory / log_name, "ab") as out:
             return subprocess.Popen(
                 argv,
@@ -314,7 +327,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=str(pod.directory),
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - the supervisor runs no threads
+                preexec_fn=die_with_parent,
                 close_fds=True,
             )
 
@@ -329,7 +342,11 @@ class Supervisor:
         container = dep.containers[0]
         app_ports = {ib.container_port: ib.app_port for ib in pod.spec.inbound}
         argv = shlex.split(local_command(dep).format_map(_placeholders(pod.ip, pod.name, app_ports, dep)))
-        env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+        }
         for var in container.env:
             env[var.name] = var.value if var.value is not None else self._field_ref(pod, var.field_ref or "")
         proxy = f"http://{pod.ip}:{pod.spec.outbound_port}"
@@ -358,9 +375,7 @@ class Supervisor:
         status, body = await http_get(pod.ip, pod.spec.admin_port, "/ready", timeout=1.0)
         if status != 200 or "LIVE" not in body:
             return False
-        if not pod.envoy_live:
-            pod.envoy_live = True
-            await self._sync_new_envoy(pod)
+        pod.envoy_live = True
         dep = pod.deployment
         if dep is None:
             return True
@@ -377,22 +392,15 @@ class Supervisor:
         status, _ = await http_get(pod.ip, port, probe.path, timeout=1.0)
         return 200 <= status < 400
 
-    async def _sync_new_envoy(self, pod: Pod) -> None:
-        """A just-started Envoy may have read a file before a later rename: confirm every file's version."""
-        async with self.push_lock:
-            files = render_resources(self.topology, self._endpoints(), pod.spec)
-            pod.writer.written.clear()
-            changed = pod.writer.stage(files)
-            with contextlib.suppress(ConfigRejected):
-                await pod.writer.confirm(changed)
-
     async def _watch(self, pod: Pod) -> None:
         backoff = 0.5
         last_probe = 0.0
         while not pod.terminating and not self.stopping.is_set():
             loop_time = asyncio.get_running_loop().time()
             crashed = [
-                (role, proc) for role, proc in (("app", pod.app), ("envoy", pod.envoy)) if proc and proc.poll() is not None
+                (role, proc)
+                for role, proc in (("app", pod.app), ("envoy", pod.envoy))
+                if proc and proc.poll() is not None
             ]
             if crashed:
                 if pod.ready:
@@ -438,6 +446,7 @@ class Supervisor:
         if pod.task is not None and pod.task is not asyncio.current_task():
             pod.task.cancel()
         self.pods.pop(pod.name, None)
+        self.ads.forget(pod.name)
         self.used_ips.discard(int(pod.ip.rsplit(".", 1)[1]))
         self._write_pids()
         self._note("pod-deleted", pod=pod.name)
@@ -472,12 +481,14 @@ class Supervisor:
             # Endpoints first, then the signal: no request is sent to a pod that is shutting down.
             await self._push_quietly()
             for pod in leaving:
-                asyncio.create_task(self._stop_pod(pod, scale_down_grace))
+                self._background(self._stop_pod(pod, scale_down_grace))
         return created
 
     def _endpoints(self) -> EndpointsView:
         view: dict[tuple[str, int], list[Endpoint]] = {}
-        ready = sorted((p for p in self.pods.values() if p.ready and not p.terminating and p.deployment), key=lambda p: p.ip)
+        ready = sorted(
+            (p for p in self.pods.values() if p.ready and not p.terminating and p.deployment), key=lambda p: p.ip
+        )
         for svc in self.topology.services.values():
             for sp in svc.ports:
                 eps = view.setdefault((svc.name, sp.port), [])
@@ -493,28 +504,20 @@ class Supervisor:
         return view
 
     async def push(self) -> None:
-        """Render every proxy's config from the current topology and endpoints; confirm each Envoy took it."""
+        """Render every proxy's config from the current topology and endpoints; wait for each Envoy's ACK."""
         async with self.push_lock:
             endpoints = self._endpoints()
-            staged: list[tuple[Pod, dict[str, dict[str, Any]]]] = []
-            for pod in list(self.pods.values()):
-                if pod.terminating or pod.envoy is None:
-                    continue
-                changed = pod.writer.stage(render_resources(self.topology, endpoints, pod.spec))
-                if pod.envoy_live:
-                    staged.append((pod, changed))
-                else:
-                    pod.writer.commit(changed)
-            results = await asyncio.gather(*(pod.writer.confirm(ch) for pod, ch in staged), return_exceptions=True)
-            failures = [(pod, ch, r) for (pod, ch), r in zip(staged, results, strict=True) if isinstance(r, BaseException)]
-            for pod, ch, _ in failures:
-                # Put the last accepted files back so Envoy does not keep re-reading a bad one.
-                with contextlib.suppress(CloverError):
-                    await pod.writer.confirm(pod.writer.restore(ch))
-            real = [r for pod, _, r in failures if pod.name in self.pods and not pod.terminating]
-            if real:
-                raise real[0] if isinstance(real[0], CloverError) else BackendError(str(real[0]))
+            pods = [p for p in self.pods.values() if not p.terminating]
+            results = await asyncio.gather(
+                *(self.ads.push(p.name, render_resources(self.topology, endpoints, p.spec)) for p in pods),
+                return_exceptions=True,
+            )
+            failures = [
+                r for p, r in zip(pods, results, strict=True) if isinstance(r, BaseException) and not p.terminating
+            ]
             self.changed.set()
+            if failures:
+                raise failures[0] if isinstance(failures[0], CloverError) else BackendError(str(failures[0]))
 
     async def _push_quietly(self) -> None:
         try:
@@ -532,16 +535,29 @@ class Supervisor:
             op = str(request.pop("op", ""))
             handler: Callable[..., Awaitable[Any]] | None = getattr(self, f"op_{op.replace('-', '_')}", None)
             if handler is None:
-                response: dict[str, Any] = {"ok": False, "error": {"type": "BackendError", "message": f"unknown operation {op!r}"}}
+                response: dict[str, Any] = {
+                    "ok": False,
+                    "error": {"type": "BackendError", "message": f"unknown operation {op!r}"},
+                }
             else:
                 try:
                     response = {"ok": True, "result": await handler(**request)}
                 except ConfigError as exc:
-                    response = {"ok": False, "error": {"type": "ConfigError", "message": str(exc), "problems": [p.__dict__ for p in exc.problems]}}
+                    response = {
+                        "ok": False,
+                        "error": {
+                            "type": "ConfigError",
+                            "message": str(exc),
+                            "problems": [p.__dict__ for p in exc.problems],
+                        },
+                    }
                 except CloverError as exc:
                     response = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
                 except TypeError as exc:
-                    response = {"ok": False, "error": {"type": "BackendError", "message": f"bad request for {op}: {exc}"}}
+                    response = {
+                        "ok": False,
+                        "error": {"type": "BackendError", "message": f"bad request for {op}: {exc}"},
+                    }
             writer.write(json.dumps(response).encode() + b"\n")
             await writer.drain()
         except (OSError, ValueError) as exc:
@@ -561,7 +577,8 @@ class Supervisor:
             "ingress_url": self.ingress_url(),
             "pods": [p.info().as_dict() for p in sorted(self.pods.values(), key=lambda p: p.name)],
             "desired": self.desired,
-            "istio": [dict(o.raw) for o in (*self.topology.virtual_services.values(), *self.topology.destination_rules.values())]
+            "istio": [dict(v.raw) for v in self.topology.virtual_services.values()]
+            + [dict(d.raw) for d in self.topology.destination_rules.values()]
             + [_gateway_doc(g) for g in self.topology.gateways.values()],
             "events": self.events[-50:],
         }
@@ -601,7 +618,9 @@ class Supervisor:
                 tail = ""
                 with contextlib.suppress(OSError):
                     tail = " | ".join(app_log.read_text(errors="replace").strip().splitlines()[-3:])
-                lines.append(f"  {pod.name}: envoy {'live' if pod.envoy_live else 'not live'}; app log {app_log}: {tail}")
+                lines.append(
+                    f"  {pod.name}: envoy {'live' if pod.envoy_live else 'not live'}; app log {app_log}: {tail}"
+                )
         return "\n".join(lines)
 
     async def op_apply(self, text: str, source: str = "<string>") -> dict[str, Any]:
@@ -646,7 +665,11 @@ class Supervisor:
         svc = self.topology.services.get(service)
         selector = dict(svc.selector) if svc else {"app": service}
         candidates = sorted(
-            (p for p in self.pods.values() if p.deployment and not p.terminating and all(p.labels.get(k) == v for k, v in selector.items())),
+            (
+                p
+                for p in self.pods.values()
+                if p.deployment and not p.terminating and all(p.labels.get(k) == v for k, v in selector.items())
+            ),
             key=lambda p: p.name,
         )
         if not candidates:
@@ -661,7 +684,7 @@ class Supervisor:
         for pod in victims:
             pod.terminating = True
             pod.ready = False
-        stops = [asyncio.create_task(self._stop_pod(p, grace)) for p in victims]
+        stops = [self._background(self._stop_pod(p, grace)) for p in victims]
         created = await self._reconcile()
         await self._push_quietly()
         if grace <= 0:
@@ -671,7 +694,9 @@ class Supervisor:
 
     async def op_scale(self, deployment: str, replicas: int) -> dict[str, Any]:
         if deployment not in self.topology.deployments:
-            raise BackendError(f"no Deployment {deployment!r}; deployments: {', '.join(sorted(self.topology.deployments))}")
+            raise BackendError(
+                f"no Deployment {deployment!r}; deployments: {', '.join(sorted(self.topology.deployments))}"
+            )
         if replicas < 0:
             raise BackendError(f"replicas must be 0 or more, got {replicas}")
         self.desired[deployment] = replicas
@@ -691,7 +716,10 @@ def _gateway_doc(g: Gateway) -> dict[str, Any]:
         "metadata": {"name": g.name, "namespace": g.namespace},
         "spec": {
             "selector": dict(g.selector),
-            "servers": [{"port": {"number": s.port, "name": s.port_name, "protocol": s.protocol}, "hosts": list(s.hosts)} for s in g.servers],
+            "servers": [
+                {"port": {"number": s.port, "name": s.port_name, "protocol": s.protocol}, "hosts": list(s.hosts)}
+                for s in g.servers
+            ],
         },
     }
 
