@@ -617,6 +617,8 @@ def _kind_of(value: Any) -> str:
         return "nothing (null)"
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
+    if _is_huge(value):
+        return "a number too large to show"
     if isinstance(value, int | float):
         return f"a number ({value})"
     if isinstance(value, str):

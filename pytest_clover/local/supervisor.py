@@ -43,6 +43,7 @@ from ..translate import Endpoint, EndpointsView, InboundPort, ProxySpec, render_
 from .envoy import envoy_command, http_get
 from .state import MeshState, ProcessRecord, pick_port, unregister_mesh
 from .xds import AdsServer, group_by_type
+from .zygote import ZygoteClient, ZygoteProcess
 
 log = logging.getLogger("pytest_clover.supervisor")
 
@@ -130,12 +131,13 @@ class Pod:
     spec: ProxySpec
     directory: Path
     created: float = dataclasses.field(default_factory=time.time)
-    app: subprocess.Popen[bytes] | None = None
+    app: subprocess.Popen[bytes] | ZygoteProcess | None = None
     envoy: subprocess.Popen[bytes] | None = None
     ready: bool = False
     envoy_live: bool = False
     terminating: bool = False
     restarts: int = 0
+    probes: int = 0
     task: asyncio.Task[None] | None = None
 
     @property
@@ -178,6 +180,7 @@ class Supervisor:
         self.events: list[dict[str, Any]] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self.ads = AdsServer()
+        self.zygote: ZygoteClient | None = None
         self.xds_address = (f"{self.block}.1", 0)
 
     def _background(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -194,6 +197,10 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stopping.set)
         self.state.socket_path.unlink(missing_ok=True)
+        if any(ZygoteClient.handles(self._argv_of(d)) for d in self.topology.deployments.values()):
+            self.zygote = ZygoteClient()
+            self.zygote.start(str(self.state.root / "zygote.log"), die_with_parent)
+            self._background(self.zygote.run())
         host = self.xds_address[0]
         self.xds_address = (host, await self.ads.start(host, pick_port(host, 15010)))
         self.server = await asyncio.start_unix_server(self._client, path=str(self.state.socket_path), limit=2**24)
@@ -218,8 +225,10 @@ class Supervisor:
         records = []
         for pod in self.pods.values():
             for role, proc in (("app", pod.app), ("envoy", pod.envoy)):
-                if proc is not None and proc.poll() is None:
+                if proc is not None and proc.poll() is None and proc.pid is not None:
                     records.append(ProcessRecord.of(proc.pid, role, pod.name))
+        if self.zygote is not None and self.zygote.process is not None:
+            records.append(ProcessRecord.of(self.zygote.process.pid, "zygote"))
         self.state.write_pids(records)
 
     def ingress_url(self) -> str | None:
@@ -336,12 +345,18 @@ class Supervisor:
         pod.envoy = self._spawn(argv, "envoy.stdout.log", pod)
         pod.envoy_live = False
 
+    def _argv_of(
+        self, dep: Deployment, ip: str = "127.0.0.1", pod: str = "pod", ports: dict[int, int] | None = None
+    ) -> list[str]:
+        app_ports = ports if ports is not None else {p.port: p.port for p in dep.containers[0].ports}
+        return shlex.split(local_command(dep).format_map(_placeholders(ip, pod, app_ports, dep)))
+
     def _start_app(self, pod: Pod) -> None:
         dep = pod.deployment
         assert dep is not None
         container = dep.containers[0]
         app_ports = {ib.container_port: ib.app_port for ib in pod.spec.inbound}
-        argv = shlex.split(local_command(dep).format_map(_placeholders(pod.ip, pod.name, app_ports, dep)))
+        argv = self._argv_of(dep, pod.ip, pod.name, app_ports)
         env = {
             k: v
             for k, v in os.environ.items()
@@ -353,7 +368,10 @@ class Supervisor:
         # The app reaches other services through its sidecar, as iptables interception would route it.
         env.update(HTTP_PROXY=proxy, http_proxy=proxy, CLOVER_SEED=str(self.mesh.get("seed", 0)))
         env.setdefault("PYTHONUNBUFFERED", "1")
-        pod.app = self._spawn(argv, "app.log", pod, env)
+        if self.zygote is not None and ZygoteClient.handles(argv):
+            pod.app = self.zygote.spawn(argv[3:], env, str(pod.directory), str(pod.directory / "app.log"))
+        else:
+            pod.app = self._spawn(argv, "app.log", pod, env)
 
     def _field_ref(self, pod: Pod, path: str) -> str:
         if path == "metadata.name":
@@ -414,13 +432,16 @@ class Supervisor:
                     return
                 # kubelet restarts the container in place: same pod, restarts + 1.
                 pod.restarts += 1
+                pod.probes = 0
                 for role, _ in crashed:
                     self._start_envoy(pod) if role == "envoy" else self._start_app(pod)
                 self._write_pids()
                 continue
-            interval = 1.0 if pod.ready else 0.02
+            # Probe fast while a pod starts (backing off, so start-up CPU goes to the pods), then every second.
+            interval = 1.0 if pod.ready else min(0.01 * 1.5**pod.probes, 0.1)
             if loop_time - last_probe >= interval:
                 last_probe = loop_time
+                pod.probes += 1
                 ready = await self._probe(pod)
                 if ready != pod.ready and not pod.terminating:
                     pod.ready = ready
@@ -428,7 +449,7 @@ class Supervisor:
                         backoff = 0.5
                     self._note("pod-ready" if ready else "pod-unready", pod=pod.name)
                     await self._push_quietly()
-            await asyncio.sleep(0.02 if not pod.ready else 0.1)
+            await asyncio.sleep(0.01 if not pod.ready else 0.1)
 
     async def _stop_pod(self, pod: Pod, grace: float) -> None:
         pod.terminating = True
@@ -441,8 +462,9 @@ class Supervisor:
             pod.envoy.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
             await _wait_exit(pod.envoy, min(grace, 2.0))
         for proc in procs:
-            with contextlib.suppress(OSError):
-                proc.wait(timeout=5)
+            if isinstance(proc, subprocess.Popen):
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
         if pod.task is not None and pod.task is not asyncio.current_task():
             pod.task.cancel()
         self.pods.pop(pod.name, None)
@@ -733,12 +755,17 @@ async def _tcp_open(ip: str, port: int) -> bool:
     return True
 
 
-async def _wait_exit(proc: subprocess.Popen[bytes], grace: float) -> None:
+async def _wait_exit(proc: subprocess.Popen[bytes] | ZygoteProcess, grace: float) -> None:
     deadline = time.monotonic() + max(grace, 0.0)
     while proc.poll() is None and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     if proc.poll() is None:
         proc.kill()
+        # A forked pod's exit is reported by the zygote: give the report a moment to arrive.
+        for _ in range(100):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> int:
