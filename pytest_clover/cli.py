@@ -207,6 +207,38 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_request(args: argparse.Namespace) -> int:
+    """Send requests through the ingress and show what served them (status, latency, hops)."""
+    import http.client
+    import uuid
+    from urllib.parse import urlsplit
+
+    url = urlsplit(_backend(args).ingress_url())
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=30)
+    headers = dict(_parse_header(h) for h in args.header or [])
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    try:
+        for _ in range(args.count):
+            started = time.perf_counter()
+            conn.request("GET", args.path, headers={"x-request-id": str(uuid.uuid4()), **headers})
+            resp = conn.getresponse()
+            resp.read()
+            ms = (time.perf_counter() - started) * 1000
+            latencies.append(ms)
+            statuses[resp.status] = statuses.get(resp.status, 0) + 1
+            hops = (resp.getheader("x-clover-hops") or resp.getheader("server") or "").replace(", ", " → ")
+            print(f"{resp.status}  {ms:7.1f} ms  {hops}")
+    finally:
+        conn.close()
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    codes = ", ".join(f"{n}× {code}" for code, n in sorted(statuses.items()))
+    print(f"{args.count} requests: {codes}; p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    return 0 if set(statuses) <= {200} else 1
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     backend = _backend(args)
     path = backend.log_path(args.pod, args.container)
@@ -297,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cleanup", help="Sweep meshes whose owner died (processes, state, registry)")
     p.add_argument("--force", action="store_true", help="Also stop meshes whose owner is alive")
     p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser("request", help="Send requests through the ingress; print status, latency and hops")
+    p.add_argument("path", nargs="?", default="/", help="Request path (default /)")
+    p.add_argument("--count", type=int, default=5, help="How many requests (default 5)")
+    p.add_argument("--header", action="append", metavar="NAME=VALUE", help="Add a request header (repeatable)")
+    p.set_defaults(func=cmd_request)
 
     p = sub.add_parser("logs", help="Print a pod's log")
     p.add_argument("pod")
