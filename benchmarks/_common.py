@@ -79,8 +79,10 @@ def isolated_runtime(prefix: str) -> Iterator[Path]:
             left = leftover_processes(str(path))
         for proc in left:
             with contextlib.suppress(psutil.Error):
-                print(f"WARNING: process left behind after teardown, killing it: {proc.pid} {proc.cmdline()}",
-                      file=sys.stderr)
+                print(
+                    f"WARNING: process left behind after teardown, killing it: {proc.pid} {proc.cmdline()}",
+                    file=sys.stderr,
+                )
                 proc.kill()
         shutil.rmtree(path, ignore_errors=True)
 
@@ -99,8 +101,10 @@ def teardown_checked(backend: LocalBackend) -> None:
         _, alive = psutil.wait_procs(procs, timeout=5.0)
         for proc in alive:
             with contextlib.suppress(psutil.Error):
-                print(f"WARNING: process left behind after teardown, killing it: {proc.pid} {proc.cmdline()}",
-                      file=sys.stderr)
+                print(
+                    f"WARNING: process left behind after teardown, killing it: {proc.pid} {proc.cmdline()}",
+                    file=sys.stderr,
+                )
                 proc.kill()
 
 

@@ -15,6 +15,7 @@ after a warm-up), i.e. the part of t1 − t0 that is the final request itself.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -40,12 +41,10 @@ def clear_action(backend: LocalBackend) -> Callable[[], object]:
     calls: list[Callable[[], object]] = []
     for doc in faulted_virtual_services(backend.istio_objects()):
         restored = restored_document(doc)
-        name = str(doc["metadata"]["name"])
         if restored is None:
-            calls.append(lambda name=name: backend.remove("VirtualService", name))
+            calls.append(functools.partial(backend.remove, "VirtualService", str(doc["metadata"]["name"])))
         else:
-            text = yaml.safe_dump(restored)
-            calls.append(lambda text=text: backend.apply(text))
+            calls.append(functools.partial(backend.apply, yaml.safe_dump(restored)))
     if not calls:
         raise RuntimeError("no faulted VirtualService to clear")
 
@@ -107,10 +106,14 @@ def main() -> None:
     a50, a90, amax = summary(on_apply)
     r50, r90, rmax = summary(off)
     c50, _, _ = summary(off_call)
-    print(f"  apply() alone: median {a50:.1f} ms (p90 {a90:.1f}, max {amax:.1f}); "
-          f"non-503 replies after apply() returned: {stale_on} in {REPEATS} runs")
-    print(f"  fault removed → first 200: median {r50:.1f} ms (p90 {r90:.1f}, max {rmax:.1f}); "
-          f"remove/restore call alone median {c50:.1f} ms; non-200 replies after it returned: {stale_off} in {REPEATS} runs")
+    print(
+        f"  apply() alone: median {a50:.1f} ms (p90 {a90:.1f}, max {amax:.1f}); "
+        f"non-503 replies after apply() returned: {stale_on} in {REPEATS} runs"
+    )
+    print(
+        f"  fault removed → first 200: median {r50:.1f} ms (p90 {r90:.1f}, max {rmax:.1f}); "
+        f"remove/restore call alone median {c50:.1f} ms; non-200 replies after it returned: {stale_off} in {REPEATS} runs"
+    )
     report(
         "fault_latency",
         f"fault in effect: median {x:.1f} ms (p90 {p90:.1f}, max {worst:.1f}) — target {TARGET_MS:.0f} ms → "

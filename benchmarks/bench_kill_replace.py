@@ -68,9 +68,7 @@ def main() -> None:
             replacement = next(
                 (e["pod"] for e in events if e["event"] == "pod-created" and e.get("deployment") == victim_dep), None
             )
-            ready_at = next(
-                (e["time"] for e in events if e["event"] == "pod-ready" and e["pod"] == replacement), None
-            )
+            ready_at = next((e["time"] for e in events if e["event"] == "pod-ready" and e["pod"] == replacement), None)
             created_at = next(
                 (e["time"] for e in events if e["event"] == "pod-created" and e["pod"] == replacement), None
             )

@@ -35,9 +35,7 @@ APP_PROCESSES = 8
 def parallel_imports(n: int = APP_PROCESSES) -> float:
     """Wall time for ``n`` interpreters importing aiohttp.web, all started at once."""
     start = time.perf_counter()
-    procs = [
-        subprocess.Popen([sys.executable, "-c", "import aiohttp.web"], stdin=subprocess.DEVNULL) for _ in range(n)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", "import aiohttp.web"], stdin=subprocess.DEVNULL) for _ in range(n)]
     codes = [p.wait() for p in procs]
     elapsed = time.perf_counter() - start
     if any(codes):

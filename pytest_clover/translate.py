@@ -45,6 +45,7 @@ T_HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpPro
 MAX_UINT32 = 4294967295
 ISTIO_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 MESH_CONNECT_TIMEOUT_MS = 10_000.0
+MAX_DIRECT_RESPONSE_BYTES = 1_048_576  # istiod sets this on every RouteConfiguration (Envoy's default: 4096)
 FAULT_FILTER = "envoy.filters.http.fault"
 OUTBOUND_ROUTE = "outbound"
 
@@ -164,6 +165,14 @@ def render_bootstrap(proxy: ProxySpec, xds: tuple[str, int] = ("127.0.0.1", 1501
             "metadata": {"POD_NAME": proxy.name, "LABELS": dict(proxy.labels)},
         },
         "admin": {"address": _socket(proxy.ip, proxy.admin_port)},
+        # Istio's bootstrap raises RE2's program-size limit from Envoy's 100 to 32768; without it Envoy
+        # rejects regexes Istio accepts (and the whole route table with them).
+        "layered_runtime": {
+            "layers": [
+                {"name": "global config", "static_layer": {"re2.max_program_size.error_level": 32768}},
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -401,6 +410,7 @@ def _inbound_listener(proxy: ProxySpec, ib: InboundPort) -> dict[str, Any]:
         "route_config": {
             "name": cluster,
             "validate_clusters": False,
+            "max_direct_response_body_size_bytes": MAX_DIRECT_RESPONSE_BYTES,
             "virtual_hosts": [
                 {
                     "name": "inbound",
@@ -460,7 +470,12 @@ def _sidecar_routes(topo: Topology, proxy: ProxySpec) -> dict[str, Any]:
             else:
                 routes = [_default_route(svc, port.port)]
             vhosts.append({"name": f"{svc.fqdn}:{port.port}", "domains": domains, "routes": routes})
-    return {"name": OUTBOUND_ROUTE, "validate_clusters": False, "virtual_hosts": vhosts}
+    return {
+        "name": OUTBOUND_ROUTE,
+        "validate_clusters": False,
+        "max_direct_response_body_size_bytes": MAX_DIRECT_RESPONSE_BYTES,
+        "virtual_hosts": vhosts,
+    }
 
 
 def _gateway_routes(topo: Topology, proxy: ProxySpec, server_port: int) -> dict[str, Any]:
@@ -481,7 +496,12 @@ def _gateway_routes(topo: Topology, proxy: ProxySpec, server_port: int) -> dict[
         {"name": f"{host}:{server_port}", "domains": [host] if host == "*" else [host, f"{host}:*"], "routes": routes}
         for host, routes in sorted(by_domain.items())
     ]
-    return {"name": f"http.{server_port}", "validate_clusters": False, "virtual_hosts": vhosts}
+    return {
+        "name": f"http.{server_port}",
+        "validate_clusters": False,
+        "max_direct_response_body_size_bytes": MAX_DIRECT_RESPONSE_BYTES,
+        "virtual_hosts": vhosts,
+    }
 
 
 def _vs_bound_to_gateway(vs: VirtualService, gw: Gateway) -> bool:
@@ -533,6 +553,7 @@ def _default_route(svc: Service, port: int) -> dict[str, Any]:
         "route": {
             "cluster": cluster_name("outbound", port, None, svc.fqdn),
             "timeout": "0s",
+            "max_stream_duration": {"grpc_timeout_header_max": "0s"},
             "retry_policy": default_retry_policy(),
         },
     }
@@ -752,6 +773,8 @@ def _route_action(topo: Topology, http: HTTPRoute) -> dict[str, Any]:
             clusters.append(entry)
         action["weighted_clusters"] = {"clusters": clusters}
     action["timeout"] = duration(http.timeout_ms) if http.timeout_ms else "0s"
+    # Istio caps a gRPC client's grpc-timeout header at the route timeout (0s: no cap, as no timeout).
+    action["max_stream_duration"] = {"grpc_timeout_header_max": action["timeout"]}
     retry = _retry_policy(http.retries)
     if retry is not None:
         action["retry_policy"] = retry

@@ -51,11 +51,10 @@ def static_bootstrap(bootstrap: dict[str, Any], files: dict[str, dict[str, Any]]
             cluster.pop("eds_cluster_config")
             cluster["load_assignment"] = endpoints[cluster["name"]]
         clusters.append(cluster)
-    return {
-        "node": bootstrap["node"],
-        "admin": bootstrap["admin"],
-        "static_resources": {"listeners": listeners, "clusters": clusters},
-    }
+    # Everything but the ADS wiring stays: runtime layers change what Envoy accepts.
+    static = {k: v for k, v in bootstrap.items() if k not in ("dynamic_resources", "static_resources")}
+    static["static_resources"] = {"listeners": listeners, "clusters": clusters}
+    return static
 
 
 def plan(topo: Topology, out_dir: Path) -> list[RenderedProxy]:

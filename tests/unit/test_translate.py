@@ -262,6 +262,12 @@ def test_timeout_sets_route_timeout(topo: Callable[..., Topology], tmp_path: Pat
     assert seconds(only_route(files)["route"]["timeout"]) == 1.5
 
 
+def test_virtual_service_route_without_timeout_has_timeout_disabled(topo: Callable[..., Topology], tmp_path: Path) -> None:
+    # Istio emits 0s (no timeout); Envoy's own default would be 15s.
+    text = vs("  - match: [{uri: {prefix: /a}}]\n" + TO_REVIEWS + "  - route: [{destination: {host: reviews}, weight: 50}, {destination: {host: ratings}, weight: 50}]\n")
+    assert [r["route"]["timeout"] for r in routes_for(render(topo(text), sidecar(tmp_path)))] == ["0s", "0s"]
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="translate._route_action sets route.timeout only; istiod also sets max_grpc_timeout (or "
