@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -56,9 +57,15 @@ def leftover_processes(marker: str) -> list[psutil.Process]:
     return [p for p in psutil.process_iter() if p.pid != me and _ours(p, marker)]
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @contextlib.contextmanager
 def isolated_runtime(prefix: str) -> Iterator[Path]:
     """A temp dir as ``CLOVER_RUNTIME_DIR``; afterwards: no process from it may remain, and it is removed."""
+    # SIGTERM (e.g. run_all's time limit) unwinds like Ctrl-C, so the `finally` blocks tear the mesh down.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     path = Path(tempfile.mkdtemp(prefix=f"clover-bench-{prefix}-"))
     previous = {k: os.environ.get(k) for k in ("CLOVER_RUNTIME_DIR", "CLOVER_STATE_DIR")}
     os.environ["CLOVER_RUNTIME_DIR"] = str(path)

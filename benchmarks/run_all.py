@@ -9,7 +9,6 @@ figure / target / ratio / PASS-or-MISS per benchmark. Benchmarks inform, they do
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -33,9 +32,9 @@ def run(script: Path) -> tuple[dict[str, Any] | None, int, float]:
         [sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
     ) as proc:
         assert proc.stdout is not None
-        # A hung benchmark gets SIGINT (its `finally` tears the mesh down), then SIGKILL 30 s later.
+        # A hung benchmark gets SIGTERM (its `finally` tears the mesh down), then SIGKILL 30 s later.
         timers = [
-            threading.Timer(TIMEOUT_S, proc.send_signal, (signal.SIGINT,)),
+            threading.Timer(TIMEOUT_S, proc.terminate),
             threading.Timer(TIMEOUT_S + 30.0, proc.kill),
         ]
         for timer in timers:

@@ -41,6 +41,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     backend = _backend(args, topology=topology, seed=args.seed, detach=True)
     started = time.monotonic()
     backend.deploy(timeout=args.timeout)
+    _print_problems(backend.warnings)
     status = backend.status()
     print(f"mesh {status['mesh_id']} ready in {time.monotonic() - started:.1f} s — state in {status['state_dir']}")
     print(f"ingress: {status['ingress_url']}")

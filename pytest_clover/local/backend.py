@@ -52,6 +52,8 @@ class LocalBackend:
         """True for ``clover up``: the supervisor outlives this process. False: it dies with it."""
         self.keep_state = keep_state
         self._supervisor: subprocess.Popen[bytes] | None = None
+        self.warnings: list[Problem] = []
+        """What the topology holds that the local backend will not honour (set by deploy)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -59,6 +61,7 @@ class LocalBackend:
         if self.topology_dir is None:
             raise BackendError("no topology given: pass the folder of Kubernetes + Istio YAML to deploy")
         topo = load_topology(self.topology_dir)
+        self.warnings = list(topo.warnings)
         check_local_plan(topo)
         envoy_binary()
         if self.state.running():
