@@ -214,3 +214,56 @@ def test_render_writes_configs_that_envoy_validates(cli_env: dict[str, str], tmp
     vhost = gateway["resources"][0]["virtual_hosts"][0]
     assert vhost["routes"][0]["route"]["request_mirror_policies"][0]["cluster"].endswith("snort-ids.default.svc.cluster.local")
     assert time.monotonic() - started < 120
+
+
+def test_deploy_reports_unknown_kinds_and_unhonoured_fields_by_name(tmp_path: Path, runtime_dir: Path) -> None:
+    topo = tmp_path / "topo"
+    topo.mkdir()
+    (topo / "server.yaml").write_text(
+        textwrap.dedent(
+            """
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {name: web}
+            spec:
+              selector: {matchLabels: {app: web}}
+              template:
+                metadata:
+                  labels: {app: web, version: v1}
+                  annotations:
+                    clover.opnfv.org/local-command: "{python} -m pytest_clover.vnf server --host {host} --port {port}"
+                spec:
+                  containers: [{name: web, image: x, ports: [{name: http, containerPort: 8080}]}]
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {name: web}
+            spec: {selector: {app: web}, ports: [{name: http, port: 8080}]}
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: settings}
+            data: {level: debug}
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {name: web}
+            spec:
+              host: web
+              trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+            """
+        )
+    )
+    backend = LocalBackend(topo, tmp_path / "state")
+    backend.deploy(timeout=60)
+    try:
+        found = {(w.obj, w.field) for w in backend.warnings}
+        assert ("ConfigMap/settings", "kind") in found
+        assert ("DestinationRule/web", "spec.trafficPolicy.tls") in found
+        assert all(w.severity == "warning" for w in backend.warnings)
+        web = backend.pods("web")
+        assert len(web) == 1 and web[0].ready
+        with Client(web[0].url(8080)) as client:
+            assert client.get("/").status == 200
+    finally:
+        backend.teardown()
