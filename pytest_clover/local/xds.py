@@ -70,10 +70,19 @@ def group_by_type(files: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str,
     return out
 
 
-def _pack(type_url: str, body: Mapping[str, Any]) -> any_pb2.Any:
-    message = json_format.ParseDict(body, _MESSAGES[type_url]())
-    packed = any_pb2.Any()
-    packed.Pack(message)
+_PACKED: dict[tuple[str, str], any_pb2.Any] = {}
+
+
+def _pack(type_url: str, body: Mapping[str, Any], canonical: str | None = None) -> any_pb2.Any:
+    """JSON resource → protobuf Any, cached: sidecars mostly share identical routes and clusters."""
+    key = (type_url, canonical if canonical is not None else _canonical(body))
+    packed = _PACKED.get(key)
+    if packed is None:
+        if len(_PACKED) > 4096:
+            _PACKED.clear()
+        packed = any_pb2.Any()
+        packed.Pack(json_format.ParseDict(body, _MESSAGES[type_url]()))
+        _PACKED[key] = packed
     return packed
 
 
@@ -162,13 +171,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         desired = state.desired[type_url]
         acked = state.acked[type_url]
         if type_url in WILDCARD_TYPES:
-            chosen = desired
-            if only_changed and {n: _canonical(b) for n, b in chosen.items()} == acked:
+            canon = {n: _canonical(b) for n, b in desired.items()}
+            if only_changed and canon == acked:
                 return None
         else:
-            wanted = {n: b for n, b in desired.items() if names is None or n in names}
-            chosen = {n: b for n, b in wanted.items() if not only_changed or acked.get(n) != _canonical(b)}
-            if only_changed and not chosen:
+            wanted = {n: _canonical(b) for n, b in desired.items() if names is None or n in names}
+            canon = {n: c for n, c in wanted.items() if not only_changed or acked.get(n) != c}
+            if only_changed and not canon:
                 return None
         state.versions[type_url] += 1
         nonce = str(next(self._nonces))
@@ -176,10 +185,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             version_info=str(state.versions[type_url]),
             type_url=type_url,
             nonce=nonce,
-            resources=[_pack(type_url, body) for body in chosen.values()],
+            resources=[_pack(type_url, desired[n], c) for n, c in canon.items()],
         )
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        state.pending[nonce] = (future, type_url, {n: _canonical(b) for n, b in chosen.items()})
+        state.pending[nonce] = (future, type_url, canon)
         async with state.lock:
             try:
                 await state.context.write(response)
