@@ -491,7 +491,8 @@ def _gateway_routes(topo: Topology, proxy: ProxySpec, server_port: int) -> dict[
                     continue
                 hosts = [h for h in vs.hosts if _host_allowed(h, server.hosts)]
                 for host in hosts:
-                    by_domain.setdefault(host, []).extend(_vs_routes(topo, vs, server_port, proxy, gateway=gw))
+                    # Envoy compares domains case-insensitively and rejects duplicates: merge by lower case.
+                    by_domain.setdefault(host.lower(), []).extend(_vs_routes(topo, vs, server_port, proxy, gateway=gw))
     vhosts = [
         {"name": f"{host}:{server_port}", "domains": [host] if host == "*" else [host, f"{host}:*"], "routes": routes}
         for host, routes in sorted(by_domain.items())
@@ -577,8 +578,8 @@ def _retry_policy(retries: Retries | None) -> dict[str, Any] | None:
     if retries.attempts <= 0:
         return None
     tokens = [t.strip() for t in (retries.retry_on or ISTIO_DEFAULT_RETRY_ON).split(",") if t.strip()]
-    codes = [int(t) for t in tokens if t.isdigit()]
-    conditions = [t for t in tokens if not t.isdigit()]
+    codes = [int(t) for t in tokens if t.isascii() and t.isdigit()]
+    conditions = [t for t in tokens if not (t.isascii() and t.isdigit())]
     if codes and "retriable-status-codes" not in conditions:
         conditions.append("retriable-status-codes")
     policy: dict[str, Any] = {"retry_on": ",".join(conditions), "num_retries": retries.attempts}

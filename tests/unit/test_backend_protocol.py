@@ -33,7 +33,7 @@ def test_deploy_refuses_a_topology_without_a_local_command_before_starting_anyth
         "  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n"
     )
     backend = LocalBackend(tmp_path, tmp_path / "state")
-    with pytest.raises(ConfigError, match="clover.opnfv.org/local-command") as info:
+    with pytest.raises(ConfigError, match=r"clover\.opnfv\.org/local-command") as info:
         backend.deploy(timeout=5)
     assert info.value.problems[0].obj == "Deployment/web"
     assert not (tmp_path / "state").exists()

@@ -144,7 +144,7 @@ def check_text(text: str) -> list[Problem]:
     problems: list[Problem] = []
     docs = parse_text(text, FILE, problems)
     check_documents(docs, problems)
-    istio, more = parse_istio_text(text, FILE)
+    _istio, more = parse_istio_text(text, FILE)
     check_problems(more)
     return problems
 
@@ -170,7 +170,14 @@ VOCAB = (
     "targetPort appProtocol env valueFrom fieldRef fieldPath readinessProbe httpGet tcpSocket path"
 ).split()
 KINDS = ["Deployment", "Service", "Gateway", "VirtualService", "DestinationRule", "List", "ConfigMap", ""]
-API_VERSIONS = ["apps/v1", "v1", "networking.istio.io/v1", "networking.istio.io/v1alpha3", "networking.istio.io/v1beta1", "v2"]
+API_VERSIONS = [
+    "apps/v1",
+    "v1",
+    "networking.istio.io/v1",
+    "networking.istio.io/v1alpha3",
+    "networking.istio.io/v1beta1",
+    "v2",
+]
 
 SPECIAL_STRINGS = [
     "", "*", "-", "1.5ms", "500us", "0s", "-1s", "1h30m", "10s", "9" * 400 + "s", "1e9h", "nan", "inf",
@@ -179,7 +186,31 @@ SPECIAL_STRINGS = [
     "HTTP", "GRPC", "ROUND_ROBIN", "PASSTHROUGH", "\n", "a\nb", "\x00", "é", "\U0001f642", ":authority", "host",
     "End-User", "@request.auth.claims.x", "metadata.labels['version']", "0x10", "true", "null", "~",
 ]  # fmt: skip
-SPECIAL_NUMBERS = [0, -1, 1, 80, 9080, 65535, 65536, 100, 101, 199, 200, 600, 601, 1000, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64, 10**30, 2**1000]  # (more than 4300 digits: see the explicit test below)
+SPECIAL_NUMBERS = [
+    0,
+    -1,
+    1,
+    80,
+    9080,
+    65535,
+    65536,
+    100,
+    101,
+    199,
+    200,
+    600,
+    601,
+    1000,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+    2**32,
+    2**63 - 1,
+    2**63,
+    2**64,
+    10**30,
+    2**1000,
+]  # (more than 4300 digits: see the explicit test below)
 
 scalars = st.one_of(
     st.none(),
@@ -193,7 +224,14 @@ scalars = st.one_of(
     st.sampled_from(SPECIAL_STRINGS),
     st.sampled_from(VOCAB),
 )
-keys = st.one_of(st.sampled_from(VOCAB), st.text(max_size=8), st.sampled_from(["End-User", "x\ny", ""]), st.integers(-3, 3), st.none(), st.booleans())
+keys = st.one_of(
+    st.sampled_from(VOCAB),
+    st.text(max_size=8),
+    st.sampled_from(["End-User", "x\ny", ""]),
+    st.integers(-3, 3),
+    st.none(),
+    st.booleans(),
+)
 json_like = st.recursive(
     scalars,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=5),
@@ -217,7 +255,9 @@ def object_like(draw: st.DrawFn) -> dict[str, Any]:
 
 def _files() -> list[list[Any]]:
     services = list(yaml.safe_load_all((SAMPLES / "bookinfo-services.yaml").read_text()))
-    groups = [[d for f in sorted((REPO / "fixtures" / "sdc").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]]
+    groups = [
+        [d for f in sorted((REPO / "fixtures" / "sdc").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    ]
     for sample in sorted(glob.glob(str(SAMPLES / "*.yaml"))):
         if Path(sample).name != "bookinfo-services.yaml":
             groups.append(services + list(yaml.safe_load_all(Path(sample).read_text())))
@@ -365,7 +405,9 @@ def test_fuzz_mutated_real_documents_through_yaml(group: tuple[list[Any], set[in
 @example("spec: " + "0x" + "f" * 5000 + "\n")
 @example("0x" + "f" * 4000)  # a top-level number with more digits than str() will print
 @example("&a [*a]\n")
-@example("kind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {name: x}\nspec: &s {hosts: [x], http: [*s]}\n")
+@example(
+    "kind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {name: x}\nspec: &s {hosts: [x], http: [*s]}\n"
+)
 @example("[" * 600)  # nested too deeply for the YAML parser
 def test_fuzz_raw_text(text: str) -> None:
     check_text(text)
@@ -381,12 +423,24 @@ SVC = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: 
     ("http", "rejected"),
     [
         ("  - route: [{destination: {host: web}}]\n    timeout: " + "9" * 400 + "s\n", True),  # float('inf') duration
-        ("  - route: [{destination: {host: web}}]\n    retries: {attempts: 2, retryOn: \"\u00b2\"}\n", True),  # int('²') in translate
+        (
+            '  - route: [{destination: {host: web}}]\n    retries: {attempts: 2, retryOn: "\u00b2"}\n',
+            True,
+        ),  # int('²') in translate
         ("  - redirect: {uri: /x, port: eighty}\n", True),  # int('eighty') in the translator
         ("  - redirect: {uri: /x, port: [1]}\n", True),
-        ("  - match: [{uri: {regex: 'a{99999999999}'}}]\n    route: [{destination: {host: web}}]\n", True),  # OverflowError in re
-        ("  - match: [{uri: {regex: '[[:alpha:]]'}}]\n    route: [{destination: {host: web}}]\n", False),  # FutureWarning, -W error
-        ("  - route: [{destination: {host: web}}]\n    timeout: 0x" + "f" * 4000 + "\n", True),  # int too large to print
+        (
+            "  - match: [{uri: {regex: 'a{99999999999}'}}]\n    route: [{destination: {host: web}}]\n",
+            True,
+        ),  # OverflowError in re
+        (
+            "  - match: [{uri: {regex: '[[:alpha:]]'}}]\n    route: [{destination: {host: web}}]\n",
+            False,
+        ),  # FutureWarning, -W error
+        (
+            "  - route: [{destination: {host: web}}]\n    timeout: 0x" + "f" * 4000 + "\n",
+            True,
+        ),  # int too large to print
     ],
 )
 def test_former_crashes_are_problems(http: str, rejected: bool) -> None:

@@ -39,7 +39,11 @@ def deployment(name: str = "web", **spec_over: Any) -> dict[str, Any]:
             "selector": {"matchLabels": {"app": "web"}},
             "template": {
                 "metadata": {"labels": {"app": "web", "version": "v1"}},
-                "spec": {"containers": [{"name": "web", "image": "web:1", "ports": [{"name": "http", "containerPort": 9080}]}]},
+                "spec": {
+                    "containers": [
+                        {"name": "web", "image": "web:1", "ports": [{"name": "http", "containerPort": 9080}]}
+                    ]
+                },
             },
         },
     }
@@ -83,7 +87,9 @@ def gateway(name: str = "gw", servers: Any = None) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "selector": {"istio": "ingressgateway"},
-            "servers": servers if servers is not None else [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],
+            "servers": servers
+            if servers is not None
+            else [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],
         },
     }
 
@@ -126,34 +132,145 @@ PCT = {"value": 100.0}
 
 BAD_INPUTS = [
     # ---- YAML and object envelope
-    case("yaml-syntax", "kind: Service\nmetadata: {name: web\nspec: [\n", "file", "", "not valid YAML", "line ", "column "),
+    case(
+        "yaml-syntax",
+        "kind: Service\nmetadata: {name: web\nspec: [\n",
+        "file",
+        "",
+        "not valid YAML",
+        "line ",
+        "column ",
+    ),
     case("yaml-bad-tag-float", "kind: !!float abc\n", "file", "", "not valid YAML"),
     case("yaml-bad-tag-timestamp", "kind: !!timestamp yesterday\n", "file", "", "not valid YAML"),
     case("non-mapping-document", "- just\n- a list\n", "document 1", "", "must be a Kubernetes object", "a list"),
     case("scalar-document", "---\nhello\n", "document 1", "", "must be a Kubernetes object"),
-    case("missing-kind", {"apiVersion": "v1", "metadata": {"name": "web"}, "spec": {}}, "document 1", "kind", "is required"),
-    case("missing-apiVersion", {k: v for k, v in service().items() if k != "apiVersion"}, "Service/web", "apiVersion", "is required", "apiVersion: v1"),
-    case("wrong-apiVersion", {**deployment(), "apiVersion": "v1"}, "Deployment/web", "apiVersion", "is not a version of Deployment", "apps/v1"),
-    case("wrong-istio-apiVersion", {**vs(), "apiVersion": "networking.istio.io/v2"}, "VirtualService/web", "apiVersion", "networking.istio.io/v1"),
-    case("missing-metadata-name", {**vs(), "metadata": {"namespace": "default"}}, "document 1", "metadata.name", "is required"),
-    case("missing-metadata", {k: v for k, v in vs().items() if k != "metadata"}, "document 1", "metadata", "is required"),
+    case(
+        "missing-kind",
+        {"apiVersion": "v1", "metadata": {"name": "web"}, "spec": {}},
+        "document 1",
+        "kind",
+        "is required",
+    ),
+    case(
+        "missing-apiVersion",
+        {k: v for k, v in service().items() if k != "apiVersion"},
+        "Service/web",
+        "apiVersion",
+        "is required",
+        "apiVersion: v1",
+    ),
+    case(
+        "wrong-apiVersion",
+        {**deployment(), "apiVersion": "v1"},
+        "Deployment/web",
+        "apiVersion",
+        "is not a version of Deployment",
+        "apps/v1",
+    ),
+    case(
+        "wrong-istio-apiVersion",
+        {**vs(), "apiVersion": "networking.istio.io/v2"},
+        "VirtualService/web",
+        "apiVersion",
+        "networking.istio.io/v1",
+    ),
+    case(
+        "missing-metadata-name",
+        {**vs(), "metadata": {"namespace": "default"}},
+        "document 1",
+        "metadata.name",
+        "is required",
+    ),
+    case(
+        "missing-metadata", {k: v for k, v in vs().items() if k != "metadata"}, "document 1", "metadata", "is required"
+    ),
     case("missing-spec", {k: v for k, v in vs().items() if k != "spec"}, "VirtualService/web", "spec", "is required"),
     case("null-spec", {**vs(), "spec": None}, "VirtualService/web", "spec", "is required"),
-    case("invalid-dns-name", service(name="Web_Svc"), "Service/Web_Svc", "metadata.name", "not a valid name", "lower-case"),
+    case(
+        "invalid-dns-name",
+        service(name="Web_Svc"),
+        "Service/Web_Svc",
+        "metadata.name",
+        "not a valid name",
+        "lower-case",
+    ),
     case("name-trailing-newline", service(name="web\n"), "Service/web\n", "metadata.name", "not a valid name"),
     case("service-name-too-long", service(name="a" * 64), f"Service/{'a' * 64}", "metadata.name", "at most 63"),
     case("duplicate-object", [service(), service()], "Service/web", "metadata.name", "defined twice", "document 1"),
-    case("unknown-kind-warns", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {}}, "ConfigMap/cfg", "kind", "not used by pytest-clover", severity="warning"),
-    case("huge-number", with_spec(deployment(), "spec.replicas", 2**70), "Deployment/web", "spec.replicas", "too large"),
+    case(
+        "unknown-kind-warns",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {}},
+        "ConfigMap/cfg",
+        "kind",
+        "not used by pytest-clover",
+        severity="warning",
+    ),
+    case(
+        "huge-number", with_spec(deployment(), "spec.replicas", 2**70), "Deployment/web", "spec.replicas", "too large"
+    ),
+    case(
+        "huge-hex-number",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 0x" + "f" * 4000 + "}]\n",
+        "Service/web",
+        "spec.ports[0].port",
+        "too large",
+    ),
+    case(
+        "document-is-huge-number",
+        "0x" + "f" * 4000 + "\n",
+        "document 1",
+        "",
+        "must be a Kubernetes object",
+        "too large to show",
+    ),
+    case("yaml-empty-tagged-float", "!!float\n", "file", "", "not valid YAML"),
+    case(
+        "self-referencing-alias",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: &s {ports: [*s]}\n",
+        "Service/web",
+        "spec.ports[0]",
+        "refers to itself",
+    ),
     # ---- Deployment
-    case("negative-replicas", deployment(replicas=-1), "Deployment/web", "spec.replicas", "-1 is out of range", "0 or more"),
-    case("replicas-wrong-type", deployment(replicas="three"), "Deployment/web", "spec.replicas", "must be an integer", "'three'"),
-    case("selector-mismatch", deployment(selector={"matchLabels": {"app": "other"}}), "Deployment/web", "spec.selector.matchLabels", "does not match the pod template labels"),
+    case(
+        "negative-replicas",
+        deployment(replicas=-1),
+        "Deployment/web",
+        "spec.replicas",
+        "-1 is out of range",
+        "0 or more",
+    ),
+    case(
+        "replicas-wrong-type",
+        deployment(replicas="three"),
+        "Deployment/web",
+        "spec.replicas",
+        "must be an integer",
+        "'three'",
+    ),
+    case(
+        "selector-mismatch",
+        deployment(selector={"matchLabels": {"app": "other"}}),
+        "Deployment/web",
+        "spec.selector.matchLabels",
+        "does not match the pod template labels",
+    ),
     case("selector-missing", deployment(selector={}), "Deployment/web", "spec.selector.matchLabels", "is required"),
-    case("no-containers", with_spec(deployment(), "spec.template.spec.containers", []), "Deployment/web", "spec.template.spec.containers", "at least one container"),
+    case(
+        "no-containers",
+        with_spec(deployment(), "spec.template.spec.containers", []),
+        "Deployment/web",
+        "spec.template.spec.containers",
+        "at least one container",
+    ),
     case(
         "containerPort-out-of-range",
-        with_spec(deployment(), "spec.template.spec.containers", [{"name": "web", "image": "w", "ports": [{"containerPort": 70000}]}]),
+        with_spec(
+            deployment(),
+            "spec.template.spec.containers",
+            [{"name": "web", "image": "w", "ports": [{"containerPort": 70000}]}],
+        ),
         "Deployment/web",
         "spec.template.spec.containers[0].ports[0].containerPort",
         "70000 is out of range",
@@ -161,21 +278,31 @@ BAD_INPUTS = [
     ),
     case(
         "containerPort-string",
-        with_spec(deployment(), "spec.template.spec.containers", [{"name": "web", "image": "w", "ports": [{"containerPort": "80"}]}]),
+        with_spec(
+            deployment(),
+            "spec.template.spec.containers",
+            [{"name": "web", "image": "w", "ports": [{"containerPort": "80"}]}],
+        ),
         "Deployment/web",
         "spec.template.spec.containers[0].ports[0].containerPort",
         "must be an integer",
     ),
     case(
         "duplicate-container-name",
-        with_spec(deployment(), "spec.template.spec.containers", [{"name": "a", "image": "w"}, {"name": "a", "image": "w"}]),
+        with_spec(
+            deployment(), "spec.template.spec.containers", [{"name": "a", "image": "w"}, {"name": "a", "image": "w"}]
+        ),
         "Deployment/web",
         "spec.template.spec.containers",
         "used twice",
     ),
     case(
         "env-value-not-string",
-        with_spec(deployment(), "spec.template.spec.containers", [{"name": "a", "image": "w", "env": [{"name": "N", "value": 5}]}]),
+        with_spec(
+            deployment(),
+            "spec.template.spec.containers",
+            [{"name": "a", "image": "w", "env": [{"name": "N", "value": 5}]}],
+        ),
         "Deployment/web",
         "spec.template.spec.containers[0].env[0].value",
         "quote it",
@@ -197,7 +324,13 @@ BAD_INPUTS = [
         "spec.ports[1].name",
         "is required when a Service has more than one port",
     ),
-    case("service-port-out-of-range", service(ports=[{"name": "http", "port": 0}]), "Service/web", "spec.ports[0].port", "out of range"),
+    case(
+        "service-port-out-of-range",
+        service(ports=[{"name": "http", "port": 0}]),
+        "Service/web",
+        "spec.ports[0].port",
+        "out of range",
+    ),
     case(
         "service-targetPort-name-not-found",
         [deployment(), service(ports=[{"name": "http", "port": 9080, "targetPort": "grpc"}])],
@@ -205,18 +338,60 @@ BAD_INPUTS = [
         "spec.ports[0].targetPort",
         "no selected pod has a container port named 'grpc'",
     ),
-    case("service-duplicate-port", service(ports=[{"name": "a", "port": 80}, {"name": "b", "port": 80}]), "Service/web", "spec.ports", "port 80 is listed twice"),
+    case(
+        "service-duplicate-port",
+        service(ports=[{"name": "a", "port": 80}, {"name": "b", "port": 80}]),
+        "Service/web",
+        "spec.ports",
+        "port 80 is listed twice",
+    ),
     # ---- VirtualService
     case("vs-no-hosts", vs(hosts=[]), "VirtualService/web", "spec.hosts", "is required"),
     case("vs-no-http", vs(http=[]), "VirtualService/web", "spec.http", "at least one HTTP route"),
     case("vs-hosts-not-a-list", vs(hosts="web"), "VirtualService/web", "spec.hosts", "must be a list"),
-    case("http-route-without-route", vs({"timeout": "1s"}), "VirtualService/web", "spec.http[0]", "needs a route", "redirect", "directResponse"),
-    case("http-route-and-redirect", vs(route(redirect={"uri": "/x"})), "VirtualService/web", "spec.http[0]", "only one of route, redirect"),
-    case("destination-without-host", vs({"route": [{"destination": {"subset": "v1"}}]}), "VirtualService/web", "spec.http[0].route[0].destination.host", "is required"),
-    case("route-without-destination", vs({"route": [{"weight": 100}]}), "VirtualService/web", "spec.http[0].route[0].destination", "is required"),
+    case("vs-host-with-space", vs(hosts=["web", "a b"]), "VirtualService/web", "spec.hosts[1]", "'a b' is not a host"),
+    case("vs-host-with-port", vs(hosts=["web.example:80"]), "VirtualService/web", "spec.hosts[0]", "is not a host"),
+    case("vs-host-empty", vs(hosts=[""]), "VirtualService/web", "spec.hosts[0]", "is not a host"),
+    case(
+        "http-route-without-route",
+        vs({"timeout": "1s"}),
+        "VirtualService/web",
+        "spec.http[0]",
+        "needs a route",
+        "redirect",
+        "directResponse",
+    ),
+    case(
+        "http-route-and-redirect",
+        vs(route(redirect={"uri": "/x"})),
+        "VirtualService/web",
+        "spec.http[0]",
+        "only one of route, redirect",
+    ),
+    case(
+        "destination-without-host",
+        vs({"route": [{"destination": {"subset": "v1"}}]}),
+        "VirtualService/web",
+        "spec.http[0].route[0].destination.host",
+        "is required",
+    ),
+    case(
+        "route-without-destination",
+        vs({"route": [{"weight": 100}]}),
+        "VirtualService/web",
+        "spec.http[0].route[0].destination",
+        "is required",
+    ),
     case(
         "negative-weight",
-        vs({"route": [{"destination": {"host": "web"}, "weight": -10}, {"destination": {"host": "web"}, "weight": 110}]}),
+        vs(
+            {
+                "route": [
+                    {"destination": {"host": "web"}, "weight": -10},
+                    {"destination": {"host": "web"}, "weight": 110},
+                ]
+            }
+        ),
         "VirtualService/web",
         "spec.http[0].route[0].weight",
         "-10 is out of range",
@@ -228,13 +403,46 @@ BAD_INPUTS = [
         "spec.http[0].route",
         "weights add up to 0",
     ),
-    case("duration-words", vs(route(timeout="5 seconds")), "VirtualService/web", "spec.http[0].timeout", "is not a duration", "500ms"),
+    case(
+        "duration-words",
+        vs(route(timeout="5 seconds")),
+        "VirtualService/web",
+        "spec.http[0].timeout",
+        "is not a duration",
+        "500ms",
+    ),
     case("duration-no-unit", vs(route(timeout="5")), "VirtualService/web", "spec.http[0].timeout", "is not a duration"),
     case("duration-number", vs(route(timeout=5)), "VirtualService/web", "spec.http[0].timeout", "is not a duration"),
-    case("duration-below-1ms", vs(route(timeout="500us")), "VirtualService/web", "spec.http[0].timeout", "shorter than 1ms"),
+    case(
+        "duration-below-1ms",
+        vs(route(timeout="500us")),
+        "VirtualService/web",
+        "spec.http[0].timeout",
+        "shorter than 1ms",
+    ),
     case("duration-zero", vs(route(timeout="0s")), "VirtualService/web", "spec.http[0].timeout", "shorter than 1ms"),
-    case("duration-sub-ms", vs(route(timeout="1.5ms")), "VirtualService/web", "spec.http[0].timeout", "sub-millisecond precision"),
-    case("duration-enormous", vs(route(timeout="9" * 400 + "s")), "VirtualService/web", "spec.http[0].timeout", "too long"),
+    case(
+        "duration-sub-ms",
+        vs(route(timeout="1.5ms")),
+        "VirtualService/web",
+        "spec.http[0].timeout",
+        "sub-millisecond precision",
+    ),
+    case(
+        "duration-enormous",
+        vs(route(timeout="9" * 400 + "s")),
+        "VirtualService/web",
+        "spec.http[0].timeout",
+        "too long",
+    ),
+    case(
+        "duration-over-10000-years",
+        vs(route(timeout="100000000h")),
+        "VirtualService/web",
+        "spec.http[0].timeout",
+        "too long",
+        "315576000000s",
+    ),
     case(
         "delay-percentage-over-100",
         vs(fault(delay={"fixedDelay": "1s", "percentage": {"value": 150}})),
@@ -264,21 +472,138 @@ BAD_INPUTS = [
         "spec.http[0].fault.abort.percentage.valeu",
         "did you mean 'value'?",
     ),
-    case("abort-http-status-700", vs(fault(abort={"httpStatus": 700, "percentage": PCT})), "VirtualService/web", "spec.http[0].fault.abort.httpStatus", "700 is out of range", "200 to 600"),
-    case("abort-no-status", vs(fault(abort={"percentage": PCT})), "VirtualService/web", "spec.http[0].fault.abort", "needs httpStatus"),
-    case("abort-both-statuses", vs(fault(abort={"httpStatus": 503, "grpcStatus": "UNAVAILABLE", "percentage": PCT})), "VirtualService/web", "spec.http[0].fault.abort", "only one of httpStatus or grpcStatus"),
-    case("abort-unknown-grpc-status", vs(fault(abort={"grpcStatus": "UNAVAILABEL", "percentage": PCT})), "VirtualService/web", "spec.http[0].fault.abort.grpcStatus", "is not a gRPC status", "UNAVAILABLE"),
-    case("abort-removed-percent", vs(fault(abort={"httpStatus": 503, "percent": 50})), "VirtualService/web", "spec.http[0].fault.abort.percent", "was removed"),
-    case("delay-exponential", vs(fault(delay={"exponentialDelay": "1s", "percentage": PCT})), "VirtualService/web", "spec.http[0].fault.delay.exponentialDelay", "not supported by Istio", "fixedDelay"),
-    case("delay-without-fixedDelay", vs(fault(delay={"percentage": PCT})), "VirtualService/web", "spec.http[0].fault.delay.fixedDelay", "is required"),
-    case("delay-percent-over-100", vs(fault(delay={"fixedDelay": "1s", "percent": 101})), "VirtualService/web", "spec.http[0].fault.delay.percent", "out of range"),
+    case(
+        "abort-http-status-700",
+        vs(fault(abort={"httpStatus": 700, "percentage": PCT})),
+        "VirtualService/web",
+        "spec.http[0].fault.abort.httpStatus",
+        "700 is out of range",
+        "200 to 600",
+    ),
+    case(
+        "abort-no-status",
+        vs(fault(abort={"percentage": PCT})),
+        "VirtualService/web",
+        "spec.http[0].fault.abort",
+        "needs httpStatus",
+    ),
+    case(
+        "abort-both-statuses",
+        vs(fault(abort={"httpStatus": 503, "grpcStatus": "UNAVAILABLE", "percentage": PCT})),
+        "VirtualService/web",
+        "spec.http[0].fault.abort",
+        "only one of httpStatus or grpcStatus",
+    ),
+    case(
+        "abort-unknown-grpc-status",
+        vs(fault(abort={"grpcStatus": "UNAVAILABEL", "percentage": PCT})),
+        "VirtualService/web",
+        "spec.http[0].fault.abort.grpcStatus",
+        "is not a gRPC status",
+        "UNAVAILABLE",
+    ),
+    case(
+        "abort-removed-percent",
+        vs(fault(abort={"httpStatus": 503, "percent": 50})),
+        "VirtualService/web",
+        "spec.http[0].fault.abort.percent",
+        "was removed",
+    ),
+    case(
+        "delay-exponential",
+        vs(fault(delay={"exponentialDelay": "1s", "percentage": PCT})),
+        "VirtualService/web",
+        "spec.http[0].fault.delay.exponentialDelay",
+        "not supported by Istio",
+        "fixedDelay",
+    ),
+    case(
+        "delay-without-fixedDelay",
+        vs(fault(delay={"percentage": PCT})),
+        "VirtualService/web",
+        "spec.http[0].fault.delay.fixedDelay",
+        "is required",
+    ),
+    case(
+        "delay-percent-over-100",
+        vs(fault(delay={"fixedDelay": "1s", "percent": 101})),
+        "VirtualService/web",
+        "spec.http[0].fault.delay.percent",
+        "out of range",
+    ),
     case("fault-empty", vs(fault()), "VirtualService/web", "spec.http[0].fault", "needs a delay, an abort, or both"),
-    case("retries-negative-attempts", vs(route(retries={"attempts": -1})), "VirtualService/web", "spec.http[0].retries.attempts", "out of range"),
-    case("retries-zero-with-perTryTimeout", vs(route(retries={"attempts": 0, "perTryTimeout": "1s"})), "VirtualService/web", "spec.http[0].retries.attempts", "retries off", "perTryTimeout"),
-    case("retries-unset-with-retryOn", vs(route(retries={"retryOn": "5xx"})), "VirtualService/web", "spec.http[0].retries.attempts", "retries off"),
-    case("retries-bad-retryOn", vs(route(retries={"attempts": 2, "retryOn": "5xxx,reset"})), "VirtualService/web", "spec.http[0].retries.retryOn", "'5xxx' is not a retry condition", "did you mean '5xx'?"),
-    case("retries-retryOn-empty-entry", vs(route(retries={"attempts": 2, "retryOn": "5xx,,reset"})), "VirtualService/web", "spec.http[0].retries.retryOn", "empty entry"),
-    case("retries-retryOn-unicode-digit", vs(route(retries={"attempts": 2, "retryOn": "5\u00b2"})), "VirtualService/web", "spec.http[0].retries.retryOn", "is not a retry condition"),
+    case(
+        "retries-negative-attempts",
+        vs(route(retries={"attempts": -1})),
+        "VirtualService/web",
+        "spec.http[0].retries.attempts",
+        "out of range",
+    ),
+    case(
+        "retries-zero-with-perTryTimeout",
+        vs(route(retries={"attempts": 0, "perTryTimeout": "1s"})),
+        "VirtualService/web",
+        "spec.http[0].retries.attempts",
+        "retries off",
+        "perTryTimeout",
+    ),
+    case(
+        "retries-unset-with-retryOn",
+        vs(route(retries={"retryOn": "5xx"})),
+        "VirtualService/web",
+        "spec.http[0].retries.attempts",
+        "retries off",
+    ),
+    case(
+        "retries-bad-retryOn",
+        vs(route(retries={"attempts": 2, "retryOn": "5xxx,reset"})),
+        "VirtualService/web",
+        "spec.http[0].retries.retryOn",
+        "'5xxx' is not a retry condition",
+        "did you mean '5xx'?",
+    ),
+    case(
+        "retries-retryOn-empty-entry",
+        vs(route(retries={"attempts": 2, "retryOn": "5xx,,reset"})),
+        "VirtualService/web",
+        "spec.http[0].retries.retryOn",
+        "empty entry",
+    ),
+    case(
+        "retries-retryOn-status-out-of-range",
+        vs(route(retries={"attempts": 2, "retryOn": "5xx,99999999999"})),
+        "VirtualService/web",
+        "spec.http[0].retries.retryOn",
+        "not an HTTP status code",
+    ),
+    case(
+        "retries-attempts-over-int32",
+        vs(route(retries={"attempts": 2**32})),
+        "VirtualService/web",
+        "spec.http[0].retries.attempts",
+        "out of range",
+    ),
+    case(
+        "weight-over-int32",
+        vs(
+            {
+                "route": [
+                    {"destination": {"host": "web"}, "weight": 2**32},
+                    {"destination": {"host": "web"}, "weight": 1},
+                ]
+            }
+        ),
+        "VirtualService/web",
+        "spec.http[0].route[0].weight",
+        "out of range",
+    ),
+    case(
+        "retries-retryOn-unicode-digit",
+        vs(route(retries={"attempts": 2, "retryOn": "5\u00b2"})),
+        "VirtualService/web",
+        "spec.http[0].retries.retryOn",
+        "is not a retry condition",
+    ),
     case(
         "match-upper-case-header",
         vs(route(match=[{"headers": {"End-User": {"exact": "jason"}}}])),
@@ -287,23 +612,180 @@ BAD_INPUTS = [
         "must be lower case",
         "'end-user'",
     ),
-    case("match-header-bad-name", vs(route(match=[{"headers": {"end user\n": {"exact": "x"}}}])), "VirtualService/web", "spec.http[0].match[0].headers.end user\n", "not a valid header name"),
-    case("stringmatch-exact-and-prefix", vs(route(match=[{"uri": {"exact": "/a", "prefix": "/"}}])), "VirtualService/web", "spec.http[0].match[0].uri", "only one of exact, prefix or regex", "exact, prefix"),
-    case("stringmatch-invalid-regex", vs(route(match=[{"uri": {"regex": "/api/[0-9"}}])), "VirtualService/web", "spec.http[0].match[0].uri.regex", "not a valid regular expression"),
-    case("stringmatch-regex-huge-repeat", vs(route(match=[{"uri": {"regex": "a{99999999999}"}}])), "VirtualService/web", "spec.http[0].match[0].uri.regex", "not a valid regular expression"),
-    case("stringmatch-regex-lookahead", vs(route(match=[{"headers": {"x": {"regex": "(?=a)a"}}}])), "VirtualService/web", "spec.http[0].match[0].headers.x.regex", "RE2"),
-    case("stringmatch-unknown-kind", vs(route(match=[{"uri": {"suffix": "/a"}}])), "VirtualService/web", "spec.http[0].match[0].uri.suffix", "unknown field"),
-    case("unknown-field-did-you-mean", vs(route(retires={"attempts": 3})), "VirtualService/web", "spec.http[0].retires", "unknown field 'retires'", "did you mean 'retries'?"),
+    case(
+        "match-header-bad-name",
+        vs(route(match=[{"headers": {"end user\n": {"exact": "x"}}}])),
+        "VirtualService/web",
+        "spec.http[0].match[0].headers.end user\n",
+        "not a valid header name",
+    ),
+    case(
+        "stringmatch-exact-and-prefix",
+        vs(route(match=[{"uri": {"exact": "/a", "prefix": "/"}}])),
+        "VirtualService/web",
+        "spec.http[0].match[0].uri",
+        "only one of exact, prefix or regex",
+        "exact, prefix",
+    ),
+    case(
+        "stringmatch-invalid-regex",
+        vs(route(match=[{"uri": {"regex": "/api/[0-9"}}])),
+        "VirtualService/web",
+        "spec.http[0].match[0].uri.regex",
+        "not a valid regular expression",
+    ),
+    case(
+        "stringmatch-regex-huge-repeat",
+        vs(route(match=[{"uri": {"regex": "a{99999999999}"}}])),
+        "VirtualService/web",
+        "spec.http[0].match[0].uri.regex",
+        "not a valid regular expression",
+    ),
+    case(
+        "stringmatch-regex-lookahead",
+        vs(route(match=[{"headers": {"x": {"regex": "(?=a)a"}}}])),
+        "VirtualService/web",
+        "spec.http[0].match[0].headers.x.regex",
+        "a lookahead",
+        "RE2",
+    ),
+    case(
+        "stringmatch-regex-backreference",
+        vs(route(match=[{"uri": {"regex": "(a)\\1"}}])),
+        "VirtualService/web",
+        "spec.http[0].match[0].uri.regex",
+        "backreference",
+        "RE2",
+    ),
+    case(
+        "stringmatch-regex-repeat-over-1000",
+        vs(route(match=[{"uri": {"regex": "a{2,1001}"}}])),
+        "VirtualService/web",
+        "spec.http[0].match[0].uri.regex",
+        "above 1000",
+    ),
+    case(
+        "stringmatch-unknown-kind",
+        vs(route(match=[{"uri": {"suffix": "/a"}}])),
+        "VirtualService/web",
+        "spec.http[0].match[0].uri.suffix",
+        "unknown field",
+    ),
+    case(
+        "unknown-field-did-you-mean",
+        vs(route(retires={"attempts": 3})),
+        "VirtualService/web",
+        "spec.http[0].retires",
+        "unknown field 'retires'",
+        "did you mean 'retries'?",
+    ),
     case("unknown-spec-field", vs(gateway=["gw"]), "VirtualService/web", "spec.gateway", "did you mean 'gateways'?"),
-    case("match-wrong-type", vs(route(match={"uri": {"prefix": "/"}})), "VirtualService/web", "spec.http[0].match", "must be a list", "a mapping"),
-    case("mirror-percentage-out-of-range", vs(route(mirror={"host": "web"}, mirrorPercentage={"value": 150.0})), "VirtualService/web", "spec.http[0].mirrorPercentage.value", "out of range"),
-    case("mirror-without-host", vs(route(mirror={"subset": "v2"})), "VirtualService/web", "spec.http[0].mirror.host", "is required"),
-    case("redirect-bad-port", vs({"redirect": {"uri": "/x", "port": "eighty"}}), "VirtualService/web", "spec.http[0].redirect.port", "must be an integer"),
-    case("redirect-bad-code", vs({"redirect": {"uri": "/x", "redirectCode": 200}}), "VirtualService/web", "spec.http[0].redirect.redirectCode", "out of range"),
-    case("directResponse-without-status", vs({"directResponse": {"body": {"string": "x"}}}), "VirtualService/web", "spec.http[0].directResponse.status", "is required"),
-    case("delegate-unsupported", vs({"delegate": {"name": "x"}}), "VirtualService/web", "spec.http[0].delegate", "not supported"),
-    case("header-set-value-not-string", vs(route(headers={"request": {"set": {"x-n": 1}}})), "VirtualService/web", "spec.http[0].headers.request.set.x-n", "must be a string"),
-    case("vs-gateway-not-defined", vs(gateways=["no-such-gateway"]), "VirtualService/web", "spec.gateways", "'no-such-gateway' is not defined"),
+    case(
+        "match-wrong-type",
+        vs(route(match={"uri": {"prefix": "/"}})),
+        "VirtualService/web",
+        "spec.http[0].match",
+        "must be a list",
+        "a mapping",
+    ),
+    case(
+        "mirror-percentage-out-of-range",
+        vs(route(mirror={"host": "web"}, mirrorPercentage={"value": 150.0})),
+        "VirtualService/web",
+        "spec.http[0].mirrorPercentage.value",
+        "out of range",
+    ),
+    case(
+        "mirror-without-host",
+        vs(route(mirror={"subset": "v2"})),
+        "VirtualService/web",
+        "spec.http[0].mirror.host",
+        "is required",
+    ),
+    case(
+        "redirect-bad-port",
+        vs({"redirect": {"uri": "/x", "port": "eighty"}}),
+        "VirtualService/web",
+        "spec.http[0].redirect.port",
+        "must be an integer",
+    ),
+    case(
+        "redirect-bad-code",
+        vs({"redirect": {"uri": "/x", "redirectCode": 200}}),
+        "VirtualService/web",
+        "spec.http[0].redirect.redirectCode",
+        "out of range",
+    ),
+    case(
+        "directResponse-without-status",
+        vs({"directResponse": {"body": {"string": "x"}}}),
+        "VirtualService/web",
+        "spec.http[0].directResponse.status",
+        "is required",
+    ),
+    case(
+        "delegate-unsupported",
+        vs({"delegate": {"name": "x"}}),
+        "VirtualService/web",
+        "spec.http[0].delegate",
+        "not supported",
+    ),
+    case(
+        "header-set-bad-name",
+        vs(route(headers={"request": {"set": {"x y": "1"}}})),
+        "VirtualService/web",
+        "spec.http[0].headers.request.set.x y",
+        "not a valid header name",
+    ),
+    case(
+        "header-remove-empty-name",
+        vs(route(headers={"response": {"remove": [""]}})),
+        "VirtualService/web",
+        "spec.http[0].headers.response.remove[0]",
+        "not a valid header name",
+    ),
+    case(
+        "header-add-value-newline",
+        vs(route(headers={"request": {"add": {"x-a": "1\r\nx-b: 2"}}})),
+        "VirtualService/web",
+        "spec.http[0].headers.request.add.x-a",
+        "NUL, CR or LF",
+    ),
+    case(
+        "redirect-uri-newline",
+        vs({"redirect": {"uri": "/x\n"}}),
+        "VirtualService/web",
+        "spec.http[0].redirect.uri",
+        "NUL, CR or LF",
+    ),
+    case(
+        "rewrite-authority-newline",
+        vs(route(rewrite={"authority": "a\nb"})),
+        "VirtualService/web",
+        "spec.http[0].rewrite.authority",
+        "NUL, CR or LF",
+    ),
+    case(
+        "rewrite-uri-not-string",
+        vs(route(rewrite={"uri": ["/a"]})),
+        "VirtualService/web",
+        "spec.http[0].rewrite.uri",
+        "must be a string",
+    ),
+    case(
+        "header-set-value-not-string",
+        vs(route(headers={"request": {"set": {"x-n": 1}}})),
+        "VirtualService/web",
+        "spec.http[0].headers.request.set.x-n",
+        "must be a string",
+    ),
+    case(
+        "vs-gateway-not-defined",
+        vs(gateways=["no-such-gateway"]),
+        "VirtualService/web",
+        "spec.gateways",
+        "'no-such-gateway' is not defined",
+    ),
     case(
         "destination-port-missing-on-multi-port-service",
         [service(ports=[{"name": "http", "port": 80}, {"name": "http-admin", "port": 81}]), vs()],
@@ -311,12 +793,37 @@ BAD_INPUTS = [
         "spec.http[0].route[0].destination.port",
         "several ports",
     ),
-    case("destination-port-not-on-service", [service(), vs({"route": [{"destination": {"host": "web", "port": {"number": 1234}}}]})], "VirtualService/web", "spec.http[0].route[0].destination.port.number", "no port 1234"),
+    case(
+        "destination-port-not-on-service",
+        [service(), vs({"route": [{"destination": {"host": "web", "port": {"number": 1234}}}]})],
+        "VirtualService/web",
+        "spec.http[0].route[0].destination.port.number",
+        "no port 1234",
+    ),
     # ---- DestinationRule
     case("dr-missing-host", {**dr(), "spec": {"subsets": []}}, "DestinationRule/web", "spec.host", "is required"),
-    case("dr-invalid-subset-name", dr(subsets=[{"name": "V1_x", "labels": {"version": "v1"}}]), "DestinationRule/web", "spec.subsets[0].name", "not a valid subset name"),
-    case("dr-duplicate-subset", dr(subsets=[{"name": "v1", "labels": {}}, {"name": "v1", "labels": {}}]), "DestinationRule/web", "spec.subsets[1].name", "subset 'v1' is defined twice"),
-    case("dr-max-ejection-150", dr(trafficPolicy={"outlierDetection": {"maxEjectionPercent": 150}}), "DestinationRule/web", "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "150 is out of range", "0 to 100"),
+    case(
+        "dr-invalid-subset-name",
+        dr(subsets=[{"name": "V1_x", "labels": {"version": "v1"}}]),
+        "DestinationRule/web",
+        "spec.subsets[0].name",
+        "not a valid subset name",
+    ),
+    case(
+        "dr-duplicate-subset",
+        dr(subsets=[{"name": "v1", "labels": {}}, {"name": "v1", "labels": {}}]),
+        "DestinationRule/web",
+        "spec.subsets[1].name",
+        "subset 'v1' is defined twice",
+    ),
+    case(
+        "dr-max-ejection-150",
+        dr(trafficPolicy={"outlierDetection": {"maxEjectionPercent": 150}}),
+        "DestinationRule/web",
+        "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+        "150 is out of range",
+        "0 to 100",
+    ),
     case(
         "dr-local-origin-without-split",
         dr(trafficPolicy={"outlierDetection": {"consecutiveLocalOriginFailures": 3}}),
@@ -324,12 +831,56 @@ BAD_INPUTS = [
         "spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
         "needs splitExternalLocalOriginErrors",
     ),
-    case("dr-outlier-bad-interval", dr(trafficPolicy={"outlierDetection": {"interval": "10"}}), "DestinationRule/web", "spec.trafficPolicy.outlierDetection.interval", "is not a duration"),
-    case("dr-connection-pool-empty", dr(trafficPolicy={"connectionPool": {}}), "DestinationRule/web", "spec.trafficPolicy.connectionPool", "needs tcp or http"),
-    case("dr-pool-negative", dr(trafficPolicy={"connectionPool": {"tcp": {"maxConnections": -1}}}), "DestinationRule/web", "spec.trafficPolicy.connectionPool.tcp.maxConnections", "out of range"),
-    case("dr-pool-over-uint32", dr(trafficPolicy={"connectionPool": {"http": {"http2MaxRequests": 2**32}}}), "DestinationRule/web", "spec.trafficPolicy.connectionPool.http.http2MaxRequests", "out of range"),
-    case("dr-lb-simple-invalid", dr(trafficPolicy={"loadBalancer": {"simple": "FASTEST"}}), "DestinationRule/web", "spec.trafficPolicy.loadBalancer.simple", "'FASTEST' is not a load balancer", "ROUND_ROBIN"),
-    case("dr-subset-unknown-field", dr(subsets=[{"name": "v1", "lables": {}}]), "DestinationRule/web", "spec.subsets[0].lables", "did you mean 'labels'?"),
+    case(
+        "dr-outlier-bad-interval",
+        dr(trafficPolicy={"outlierDetection": {"interval": "10"}}),
+        "DestinationRule/web",
+        "spec.trafficPolicy.outlierDetection.interval",
+        "is not a duration",
+    ),
+    case(
+        "dr-connection-pool-empty",
+        dr(trafficPolicy={"connectionPool": {}}),
+        "DestinationRule/web",
+        "spec.trafficPolicy.connectionPool",
+        "needs tcp or http",
+    ),
+    case(
+        "dr-pool-negative",
+        dr(trafficPolicy={"connectionPool": {"tcp": {"maxConnections": -1}}}),
+        "DestinationRule/web",
+        "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+        "out of range",
+    ),
+    case(
+        "dr-retry-budget-over-uint32",
+        dr(trafficPolicy={"retryBudget": {"minRetryConcurrency": 2**32}}),
+        "DestinationRule/web",
+        "spec.trafficPolicy.retryBudget.minRetryConcurrency",
+        "out of range",
+    ),
+    case(
+        "dr-pool-over-uint32",
+        dr(trafficPolicy={"connectionPool": {"http": {"http2MaxRequests": 2**32}}}),
+        "DestinationRule/web",
+        "spec.trafficPolicy.connectionPool.http.http2MaxRequests",
+        "out of range",
+    ),
+    case(
+        "dr-lb-simple-invalid",
+        dr(trafficPolicy={"loadBalancer": {"simple": "FASTEST"}}),
+        "DestinationRule/web",
+        "spec.trafficPolicy.loadBalancer.simple",
+        "'FASTEST' is not a load balancer",
+        "ROUND_ROBIN",
+    ),
+    case(
+        "dr-subset-unknown-field",
+        dr(subsets=[{"name": "v1", "lables": {}}]),
+        "DestinationRule/web",
+        "spec.subsets[0].lables",
+        "did you mean 'labels'?",
+    ),
     case(
         "dr-port-level-without-number",
         dr(trafficPolicy={"portLevelSettings": [{"loadBalancer": {"simple": "RANDOM"}}]}),
@@ -338,10 +889,28 @@ BAD_INPUTS = [
         "is required",
     ),
     # ---- Gateway
-    case("gateway-server-without-hosts", gateway(servers=[{"port": {"number": 80, "name": "http", "protocol": "HTTP"}}]), "Gateway/gw", "spec.servers[0].hosts", "at least one host"),
+    case(
+        "gateway-server-without-hosts",
+        gateway(servers=[{"port": {"number": 80, "name": "http", "protocol": "HTTP"}}]),
+        "Gateway/gw",
+        "spec.servers[0].hosts",
+        "at least one host",
+    ),
     case("gateway-no-servers", gateway(servers=[]), "Gateway/gw", "spec.servers", "at least one server"),
-    case("gateway-bad-protocol", gateway(servers=[{"port": {"number": 80, "name": "http", "protocol": "HTTQ"}, "hosts": ["*"]}]), "Gateway/gw", "spec.servers[0].port.protocol", "is not a protocol"),
-    case("gateway-server-without-port", gateway(servers=[{"hosts": ["*"]}]), "Gateway/gw", "spec.servers[0].port", "is required"),
+    case(
+        "gateway-bad-protocol",
+        gateway(servers=[{"port": {"number": 80, "name": "http", "protocol": "HTTQ"}, "hosts": ["*"]}]),
+        "Gateway/gw",
+        "spec.servers[0].port.protocol",
+        "is not a protocol",
+    ),
+    case(
+        "gateway-server-without-port",
+        gateway(servers=[{"hosts": ["*"]}]),
+        "Gateway/gw",
+        "spec.servers[0].port",
+        "is required",
+    ),
     # ---- warnings: accepted, but reported
     case(
         "warn-subset-not-defined",
@@ -353,27 +922,110 @@ BAD_INPUTS = [
         "NC",
         severity="warning",
     ),
-    case("warn-deprecated-percent", vs(fault(delay={"fixedDelay": "1s", "percent": 50})), "VirtualService/web", "spec.http[0].fault.delay.percent", "deprecated", "percentage", severity="warning"),
-    case("warn-abort-without-percentage", vs(fault(abort={"httpStatus": 503})), "VirtualService/web", "spec.http[0].fault.abort.percentage", "no request is aborted", severity="warning"),
-    case("warn-delay-without-percentage", vs(fault(delay={"fixedDelay": "1s"})), "VirtualService/web", "spec.http[0].fault.delay.percentage", "no request is delayed", severity="warning"),
-    case("warn-cors-unhonoured", vs(route(corsPolicy={"allowOrigins": [{"exact": "*"}]})), "VirtualService/web", "spec.http[0].corsPolicy", "not honoured", severity="warning"),
-    case("warn-dr-tls-unhonoured", dr(trafficPolicy={"tls": {"mode": "ISTIO_MUTUAL"}}), "DestinationRule/web", "spec.trafficPolicy.tls", "not honoured", severity="warning"),
-    case("warn-gateway-tls-unhonoured", gateway(servers=[{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"], "tls": {"httpsRedirect": True}}]), "Gateway/gw", "spec.servers[0].tls", "not honoured", severity="warning"),
-    case("warn-consecutive-errors-deprecated", dr(trafficPolicy={"outlierDetection": {"consecutiveErrors": 5}}), "DestinationRule/web", "spec.trafficPolicy.outlierDetection.consecutiveErrors", "deprecated", severity="warning"),
-    case("warn-service-selects-nothing", [deployment(), service(selector={"app": "nobody"})], "Service/web", "spec.selector", "selects no Deployment", severity="warning"),
-    case("warn-mirror-percent-deprecated", vs(route(mirror={"host": "web"}, mirrorPercent=50)), "VirtualService/web", "spec.http[0].mirrorPercent", "deprecated", severity="warning"),
+    case(
+        "warn-deprecated-percent",
+        vs(fault(delay={"fixedDelay": "1s", "percent": 50})),
+        "VirtualService/web",
+        "spec.http[0].fault.delay.percent",
+        "deprecated",
+        "percentage",
+        severity="warning",
+    ),
+    case(
+        "warn-abort-without-percentage",
+        vs(fault(abort={"httpStatus": 503})),
+        "VirtualService/web",
+        "spec.http[0].fault.abort.percentage",
+        "no request is aborted",
+        severity="warning",
+    ),
+    case(
+        "warn-delay-without-percentage",
+        vs(fault(delay={"fixedDelay": "1s"})),
+        "VirtualService/web",
+        "spec.http[0].fault.delay.percentage",
+        "no request is delayed",
+        severity="warning",
+    ),
+    case(
+        "warn-cors-unhonoured",
+        vs(route(corsPolicy={"allowOrigins": [{"exact": "*"}]})),
+        "VirtualService/web",
+        "spec.http[0].corsPolicy",
+        "not honoured",
+        severity="warning",
+    ),
+    case(
+        "warn-dr-tls-unhonoured",
+        dr(trafficPolicy={"tls": {"mode": "ISTIO_MUTUAL"}}),
+        "DestinationRule/web",
+        "spec.trafficPolicy.tls",
+        "not honoured",
+        severity="warning",
+    ),
+    case(
+        "warn-gateway-tls-unhonoured",
+        gateway(
+            servers=[
+                {
+                    "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                    "hosts": ["*"],
+                    "tls": {"httpsRedirect": True},
+                }
+            ]
+        ),
+        "Gateway/gw",
+        "spec.servers[0].tls",
+        "not honoured",
+        severity="warning",
+    ),
+    case(
+        "warn-consecutive-errors-deprecated",
+        dr(trafficPolicy={"outlierDetection": {"consecutiveErrors": 5}}),
+        "DestinationRule/web",
+        "spec.trafficPolicy.outlierDetection.consecutiveErrors",
+        "deprecated",
+        severity="warning",
+    ),
+    case(
+        "warn-service-selects-nothing",
+        [deployment(), service(selector={"app": "nobody"})],
+        "Service/web",
+        "spec.selector",
+        "selects no Deployment",
+        severity="warning",
+    ),
+    case(
+        "warn-mirror-percent-deprecated",
+        vs(route(mirror={"host": "web"}, mirrorPercent=50)),
+        "VirtualService/web",
+        "spec.http[0].mirrorPercent",
+        "deprecated",
+        severity="warning",
+    ),
 ]
 
 
 def _show(problems: list[Problem]) -> str:
-    return "\n".join(f"  {p.severity}: {p.file} | {p.obj!r} | {p.field!r} | {p.message}" for p in problems) or "  (no problems)"
+    return (
+        "\n".join(f"  {p.severity}: {p.file} | {p.obj!r} | {p.field!r} | {p.message}" for p in problems)
+        or "  (no problems)"
+    )
 
 
 def _find(problems: list[Problem], file: str, c: Case) -> Problem:
     for p in problems:
-        if p.file == file and p.obj == c.obj and p.field == c.field and p.severity == c.severity and all(s in p.message for s in c.phrases):
+        if (
+            p.file == file
+            and p.obj == c.obj
+            and p.field == c.field
+            and p.severity == c.severity
+            and all(s in p.message for s in c.phrases)
+        ):
             return p
-    raise AssertionError(f"expected {c.severity} at {c.obj!r} {c.field!r} containing {c.phrases}; got:\n{_show(problems)}")
+    raise AssertionError(
+        f"expected {c.severity} at {c.obj!r} {c.field!r} containing {c.phrases}; got:\n{_show(problems)}"
+    )
 
 
 def test_bad_input_table_is_broad() -> None:
@@ -430,7 +1082,12 @@ def test_list_kind_items_are_expanded_and_located(tmp_path: Path) -> None:
 def test_all_problems_are_collected_not_just_the_first(tmp_path: Path) -> None:
     path = tmp_path / "many.yaml"
     path.write_text(
-        dump(deployment(replicas=-1), service(ports=[]), vs(route(timeout="5 seconds", retires={})), dr(trafficPolicy={"connectionPool": {}})),
+        dump(
+            deployment(replicas=-1),
+            service(ports=[]),
+            vs(route(timeout="5 seconds", retires={})),
+            dr(trafficPolicy={"connectionPool": {}}),
+        ),
         encoding="utf-8",
     )
     fields = {(p.obj, p.field) for p in validate([path]) if p.severity == "error"}
@@ -499,6 +1156,35 @@ def test_deprecated_percent_sample_warns_and_keeps_value() -> None:
     assert (delay.percent, delay.percentage, delay.fixed_delay_ms) == (50, None, 5000.0)
 
 
+@pytest.mark.parametrize(
+    "doc",
+    [
+        vs(route(match=[{"uri": {"regex": "[[:alpha:]]+"}}])),  # FutureWarning in re: must not fail under -W error
+        vs(
+            route(match=[{"uri": {"regex": "(?P<id>[0-9]+)(?i)x(?U)y+(?s:.)"}}])
+        ),  # RE2: flags anywhere, U, named groups
+        vs(route(match=[{"headers": {"x-a": {"prefix": ""}}}])),  # an empty prefix is a presence match
+        vs(route(match=[{"headers": {"x-a": {"exact": "a\nb"}}}])),  # Envoy accepts any matcher value
+        vs(route(match=[{"headers": {"@request.auth.claims.group": {"exact": "a"}}}])),
+        vs(hosts=["web", "web.default.svc.cluster.local", "*.example.com", "*", "Web.Example"]),
+        vs(route(headers={"request": {"set": {":authority": "a.example", "x-a": ""}}})),
+        vs(route(retries={"attempts": 2147483647, "retryOn": "100,599,5xx"}, timeout="87600h")),
+        vs({"redirect": {"uri": "/n", "scheme": "https", "port": 8443, "redirectCode": 308}}),
+    ],
+)
+def test_edge_inputs_are_accepted(tmp_path: Path, doc: dict[str, Any]) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_text(dump(doc), encoding="utf-8")
+    problems = validate([path])
+    assert not [p for p in problems if p.severity == "error"], _show(problems)
+
+
+def test_empty_prefix_becomes_presence_match() -> None:
+    objs, problems = parse_istio_text(dump(vs(route(match=[{"headers": {"x-a": {"prefix": ""}}}]))))
+    assert problems == []
+    assert objs[0].http[0].matches[0].headers["x-a"].kind == "present"  # type: ignore[union-attr]
+
+
 def test_v1alpha3_and_v1beta1_are_accepted(tmp_path: Path) -> None:
     for version in ("v1alpha3", "v1beta1", "v1"):
         path = tmp_path / f"{version}.yaml"
@@ -535,7 +1221,10 @@ def test_parse_istio_text_parses_fields() -> None:
                 match=[{"name": "m", "headers": {"end-user": {"exact": "jason"}}, "uri": {"regex": "*"}}],
                 timeout="1h30m",
                 retries={"attempts": 3, "perTryTimeout": "500ms", "retryOn": "503,5xx"},
-                fault={"delay": {"fixedDelay": "1.5s", "percentage": {"value": 0.57}}, "abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 1}}},
+                fault={
+                    "delay": {"fixedDelay": "1.5s", "percentage": {"value": 0.57}},
+                    "abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 1}},
+                },
             )
         )
     )
@@ -574,7 +1263,30 @@ def test_parse_duration(text: str, ms: float) -> None:
     assert parse_duration(text) == pytest.approx(ms)
 
 
-@pytest.mark.parametrize("text", ["", "5", "5 seconds", "s", "1.5", "-1s", "1d", "1S", " 1s", "1s ", "1h 30m", "ms", "1..5s", None, 5, 1.5, True, [], {}])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "5",
+        "5 seconds",
+        "s",
+        "1.5",
+        "-1s",
+        "1d",
+        "1S",
+        " 1s",
+        "1s ",
+        "1h 30m",
+        "ms",
+        "1..5s",
+        None,
+        5,
+        1.5,
+        True,
+        [],
+        {},
+    ],
+)
 def test_parse_duration_rejects(text: Any) -> None:
     assert parse_duration(text) is None
 
@@ -593,4 +1305,6 @@ def test_bad_fixture_folder_each_file_has_an_error() -> None:
         first = f.read_text(encoding="utf-8").splitlines()[0]
         assert first.startswith("# expect: "), f.name
         obj, field, phrase = (s.strip() for s in first.removeprefix("# expect: ").split("|"))
-        assert any(p.obj == obj and p.field == field and phrase in p.message for p in errors), f"{f.name}\n{_show(problems)}"
+        assert any(p.obj == obj and p.field == field and phrase in p.message for p in errors), (
+            f"{f.name}\n{_show(problems)}"
+        )

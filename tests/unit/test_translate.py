@@ -165,7 +165,9 @@ def resources(files: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any
     return files[name]["resources"]
 
 
-def vhost(files: dict[str, dict[str, Any]], fqdn: str, port: int = 9080, rds: str = "rds_outbound.json") -> dict[str, Any]:
+def vhost(
+    files: dict[str, dict[str, Any]], fqdn: str, port: int = 9080, rds: str = "rds_outbound.json"
+) -> dict[str, Any]:
     (rc,) = resources(files, rds)
     found = [v for v in rc["virtual_hosts"] if v["name"] == f"{fqdn}:{port}"]
     assert len(found) == 1, [v["name"] for v in rc["virtual_hosts"]]
@@ -262,21 +264,30 @@ def test_timeout_sets_route_timeout(topo: Callable[..., Topology], tmp_path: Pat
     assert seconds(only_route(files)["route"]["timeout"]) == 1.5
 
 
-def test_virtual_service_route_without_timeout_has_timeout_disabled(topo: Callable[..., Topology], tmp_path: Path) -> None:
+def test_virtual_service_route_without_timeout_has_timeout_disabled(
+    topo: Callable[..., Topology], tmp_path: Path
+) -> None:
     # Istio emits 0s (no timeout); Envoy's own default would be 15s.
-    text = vs("  - match: [{uri: {prefix: /a}}]\n" + TO_REVIEWS + "  - route: [{destination: {host: reviews}, weight: 50}, {destination: {host: ratings}, weight: 50}]\n")
+    text = vs(
+        "  - match: [{uri: {prefix: /a}}]\n"
+        + TO_REVIEWS
+        + "  - route: [{destination: {host: reviews}, weight: 50}, {destination: {host: ratings}, weight: 50}]\n"
+    )
     assert [r["route"]["timeout"] for r in routes_for(render(topo(text), sidecar(tmp_path)))] == ["0s", "0s"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="translate._route_action sets route.timeout only; istiod also sets max_grpc_timeout (or "
-    "max_stream_duration.grpc_timeout_header_max) to the VS timeout, 0s when unset (reference 2.4, 7)",
-)
+def _grpc_timeout_cap(action: dict[str, Any]) -> str | None:
+    return action.get("max_grpc_timeout") or action.get("max_stream_duration", {}).get("grpc_timeout_header_max")
+
+
 def test_timeout_also_caps_grpc_timeout_header(topo: Callable[..., Topology], tmp_path: Path) -> None:
+    # istiod: max_grpc_timeout (now max_stream_duration.grpc_timeout_header_max) = the VS timeout, 0s when unset.
     action = only_route(render(topo(vs(one_route("    timeout: 2s\n"))), sidecar(tmp_path)))["route"]
-    grpc_max = action.get("max_grpc_timeout") or action.get("max_stream_duration", {}).get("grpc_timeout_header_max")
-    assert grpc_max is not None and seconds(grpc_max) == 2.0
+    cap = _grpc_timeout_cap(action)
+    assert cap is not None and seconds(cap) == 2.0
+    default = only_route(render(topo(vs(one_route(""))), sidecar(tmp_path)))["route"]
+    cap = _grpc_timeout_cap(default)
+    assert cap is not None and seconds(cap) == 0.0
 
 
 def test_retries_attempts_zero_means_no_retry_policy(topo: Callable[..., Topology], tmp_path: Path) -> None:
@@ -285,7 +296,9 @@ def test_retries_attempts_zero_means_no_retry_policy(topo: Callable[..., Topolog
 
 
 def test_retry_on_status_codes_move_to_retriable_status_codes(topo: Callable[..., Topology], tmp_path: Path) -> None:
-    files = render(topo(vs(one_route('    retries: {attempts: 3, perTryTimeout: 2s, retryOn: "503,5xx"}\n'))), sidecar(tmp_path))
+    files = render(
+        topo(vs(one_route('    retries: {attempts: 3, perTryTimeout: 2s, retryOn: "503,5xx"}\n'))), sidecar(tmp_path)
+    )
     policy = only_route(files)["route"]["retry_policy"]
     assert policy["num_retries"] == 3
     assert policy["retriable_status_codes"] == [503]
@@ -302,7 +315,9 @@ def test_retries_without_retry_on_use_istio_conditions(topo: Callable[..., Topol
 
 
 def test_retry_ignore_previous_hosts_false_drops_predicate(topo: Callable[..., Topology], tmp_path: Path) -> None:
-    files = render(topo(vs(one_route("    retries: {attempts: 2, retryIgnorePreviousHosts: false}\n"))), sidecar(tmp_path))
+    files = render(
+        topo(vs(one_route("    retries: {attempts: 2, retryIgnorePreviousHosts: false}\n"))), sidecar(tmp_path)
+    )
     policy = only_route(files)["route"]["retry_policy"]
     assert "retry_host_predicate" not in policy
 
@@ -317,7 +332,9 @@ def fault_of(route: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_fault_delay_percentage_is_truncated_per_million(topo: Callable[..., Topology], tmp_path: Path) -> None:
-    files = render(topo(vs(one_route("    fault: {delay: {fixedDelay: 2s, percentage: {value: 0.57}}}\n"))), sidecar(tmp_path))
+    files = render(
+        topo(vs(one_route("    fault: {delay: {fixedDelay: 2s, percentage: {value: 0.57}}}\n"))), sidecar(tmp_path)
+    )
     delay = fault_of(only_route(files))["delay"]
     assert seconds(delay["fixed_delay"]) == 2.0
     assert delay["percentage"] == {"numerator": 5699, "denominator": "MILLION"}
@@ -341,7 +358,10 @@ def test_fault_abort_without_percentage_has_no_percentage(topo: Callable[..., To
 
 
 def test_fault_abort_grpc_status_by_number(topo: Callable[..., Topology], tmp_path: Path) -> None:
-    files = render(topo(vs(one_route("    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 33.3}}}\n"))), sidecar(tmp_path))
+    files = render(
+        topo(vs(one_route("    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 33.3}}}\n"))),
+        sidecar(tmp_path),
+    )
     abort = fault_of(only_route(files))["abort"]
     assert abort["grpc_status"] == 14
     assert "http_status" not in abort
@@ -424,7 +444,12 @@ def test_subsets_get_clusters_with_label_filtered_endpoints(topo: Callable[..., 
     names = [c["name"] for c in resources(files, "cds.json")]
     for subset in ("", "v1", "v2", "v3"):
         assert f"outbound|9080|{subset}|{REVIEWS}" in names
-    assert eds_pods(files, f"outbound|9080||{REVIEWS}") == ["reviews-v1-0", "reviews-v2-0", "reviews-v2-1", "reviews-v3-0"]
+    assert eds_pods(files, f"outbound|9080||{REVIEWS}") == [
+        "reviews-v1-0",
+        "reviews-v2-0",
+        "reviews-v2-1",
+        "reviews-v3-0",
+    ]
     assert eds_pods(files, f"outbound|9080|v1|{REVIEWS}") == ["reviews-v1-0"]
     assert eds_pods(files, f"outbound|9080|v2|{REVIEWS}") == ["reviews-v2-0", "reviews-v2-1"]
     assert eds_pods(files, f"outbound|9080|v3|{REVIEWS}") == ["reviews-v3-0"]
@@ -459,7 +484,12 @@ def test_connection_pool_sets_circuit_breakers(topo: Callable[..., Topology], tm
     )
     c = cluster(render(topo(text), sidecar(tmp_path)), f"outbound|9080||{REVIEWS}")
     (threshold,) = c["circuit_breakers"]["thresholds"]
-    assert (threshold["max_connections"], threshold["max_pending_requests"], threshold["max_requests"], threshold["max_retries"]) == (1, 2, 3, 4)
+    assert (
+        threshold["max_connections"],
+        threshold["max_pending_requests"],
+        threshold["max_requests"],
+        threshold["max_retries"],
+    ) == (1, 2, 3, 4)
     assert seconds(c["connect_timeout"]) == 0.25
     options = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert options["common_http_protocol_options"]["max_requests_per_connection"] == 1
@@ -467,7 +497,9 @@ def test_connection_pool_sets_circuit_breakers(topo: Callable[..., Topology], tm
 
 def test_connection_pool_unset_fields_stay_max_uint32(topo: Callable[..., Topology], tmp_path: Path) -> None:
     text = dr("  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 7}\n")
-    (threshold,) = cluster(render(topo(text), sidecar(tmp_path)), f"outbound|9080||{REVIEWS}")["circuit_breakers"]["thresholds"]
+    (threshold,) = cluster(render(topo(text), sidecar(tmp_path)), f"outbound|9080||{REVIEWS}")["circuit_breakers"][
+        "thresholds"
+    ]
     assert threshold["max_connections"] == 7
     assert threshold["max_pending_requests"] == threshold["max_requests"] == threshold["max_retries"] == 4294967295
 
@@ -531,9 +563,17 @@ def test_subset_traffic_policy_block_replaces_dr_block_whole(topo: Callable[...,
 
 @pytest.mark.parametrize(
     ("simple", "lb_policy"),
-    [(None, "LEAST_REQUEST"), ("ROUND_ROBIN", "ROUND_ROBIN"), ("RANDOM", "RANDOM"), ("LEAST_REQUEST", "LEAST_REQUEST"), ("LEAST_CONN", "LEAST_REQUEST")],
+    [
+        (None, "LEAST_REQUEST"),
+        ("ROUND_ROBIN", "ROUND_ROBIN"),
+        ("RANDOM", "RANDOM"),
+        ("LEAST_REQUEST", "LEAST_REQUEST"),
+        ("LEAST_CONN", "LEAST_REQUEST"),
+    ],
 )
-def test_load_balancer_policy(topo: Callable[..., Topology], tmp_path: Path, simple: str | None, lb_policy: str) -> None:
+def test_load_balancer_policy(
+    topo: Callable[..., Topology], tmp_path: Path, simple: str | None, lb_policy: str
+) -> None:
     text = dr(f"  trafficPolicy:\n    loadBalancer: {{simple: {simple}}}\n") if simple else dr("  subsets: []\n")
     assert cluster(render(topo(text), sidecar(tmp_path)), f"outbound|9080||{REVIEWS}")["lb_policy"] == lb_policy
 
@@ -559,9 +599,15 @@ def test_port_level_settings_replace_all_blocks(topo: Callable[..., Topology], t
 def test_header_and_uri_matches(topo: Callable[..., Topology], tmp_path: Path) -> None:
     text = vs(
         "  - name: exact\n"
-        "    match: [{uri: {exact: /reviews/1}, headers: {end-user: {exact: jason}}}]\n" + TO_REVIEWS + "  - name: prefix\n"
-        "    match: [{uri: {prefix: /api}, ignoreUriCase: true, headers: {x-group: {prefix: beta}}}]\n" + TO_REVIEWS + "  - name: regex\n"
-        "    match: [{uri: {regex: '/re/[0-9]+'}, headers: {x-id: {regex: '[a-f]+'}}}]\n" + TO_REVIEWS + "  - name: present\n"
+        "    match: [{uri: {exact: /reviews/1}, headers: {end-user: {exact: jason}}}]\n"
+        + TO_REVIEWS
+        + "  - name: prefix\n"
+        "    match: [{uri: {prefix: /api}, ignoreUriCase: true, headers: {x-group: {prefix: beta}}}]\n"
+        + TO_REVIEWS
+        + "  - name: regex\n"
+        "    match: [{uri: {regex: '/re/[0-9]+'}, headers: {x-id: {regex: '[a-f]+'}}}]\n"
+        + TO_REVIEWS
+        + "  - name: present\n"
         "    match: [{headers: {x-canary: {}, x-any: {regex: '*'}}}]\n" + TO_REVIEWS
     )
     routes = {r["name"]: r["match"] for r in routes_for(render(topo(text), sidecar(tmp_path)))}
@@ -579,7 +625,10 @@ def test_header_and_uri_matches(topo: Callable[..., Topology], tmp_path: Path) -
     assert routes["regex"]["headers"] == [{"name": "x-id", "string_match": {"safe_regex": {"regex": "[a-f]+"}}}]
     # No uri: prefix "/"; {} and regex "*" are presence matches; headers sorted by name.
     assert routes["present"]["prefix"] == "/"
-    assert routes["present"]["headers"] == [{"name": "x-any", "present_match": True}, {"name": "x-canary", "present_match": True}]
+    assert routes["present"]["headers"] == [
+        {"name": "x-any", "present_match": True},
+        {"name": "x-canary", "present_match": True},
+    ]
 
 
 def test_method_authority_query_and_without_headers(topo: Callable[..., Topology], tmp_path: Path) -> None:
@@ -603,7 +652,9 @@ def test_method_authority_query_and_without_headers(topo: Callable[..., Topology
 
 
 def test_one_envoy_route_per_match_block(topo: Callable[..., Topology], tmp_path: Path) -> None:
-    text = vs("  - name: r\n    match:\n    - {name: a, uri: {prefix: /a}}\n    - {name: b, uri: {prefix: /b}}\n" + TO_REVIEWS)
+    text = vs(
+        "  - name: r\n    match:\n    - {name: a, uri: {prefix: /a}}\n    - {name: b, uri: {prefix: /b}}\n" + TO_REVIEWS
+    )
     routes = routes_for(render(topo(text), sidecar(tmp_path)))
     assert [(r["name"], r["match"]["prefix"]) for r in routes] == [("r.a", "/a"), ("r.b", "/b")]
 
@@ -670,6 +721,17 @@ def test_vs_bound_to_gateway_and_mesh_is_in_both(topo: Callable[..., Topology], 
     assert rc["virtual_hosts"][0]["domains"] == ["reviews", "reviews:*"]
 
 
+def test_gateway_hosts_differing_in_case_share_a_virtual_host(topo: Callable[..., Topology], tmp_path: Path) -> None:
+    upper = vs(
+        "  - name: upper\n" + TO_REVIEWS, name="upper", hosts="[Foo.example]", extra="  gateways: [sdc-gateway]\n"
+    )
+    lower = vs(
+        "  - name: lower\n" + TO_REVIEWS, name="lower", hosts="[foo.example]", extra="  gateways: [sdc-gateway]\n"
+    )
+    proxy = gateway_spec(tmp_path)
+    assert_envoy_accepts(proxy, render_resources(topo(GATEWAY, upper, lower), ENDPOINTS, proxy), tmp_path)
+
+
 def test_gateway_with_other_selector_is_not_served(topo: Callable[..., Topology], tmp_path: Path) -> None:
     edge = vs("  - name: edge\n" + TO_REVIEWS, extra="  gateways: [sdc-gateway]\n")
     t = topo(GATEWAY.replace("istio: ingressgateway", "istio: egressgateway"), edge)
@@ -678,7 +740,10 @@ def test_gateway_with_other_selector_is_not_served(topo: Callable[..., Topology]
 
 
 def test_gateway_has_fault_filter_and_sidecar_routes_none(topo: Callable[..., Topology], tmp_path: Path) -> None:
-    edge = vs("  - name: edge\n" + TO_REVIEWS + "    fault: {delay: {fixedDelay: 1s, percentage: {value: 10}}}\n", extra="  gateways: [sdc-gateway]\n")
+    edge = vs(
+        "  - name: edge\n" + TO_REVIEWS + "    fault: {delay: {fixedDelay: 1s, percentage: {value: 10}}}\n",
+        extra="  gateways: [sdc-gateway]\n",
+    )
     t = topo(GATEWAY, edge)
     (rc,) = resources(render(t, gateway_spec(tmp_path)), "rds_http_80.json")
     (route,) = rc["virtual_hosts"][0]["routes"]
@@ -783,12 +848,16 @@ def test_bootstrap_identity(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["sidecar", "gateway"])
-def test_every_route_table_and_endpoint_set_is_delivered(topo: Callable[..., Topology], tmp_path: Path, kind: str) -> None:
+def test_every_route_table_and_endpoint_set_is_delivered(
+    topo: Callable[..., Topology], tmp_path: Path, kind: str
+) -> None:
     proxy = sidecar(tmp_path) if kind == "sidecar" else gateway_spec(tmp_path)
     files = render(topo(REVIEWS_DR, GATEWAY), proxy)
     route_tables = {r["name"] for n, d in files.items() if n.startswith("rds_") for r in d["resources"]}
     wanted = {
-        _hcm(listener)["rds"]["route_config_name"] for listener in resources(files, "lds.json") if "rds" in _hcm(listener)
+        _hcm(listener)["rds"]["route_config_name"]
+        for listener in resources(files, "lds.json")
+        if "rds" in _hcm(listener)
     }
     assert wanted and wanted == route_tables
     for c in resources(files, "cds.json"):
@@ -822,7 +891,11 @@ def _static_bootstrap(bootstrap: dict[str, Any], files: dict[str, dict[str, Any]
                 c["type"] = "STATIC"
                 c.pop("eds_cluster_config")
                 c["load_assignment"] = strip(assignments[c["name"]])
-        static = {"node": bootstrap["node"], "admin": bootstrap["admin"], "static_resources": {"listeners": listeners, "clusters": clusters}}
+        static = {
+            "node": bootstrap["node"],
+            "admin": bootstrap["admin"],
+            "static_resources": {"listeners": listeners, "clusters": clusters},
+        }
     # Keep any other bootstrap settings (layered_runtime, stats, ...): they change what Envoy accepts.
     extra = {k: v for k, v in bootstrap.items() if k not in ("dynamic_resources", "static_resources")}
     return {**extra, **static}
@@ -896,7 +969,12 @@ def test_envoy_accepts_the_sdc_fixture(tmp_path: Path) -> None:
     t = load_topology(REPO / "fixtures" / "sdc")
     eps = endpoints_of(t)
     specs = proxies_of(t, tmp_path)
-    assert {s.labels.get("app") for s in specs if s.kind == "sidecar"} == {"proxy-access-control", "http-lb", "clover-server", "snort-ids"}
+    assert {s.labels.get("app") for s in specs if s.kind == "sidecar"} == {
+        "proxy-access-control",
+        "http-lb",
+        "clover-server",
+        "snort-ids",
+    }
     for proxy in specs:
         files = render_resources(t, eps, proxy)
         if proxy.kind == "gateway":
@@ -935,13 +1013,46 @@ def test_envoy_validate_catches_a_broken_config(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- validate ⇔ envoy, on edge inputs
 
-REGEXES_ACCEPTED = [r"(?P<n>a)b", r"(?i)abc", r"\d+", r"[[:alpha:]]+", r"(?s).*", r"\x41", r"\bword\b", r"[(?=]x", r"\(?=x", r"a{2,5}", r"[a-z]{20}", r"[]a]", r"[^]a]"]
-REGEXES_REJECTED = [r"(?=a)a", r"(?<!a)b", r"(a)\1", r"(?P<n>a)(?P=n)", r"a*+", r"a{2}+", r"a\Z", r"(?x) a", r"(?>a)", r"a(?#c)", r"\u0041", r"a{1001}"]
+REGEXES_ACCEPTED = [
+    r"(?P<n>a)b",
+    r"(?i)abc",
+    r"\d+",
+    r"[[:alpha:]]+",
+    r"(?s).*",
+    r"\x41",
+    r"\bword\b",
+    r"[(?=]x",
+    r"\(?=x",
+    r"a{2,5}",
+    r"[a-z]{20}",
+    r"a(?i)b",
+    r"(?U)a+",
+    r"(?i:A)b",
+    r"(?s-m:.)",
+    r"[]a]",
+    r"[^]a]",
+]
+REGEXES_REJECTED = [
+    r"(?=a)a",
+    r"(?<!a)b",
+    r"(a)\1",
+    r"(?P<n>a)(?P=n)",
+    r"a*+",
+    r"a{2}+",
+    r"a\Z",
+    r"(?x) a",
+    r"(?>a)",
+    r"a(?#c)",
+    r"\u0041",
+    r"a{1001}",
+]
 
 
 def _regex_topology(tmp_path: Path, regexes: list[str]) -> tuple[Path, str]:
     path = tmp_path / "regex.yaml"
-    matches = [{"name": f"m{i}", "uri": {"regex": rx}, "headers": {"x-h": {"regex": rx}}} for i, rx in enumerate(regexes)]
+    matches = [
+        {"name": f"m{i}", "uri": {"regex": rx}, "headers": {"x-h": {"regex": rx}}} for i, rx in enumerate(regexes)
+    ]
     doc = yaml.safe_load(vs(one_route("")))
     doc["spec"]["http"][0]["match"] = matches
     path.write_text(SERVICES + "---\n" + yaml.safe_dump(doc), encoding="utf-8")
@@ -976,22 +1087,12 @@ def test_regexes_rejected_by_validate_are_rejected_by_envoy(tmp_path: Path, rege
     assert result.returncode != 0, f"Envoy accepts {regex!r}: validate should too"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render_bootstrap has no layered_runtime; Istio's bootstrap sets re2.max_program_size.error_level: "
-    "32768, so Envoy's default limit (100) rejects regexes Istio accepts, and the whole route table with them",
-)
 def test_regex_with_large_program_is_accepted(topo: Callable[..., Topology], tmp_path: Path) -> None:
     text = vs("  - match: [{uri: {regex: '/[a-z]{200}'}}]\n" + TO_REVIEWS)
     proxy = sidecar(tmp_path)
     assert_envoy_accepts(proxy, render_resources(topo(text), ENDPOINTS, proxy), tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the route configurations lack max_direct_response_body_size_bytes; istiod sets 1048576 on every "
-    "RouteConfiguration, so Envoy's 4096-byte default rejects a directResponse body Istio accepts",
-)
 def test_direct_response_body_over_4k_is_accepted(topo: Callable[..., Topology], tmp_path: Path) -> None:
     text = vs("  - directResponse: {status: 200, body: {string: '" + "x" * 5000 + "'}}\n")
     proxy = sidecar(tmp_path)
@@ -999,16 +1100,27 @@ def test_direct_response_body_over_4k_is_accepted(topo: Callable[..., Topology],
 
 
 EDGE_INPUTS = [
-    ("header-prefix-empty", "  - match: [{headers: {x-a: {prefix: ''}}, queryParams: {q: {prefix: ''}}}]\n" + TO_REVIEWS),
+    (
+        "header-prefix-empty",
+        "  - match: [{headers: {x-a: {prefix: ''}}, queryParams: {q: {prefix: ''}}}]\n" + TO_REVIEWS,
+    ),
     ("uri-exact-empty", "  - match: [{uri: {exact: ''}}]\n" + TO_REVIEWS),
-    ("max-values", "  - route:\n    - {destination: {host: reviews}, weight: 2147483647}\n    - {destination: {host: ratings}, weight: 1}\n    timeout: 87600h\n    retries: {attempts: 2147483647, retryOn: '599,100'}\n"),
-    ("header-op-pseudo", "  - headers: {request: {set: {':authority': a.example, x-b: ''}, remove: [x-c]}}\n" + TO_REVIEWS),
+    (
+        "max-values",
+        "  - route:\n    - {destination: {host: reviews}, weight: 2147483647}\n    - {destination: {host: ratings}, weight: 1}\n    timeout: 87600h\n    retries: {attempts: 2147483647, retryOn: '599,100'}\n",
+    ),
+    (
+        "header-op-pseudo",
+        "  - headers: {request: {set: {':authority': a.example, x-b: ''}, remove: [x-c]}}\n" + TO_REVIEWS,
+    ),
     ("redirect-full", "  - redirect: {uri: /n, authority: a.example, scheme: https, port: 8443, redirectCode: 308}\n"),
 ]
 
 
 @pytest.mark.parametrize(("label", "http"), EDGE_INPUTS, ids=[e[0] for e in EDGE_INPUTS])
-def test_edge_inputs_validate_accepts_envoy_accepts(topo: Callable[..., Topology], tmp_path: Path, label: str, http: str) -> None:
+def test_edge_inputs_validate_accepts_envoy_accepts(
+    topo: Callable[..., Topology], tmp_path: Path, label: str, http: str
+) -> None:
     text = vs(http)
     policies = dr(
         "  trafficPolicy:\n"
