@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import __version__
 from .errors import CloverError, ConfigError, Problem
 
@@ -90,12 +88,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from .inject import fault_document
+    from .inject import inject_fault
 
-    backend = _backend(args)
     headers = dict(_parse_header(h) for h in args.header or [])
-    doc = fault_document(
-        backend.istio_objects(),
+    doc = inject_fault(
+        _backend(args),
         args.service,
         delay=args.delay if args.kind == "delay" else None,
         abort_status=args.status if args.kind == "abort" else None,
@@ -103,7 +100,6 @@ def cmd_inject(args: argparse.Namespace) -> int:
         headers=headers or None,
         subset=args.subset,
     )
-    _print_problems(backend.apply(yaml.safe_dump(doc), source=f"clover inject {args.kind}"))
     what = f"delay {args.delay}" if args.kind == "delay" else f"abort {args.status}"
     scope = "".join(f" when {k}={v}" for k, v in headers.items())
     target = f"VirtualService/{doc['metadata']['name']}"
@@ -119,18 +115,12 @@ def _parse_header(text: str) -> tuple[str, str]:
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    from .inject import faulted_virtual_services, restored_document
+    from .inject import clear_faults
 
-    backend = _backend(args)
-    faulted = faulted_virtual_services(backend.istio_objects())
-    for doc in faulted:
-        restored = restored_document(doc)
-        if restored is None:
-            backend.remove("VirtualService", doc["metadata"]["name"])
-        else:
-            backend.apply(yaml.safe_dump(restored), source="clover clear")
-        print(f"cleared faults from VirtualService/{doc['metadata']['name']}")
-    if not faulted:
+    cleared = clear_faults(_backend(args))
+    for name in cleared:
+        print(f"cleared faults from VirtualService/{name}")
+    if not cleared:
         print("no injected faults")
     return 0
 

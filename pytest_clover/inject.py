@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .backend import Backend
 from .errors import BackendError
 from .topology import ISTIO_NETWORKING, parse_duration
 
@@ -128,3 +129,31 @@ def restored_document(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     if not annotations:
         del out["metadata"]["annotations"]
     return out
+
+
+def inject_fault(backend: Backend, service: str, **fault: Any) -> dict[str, Any]:
+    """Merge a fault into ``service``'s VirtualService on a running mesh; returns the document applied.
+
+    Keyword arguments are those of :func:`fault_document`. Takes effect before it returns.
+    """
+    import yaml
+
+    doc = fault_document(backend.istio_objects(), service, **fault)
+    backend.apply(yaml.safe_dump(doc), source=f"fault on {service}")
+    return doc
+
+
+def clear_faults(backend: Backend) -> list[str]:
+    """Put every VirtualService a fault touched back exactly as it was (or delete it if we created it)."""
+    import yaml
+
+    cleared = []
+    for doc in faulted_virtual_services(backend.istio_objects()):
+        name = doc["metadata"]["name"]
+        restored = restored_document(doc)
+        if restored is None:
+            backend.remove("VirtualService", name)
+        else:
+            backend.apply(yaml.safe_dump(restored), source=f"clear faults on {name}")
+        cleared.append(name)
+    return cleared

@@ -554,7 +554,7 @@ def _default_route(svc: Service, port: int) -> dict[str, Any]:
         "route": {
             "cluster": cluster_name("outbound", port, None, svc.fqdn),
             "timeout": "0s",
-            "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+            "max_grpc_timeout": "0s",
             "retry_policy": default_retry_policy(),
         },
     }
@@ -774,8 +774,10 @@ def _route_action(topo: Topology, http: HTTPRoute) -> dict[str, Any]:
             clusters.append(entry)
         action["weighted_clusters"] = {"clusters": clusters}
     action["timeout"] = duration(http.timeout_ms) if http.timeout_ms else "0s"
-    # Istio caps a gRPC client's grpc-timeout header at the route timeout (0s: no cap, as no timeout).
-    action["max_stream_duration"] = {"grpc_timeout_header_max": action["timeout"]}
+    # Istio caps a gRPC client's grpc-timeout header at the route timeout with max_grpc_timeout. Not
+    # max_stream_duration: any max_stream_duration switches Envoy to "new timeouts" and route.timeout is
+    # then ignored (measured: a 200ms VirtualService timeout let an 800ms response through).
+    action["max_grpc_timeout"] = action["timeout"]
     retry = _retry_policy(http.retries)
     if retry is not None:
         action["retry_policy"] = retry

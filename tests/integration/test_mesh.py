@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pytest_clover.errors import ConfigError, ConfigRejected
-from pytest_clover.inject import fault_document, faulted_virtual_services, restored_document
+from pytest_clover.inject import clear_faults, inject_fault
 from pytest_clover.local.backend import LocalBackend
 from tests.helpers import BackgroundLoad, Client, binomial_interval, median, wait_for
 
@@ -19,21 +19,30 @@ pytestmark = pytest.mark.integration
 SERVER_CLUSTER = "outbound|9180||clover-server.default.svc.cluster.local"
 
 
-def _inject(mesh: LocalBackend, service: str, **kwargs: object) -> None:
-    import yaml
-
-    mesh.apply(yaml.safe_dump(fault_document(mesh.istio_objects(), service, **kwargs)))  # type: ignore[arg-type]
+def _inject(mesh: LocalBackend, service: str, **kwargs: Any) -> None:
+    inject_fault(mesh, service, **kwargs)
 
 
 def _clear(mesh: LocalBackend) -> None:
-    import yaml
+    clear_faults(mesh)
 
-    for doc in faulted_virtual_services(mesh.istio_objects()):
-        restored = restored_document(doc)
-        if restored is None:
-            mesh.remove("VirtualService", doc["metadata"]["name"])
-        else:
-            mesh.apply(yaml.safe_dump(restored))
+
+def _server_rule(traffic_policy: str) -> str:
+    """The clover-server DestinationRule (subsets v1/v2) with the given trafficPolicy block."""
+    return textwrap.dedent(
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: clover-server}
+        spec:
+          host: clover-server
+          trafficPolicy:
+        %s
+          subsets:
+            - {name: v1, labels: {version: v1}}
+            - {name: v2, labels: {version: v2}}
+        """
+    ) % textwrap.indent(textwrap.dedent(traffic_policy).strip(), "    ")
 
 
 def _pod_of(hop: str) -> str:
@@ -144,20 +153,7 @@ def test_removing_a_fault_takes_effect_for_the_next_request(sdc: LocalBackend, i
 
 def test_outlier_detection_ejects_a_failing_server_pod(sdc: LocalBackend, ingress: Client, pod_client: Any) -> None:
     sdc.apply(
-        textwrap.dedent(
-            """
-            apiVersion: networking.istio.io/v1
-            kind: DestinationRule
-            metadata: {name: clover-server}
-            spec:
-              host: clover-server
-              trafficPolicy:
-                outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}
-              subsets:
-                - {name: v1, labels: {version: v1}}
-                - {name: v2, labels: {version: v2}}
-            """
-        )
+        _server_rule("outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}")
     )
     bad = sorted(sdc.pods("clover-server"), key=lambda p: p.name)[0]
     pod_client(bad).put_json("/clover/control", {"error_rate": 1.0})
@@ -173,20 +169,11 @@ def test_outlier_detection_ejects_a_failing_server_pod(sdc: LocalBackend, ingres
 
 def test_connection_pool_limit_overflows_fast_with_503_uo(sdc: LocalBackend, ingress: Client, pod_client: Any) -> None:
     sdc.apply(
-        textwrap.dedent(
+        _server_rule(
             """
-            apiVersion: networking.istio.io/v1
-            kind: DestinationRule
-            metadata: {name: clover-server}
-            spec:
-              host: clover-server
-              trafficPolicy:
-                connectionPool:
-                  tcp: {maxConnections: 1}
-                  http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}
-              subsets:
-                - {name: v1, labels: {version: v1}}
-                - {name: v2, labels: {version: v2}}
+            connectionPool:
+              tcp: {maxConnections: 1}
+              http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}
             """
         )
     )
@@ -300,3 +287,59 @@ def test_invalid_istio_yaml_is_refused_before_touching_envoy(sdc: LocalBackend) 
             source="bad.yaml",
         )
     assert "bad.yaml: VirtualService/x: spec.http[0].timeout" in str(info.value)
+
+
+def test_route_retries_on_5xx_mask_a_failing_pod_but_istio_default_does_not(
+    sdc: LocalBackend, ingress: Client, pod_client: Any
+) -> None:
+    bad = sorted(sdc.pods("clover-server"), key=lambda p: p.name)[0]
+    pod_client(bad).put_json("/clover/control", {"error_rate": 1.0})
+    # Istio's default policy (no retries in the VirtualService) does not retry an application 503.
+    default = ingress.many(200, "/retry", workers=4)
+    assert any(r.status == 503 for r in default), "with Istio's default retry policy the bad pod's 503s reach the client"
+    sdc.apply(
+        textwrap.dedent(
+            """
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: clover-server}
+            spec:
+              hosts: [clover-server]
+              http:
+                - route: [{destination: {host: clover-server}}]
+                  retries: {attempts: 3, retryOn: 5xx}
+            """
+        )
+    )
+    retried = ingress.many(200, "/retry", workers=4)
+    assert all(r.status == 200 for r in retried), f"{sum(r.status != 200 for r in retried)} errors despite retries"
+    assert sdc.service_stats("http-lb")[f"cluster.{SERVER_CLUSTER}.upstream_rq_retry_success"] >= 1
+
+
+def test_virtual_service_timeout_turns_a_slow_server_into_a_fast_504(
+    sdc: LocalBackend, ingress: Client, pod_client: Any
+) -> None:
+    for pod in sdc.pods("clover-server"):
+        pod_client(pod).put_json("/clover/control", {"latency_ms": 800})
+    sdc.apply(
+        textwrap.dedent(
+            """
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: clover-server}
+            spec:
+              hosts: [clover-server]
+              http:
+                - route: [{destination: {host: clover-server}}]
+                  timeout: 200ms
+            """
+        )
+    )
+    reply = ingress.get("/slow")
+    assert reply.status == 504 and 0.2 <= reply.seconds < 0.6, (reply.status, reply.seconds)
+    lb = _pod_of(reply.hops[1])
+    wait_for(
+        lambda: any(e["response_flags"] == "UT" and e["request_id"] == reply.request_id for e in sdc.access_log(lb)),
+        5,
+        what="UT (upstream timeout) in the lb sidecar's access log",
+    )

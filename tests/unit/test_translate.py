@@ -1132,3 +1132,11 @@ def test_edge_inputs_validate_accepts_envoy_accepts(
     t = topo(text, policies)  # load_topology raises on any error: validate accepts
     for proxy in (sidecar(tmp_path), gateway_spec(tmp_path)):
         assert_envoy_accepts(proxy, render_resources(t, ENDPOINTS, proxy), tmp_path)
+
+
+def test_routes_never_carry_max_stream_duration(topo: Callable[..., Topology], tmp_path: Path) -> None:
+    # Any max_stream_duration switches Envoy's router to "new timeouts", which ignore route.timeout:
+    # a VirtualService timeout would then silently stop working (found on the live mesh).
+    for text in (vs(one_route("    timeout: 2s\n")), vs(one_route(""))):
+        action = only_route(render(topo(text), sidecar(tmp_path)))["route"]
+        assert "max_stream_duration" not in action
