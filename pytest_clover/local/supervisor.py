@@ -199,6 +199,7 @@ class Supervisor:
         self.state.socket_path.unlink(missing_ok=True)
         if any(ZygoteClient.handles(self._argv_of(d)) for d in self.topology.deployments.values()):
             self.zygote = ZygoteClient()
+            self.zygote.on_change = self._write_pids
             self.zygote.start(str(self.state.root / "zygote.log"), die_with_parent)
             self._background(self.zygote.run())
         host = self.xds_address[0]

@@ -164,6 +164,8 @@ class ZygoteClient:
         self._waiting: list[ZygoteProcess] = []
         self._by_pid: dict[int, ZygoteProcess] = {}
         self.process: Any = None
+        self.on_change: Any = None
+        """Called after a pod's PID becomes known or a pod exits (the supervisor records its processes)."""
 
     def start(self, log_path: str, preexec: Any) -> None:
         import subprocess
@@ -193,6 +195,8 @@ class ZygoteClient:
                 proc = self._waiting.pop(0)
                 proc._spawned(int(message["spawned"]))
                 self._by_pid[proc.pid or 0] = proc
+                if self.on_change is not None:
+                    self.on_change()
             elif "exited" in message:
                 exited = self._by_pid.pop(int(message["exited"]), None)
                 if exited is not None:

@@ -343,3 +343,36 @@ def test_virtual_service_timeout_turns_a_slow_server_into_a_fast_504(
         5,
         what="UT (upstream timeout) in the lb sidecar's access log",
     )
+
+
+def test_a_crashed_container_restarts_in_place(sdc: LocalBackend, ingress: Client) -> None:
+    import json
+    import os
+    import signal
+
+    pod = sorted(sdc.pods("clover-server"), key=lambda p: p.name)[0]
+    records = json.loads((sdc.state.pids_file).read_text())
+    app_pid = next(r["pid"] for r in records if r["pod"] == pod.name and r["role"] == "app")
+    os.kill(app_pid, signal.SIGKILL)  # the application dies on its own: no kill through the mesh
+    again = wait_for(
+        lambda: next((p for p in sdc.pods("clover-server") if p.name == pod.name and p.restarts == 1 and p.ready), None),
+        15,
+        what="the same pod back, ready, with one restart",
+    )
+    assert again.ip == pod.ip and len(sdc.pods("clover-server")) == 4
+    assert all(r.status == 200 for r in ingress.many(50, "/crash"))
+
+
+def test_kill_by_percent_and_with_a_grace_period(sdc: LocalBackend) -> None:
+    before = {p.name for p in sdc.pods("clover-server")}
+    killed = sdc.kill("clover-server", percent=50)
+    assert len(killed) == 2 and set(killed) <= before
+    sdc.wait_ready(30)
+    after = {p.name for p in sdc.pods("clover-server")}
+    assert len(after) == 4 and not (after & set(killed))
+    # With a grace period the pod is Terminating (out of the endpoints) until its process exits.
+    victim = sdc.kill("clover-server", count=1, grace=5.0)[0]
+    state = {p.name: p for p in sdc.pods("clover-server")}
+    assert victim not in state or (state[victim].phase == "Terminating" and not state[victim].ready)
+    sdc.wait_ready(30)
+    assert victim not in {p.name for p in sdc.pods("clover-server")}
