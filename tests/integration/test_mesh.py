@@ -45,6 +45,22 @@ def _server_rule(traffic_policy: str) -> str:
     ) % textwrap.indent(textwrap.dedent(traffic_policy).strip(), "    ")
 
 
+def _server_route(settings: str) -> str:
+    """A clover-server VirtualService with one route to every pod, plus the given route settings."""
+    return textwrap.dedent(
+        f"""
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {{name: clover-server}}
+        spec:
+          hosts: [clover-server]
+          http:
+            - route: [{{destination: {{host: clover-server}}}}]
+              {settings}
+        """
+    )
+
+
 def _pod_of(hop: str) -> str:
     return hop.split("/")[0]
 
@@ -297,20 +313,7 @@ def test_route_retries_on_5xx_mask_a_failing_pod_but_istio_default_does_not(
     # Istio's default policy (no retries in the VirtualService) does not retry an application 503.
     default = ingress.many(200, "/retry", workers=4)
     assert any(r.status == 503 for r in default), "with Istio's default retry policy the bad pod's 503s reach the client"
-    sdc.apply(
-        textwrap.dedent(
-            """
-            apiVersion: networking.istio.io/v1
-            kind: VirtualService
-            metadata: {name: clover-server}
-            spec:
-              hosts: [clover-server]
-              http:
-                - route: [{destination: {host: clover-server}}]
-                  retries: {attempts: 3, retryOn: 5xx}
-            """
-        )
-    )
+    sdc.apply(_server_route("retries: {attempts: 3, retryOn: 5xx}"))
     retried = ingress.many(200, "/retry", workers=4)
     assert all(r.status == 200 for r in retried), f"{sum(r.status != 200 for r in retried)} errors despite retries"
     assert sdc.service_stats("http-lb")[f"cluster.{SERVER_CLUSTER}.upstream_rq_retry_success"] >= 1
@@ -321,20 +324,7 @@ def test_virtual_service_timeout_turns_a_slow_server_into_a_fast_504(
 ) -> None:
     for pod in sdc.pods("clover-server"):
         pod_client(pod).put_json("/clover/control", {"latency_ms": 800})
-    sdc.apply(
-        textwrap.dedent(
-            """
-            apiVersion: networking.istio.io/v1
-            kind: VirtualService
-            metadata: {name: clover-server}
-            spec:
-              hosts: [clover-server]
-              http:
-                - route: [{destination: {host: clover-server}}]
-                  timeout: 200ms
-            """
-        )
-    )
+    sdc.apply(_server_route("timeout: 200ms"))
     reply = ingress.get("/slow")
     assert reply.status == 504 and 0.2 <= reply.seconds < 0.6, (reply.status, reply.seconds)
     lb = _pod_of(reply.hops[1])
