@@ -6,7 +6,7 @@ Library errors (OSError, yaml errors, HTTP errors) are translated at the boundar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -65,10 +65,3 @@ class ConfigRejected(BackendError):
 
 class ReadinessTimeout(BackendError):
     """Pods did not become ready in time; the message lists which and where their logs are."""
-
-
-def raise_if_errors(problems: Iterable[Problem]) -> None:
-    """Raise ConfigError when any problem is an error (warnings alone pass)."""
-    found = list(problems)
-    if any(p.severity == "error" for p in found):
-        raise ConfigError(found)

@@ -1,8 +1,6 @@
-"""Running real Envoy sidecars: the binary, its command line, its admin API, and file-based xDS.
+"""Running real Envoy sidecars: the binary, its command line and its admin API.
 
-Facts this module relies on (checked on envoy 1.40): only a rename into a watched directory makes
-Envoy reload, a rejected file leaves the previous config active with ``update_rejected`` counted, and
-every xDS resource reports the ``version_info`` it last accepted as a ``version_text`` stat.
+Their configuration comes over gRPC ADS from the supervisor (see ``xds.py`` for why not files).
 """
 
 from __future__ import annotations
@@ -12,15 +10,10 @@ import http.client
 import importlib.util
 import json
 import os
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError
-
-_VERSION_TEXT = re.compile(r'^(?P<name>.+\.version_text): "(?P<value>.*)"$')
-_REJECTED = re.compile(r"^(?P<name>.+\.update_rejected): (?P<value>\d+)$")
 
 
 def envoy_binary() -> str:
@@ -141,10 +134,3 @@ def envoy_validate(config: Path, timeout: float = 60.0) -> tuple[bool, str]:
         check=False,
     )
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
-
-
-def which_envoy() -> str | None:
-    try:
-        return envoy_binary()
-    except BackendError:
-        return shutil.which("envoy")

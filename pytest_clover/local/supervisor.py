@@ -52,10 +52,14 @@ _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet Kubernetes uses f
 _PR_SET_PDEATHSIG = 1
 
 
+# Resolved once here: between fork and exec the child must not dlopen (another thread may hold the
+# loader lock: the supervisor runs gRPC's threads). Calling an already resolved function is safe.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def die_with_parent() -> None:
     """Runs in the child between fork and exec: SIGKILL it when the supervisor dies, however it dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _template_hash(dep: Deployment) -> str:

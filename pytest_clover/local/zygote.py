@@ -27,8 +27,11 @@ _PR_SET_PDEATHSIG = 1
 ZYGOTE_MODULE = "pytest_clover.vnf"
 
 
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _child(request: dict[str, Any]) -> None:
