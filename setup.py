@@ -49,7 +49,6 @@ EXTRAS_REQUIRE = {
     "lint": LINT_REQUIRES,
     "dev": TEST_REQUIRES + LINT_REQUIRES,
     # Later issues add further extras here, e.g.:
-    #   "load":     locust, hdrhistogram     (load generation, latency histograms)
     #   "report":   pandas, matplotlib       (report tables and plots)
     #   "chaos":    chaos-engineering integrations
     #   "k8s":      Kubernetes client for --clover-backend=k8s
@@ -83,6 +82,10 @@ setup(
         "psutil>=5.9",
         # The sample VNF runs on uvloop when it is there (about 30 % less CPU per request).
         "uvloop>=0.19; sys_platform != 'win32'",
+        # Load generation runs locust as a library in a child process (it monkey-patches whatever imports it).
+        "locust>=2.47,<3",
+        "hdrhistogram>=0.10.8",
+        "pandas>=2.2",
     ],
     extras_require=EXTRAS_REQUIRE,
     entry_points={
