@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
@@ -228,8 +229,11 @@ class ServerConfig:
     payload_bytes: int = 128
     error_rate: float = 0.0
     error_status: int = 503
+    max_concurrency: int = 0
+    """Requests served at once (0: unlimited). Beyond it requests queue, as in a worker-pool server:
+    what makes overload pile up latency, which a circuit breaker then turns into fast 503s."""
 
-    FIELDS = ("latency_ms", "jitter_ms", "payload_bytes", "error_rate", "error_status", "seed")
+    FIELDS = ("latency_ms", "jitter_ms", "payload_bytes", "error_rate", "error_status", "max_concurrency", "seed")
 
     def merged(self, patch: Mapping[str, Any]) -> ServerConfig:
         """A validated copy with ``patch`` applied; ``self`` is left untouched."""
@@ -245,6 +249,8 @@ class ServerConfig:
             new.error_rate = number("error_rate", patch["error_rate"], 0.0, 1.0)
         if "error_status" in patch:
             new.error_status = integer("error_status", patch["error_status"], 500, 599)
+        if "max_concurrency" in patch:
+            new.max_concurrency = integer("max_concurrency", patch["max_concurrency"], 0, 100_000)
         if "seed" in patch:
             integer("seed", patch["seed"])
         return new
@@ -261,6 +267,7 @@ class Server(Component):
         self.requests = 0
         self.errors = 0
         self._headers = own_headers(identity)
+        self._slots: asyncio.Semaphore | None = None
         raw = json_env(env, "CLOVER_SERVER_CONFIG")
         if raw is not None:
             if not isinstance(raw, dict):
@@ -279,6 +286,9 @@ class Server(Component):
     def update(self, patch: Mapping[str, Any]) -> None:
         self.cfg = self.cfg.merged(patch)
         self._body = payload(self.cfg.payload_bytes)
+        if "max_concurrency" in patch:
+            # Requests already waiting keep the old semaphore; new ones queue on the new limit.
+            self._slots = asyncio.Semaphore(self.cfg.max_concurrency) if self.cfg.max_concurrency else None
         if "seed" in patch:
             self.seed = integer("seed", patch["seed"])
             self.rng = self.identity.rng(self.seed)
@@ -309,7 +319,12 @@ class Server(Component):
         received = await drain(request)
         if ECHO_HEADER in request.headers:
             return self.echo(request, received)
-        failure = await self._faults()
+        slots = self._slots
+        if slots is not None:
+            async with slots:
+                failure = await self._faults()
+        else:
+            failure = await self._faults()
         if failure is not None:
             return failure
         return web.Response(body=self._body, content_type="text/plain", headers=self._headers)

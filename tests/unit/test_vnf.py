@@ -630,6 +630,7 @@ def test_control_get_and_put_roundtrip() -> None:
                 "payload_bytes": 10,
                 "error_rate": 0.0,
                 "error_status": 503,
+                "max_concurrency": 0,
                 "seed": 0,
             }
         async with c.http.put(c.lb.url("/clover/control"), data=json.dumps({"extra_latency_ms": 2})) as resp:
@@ -903,3 +904,24 @@ def test_cli_serves_ready_and_exits_0_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_server_max_concurrency_queues_requests_beyond_the_limit() -> None:
+    async def body(c: Chain) -> None:
+        resp = await put_control(c.http, c.server, {"latency_ms": 150, "max_concurrency": 1})
+        assert resp.status == 200
+        started = time.perf_counter()
+
+        async def one() -> float:
+            async with c.http.get(c.server.url("/q")) as r:
+                assert r.status == 200
+            return time.perf_counter() - started
+
+        first, second = sorted(await asyncio.gather(one(), one()))
+        assert first >= 0.15 and second >= 0.30, (first, second)  # the second waited for the first's slot
+        resp = await put_control(c.http, c.server, {"max_concurrency": 0})
+        started = time.perf_counter()
+        both = await asyncio.gather(one(), one())
+        assert max(both) < 0.29, both  # unlimited again: served side by side
+
+    with_chain(body)
