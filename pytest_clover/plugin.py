@@ -1,15 +1,387 @@
-"""The pytest11 entry point. Deliberately thin: heavy modules load only when a fixture needs them.
+"""The pytest11 entry point: options, fixtures and verdict hooks. Deliberately thin.
 
-The fixtures (mesh, load, faults, slo) arrive with the plugin issue; until then this only reports the
-version so a run's header shows which pytest-clover produced it.
+pytest loads this module in every run of an environment where pytest-clover is installed, so it imports
+only pytest and the settings; the mesh, faults, load and SLO machinery load inside the fixtures and hooks
+that need them, and hooks return at once for tests that use none of it.
+
+Verdicts. An objective not met (``slo.check``, ``@pytest.mark.slo``) FAILS the test. A pytest-clover error
+in the test body — a fault whose effect was never seen (:class:`~pytest_clover.faults.FaultInconclusive`),
+a load generator that died, a mesh that broke — is reported as an ERROR (``INCONCLUSIVE`` for the
+former): the test could not judge the system, which is different from the system failing the test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
 import pytest
 
 from . import __version__
+from .settings import SETTINGS_KEY, CloverSettings, add_options, load_settings, validate_topology
+
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .faults import Faults
+    from .fixtures import CloverSession, Load, Mesh
+    from .slo import SLO
+    from .timeline import Timeline
+
+CLOVER_FIXTURES = ("load", "faults", "slo")
+"""A test using one of these (or the slo marker) gets a row in the summary."""
+
+SLO_MARKER = (
+    "slo(phase, p50_ms=None, p95_ms=None, p99_ms=None, max_error_rate=None, min_throughput_rps=None): "
+    "objectives checked after the test body against the test's last load result (repeatable; a miss fails)"
+)
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"pytest-clover {__version__}"
+# --------------------------------------------------------------------------- configuration
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", SLO_MARKER)
+    settings = load_settings(config)
+    config.stash[SETTINGS_KEY] = settings
+    config.pluginmanager.register(_SummaryRows(config), "clover-summary")
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_XdistHooks(settings), "clover-xdist")
+
+
+class _XdistHooks:
+    """Registered on the xdist controller only: every worker replays the controller's seed and run id."""
+
+    def __init__(self, settings: CloverSettings) -> None:
+        self.settings = settings
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["clover_seed"] = self.settings.seed
+        node.workerinput["clover_run_id"] = self.settings.run_id
+
+
+def _settings(config: pytest.Config) -> CloverSettings | None:
+    return config.stash.get(SETTINGS_KEY, None)
+
+
+def _session(config: pytest.Config) -> CloverSession:
+    from .fixtures import SESSION_KEY, CloverSession
+
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None:
+        state = CloverSession(config.stash[SETTINGS_KEY])
+        config.stash[SESSION_KEY] = state
+    return state
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = _settings(config)
+    lines = [f"pytest-clover {__version__}"]
+    if settings is not None:
+        lines += settings.header_lines()
+    return lines
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Sweep the faults a killed run left open, before any test runs."""
+    settings = _settings(session.config)
+    if settings is None or not settings.ledger_dir.is_dir():
+        return
+    from .faults import sweep_ledger
+
+    try:
+        messages = sweep_ledger(settings.ledger_dir)
+    except Exception as exc:  # a broken ledger must not stop the run; say so
+        messages = [f"the ledger in {settings.ledger_dir} could not be swept: {exc}"]
+    if not messages:
+        return
+    _session(session.config).swept = messages
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        noun = "fault" if len(messages) == 1 else "faults"
+        reporter.write_line(f"clover: swept {len(messages)} {noun} left open by a killed run:")
+        for line in messages:
+            reporter.write_line(f"  {line}")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The default topology is validated only when a collected test needs the mesh."""
+    settings = _settings(session.config)
+    if settings is None or settings.topology_explicit:
+        return
+    if any("clover_backend" in getattr(item, "fixturenames", ()) for item in session.items):
+        validate_topology(settings.topology, "--clover-topology (default)")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def clover_settings(pytestconfig: pytest.Config) -> CloverSettings:
+    """The validated options of this run (:class:`pytest_clover.settings.CloverSettings`)."""
+    return pytestconfig.stash[SETTINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def clover_backend(clover_settings: CloverSettings, tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    """The Backend the ``mesh`` fixture deploys (not deployed yet).
+
+    Override it in a conftest to run on another backend, e.g. ``pytest_clover.testing.FakeBackend``.
+    """
+    from .fixtures import make_backend
+
+    return make_backend(clover_settings, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mesh(clover_backend: Backend, clover_settings: CloverSettings, pytestconfig: pytest.Config) -> Iterator[Mesh]:
+    """The topology deployed on the chosen backend for the whole session (one per xdist worker)."""
+    from .fixtures import Mesh
+
+    state = _session(pytestconfig)
+    deployed = Mesh(clover_backend, keep=clover_settings.keep_mesh)
+    deployed.deploy(clover_settings.deploy_timeout)
+    try:
+        yield deployed
+    finally:
+        problems = state.revert_open_faults()
+        if clover_settings.keep_mesh:
+            record = deployed.record
+            where = record.get("state_dir") or record.get("state_file") or "?"
+            how = f"clover --state-dir {where} down" if record.get("backend") == "local" else "its backend's teardown"
+            state.kept.append(f"mesh kept running ({deployed.backend.name}): state in {where}; stop it with `{how}`")
+        else:
+            deployed.teardown()
+        if problems:
+            raise RuntimeError("faults left open at session end could not be reverted: " + "; ".join(problems))
+
+
+@pytest.fixture
+def clover_timeline(request: pytest.FixtureRequest) -> Iterator[Timeline]:
+    """One timeline per test: load phases and fault events, shared by ``load`` and ``faults``."""
+    from .fixtures import write_timeline
+    from .timeline import Timeline
+
+    timeline = Timeline()
+    yield timeline
+    if timeline.events():
+        write_timeline(timeline, _session(request.config).test_report_dir(request.node.nodeid))
+
+
+@pytest.fixture
+def faults(mesh: Mesh, clover_timeline: Timeline, pytestconfig: pytest.Config) -> Iterator[Faults]:
+    """Inject faults (delay, abort, kill, scale, shift, apply); every one is reverted after the test."""
+    from .faults import Faults
+
+    state = _session(pytestconfig)
+    injector = Faults(
+        mesh.backend,
+        ledger=state.ledger(),
+        timeline=clover_timeline,
+        mesh=mesh.record,
+        verify_timeout=state.settings.verify_timeout,
+        base_dir=pytestconfig.rootpath,
+    )
+    state.open_faults.append(injector)
+    try:
+        yield injector
+    finally:
+        try:
+            injector.revert_all()
+        finally:
+            if injector in state.open_faults and not any(h.active for h in injector.handles):
+                state.open_faults.remove(injector)
+
+
+@pytest.fixture(scope="session")
+def clover_load_generator() -> Callable[..., Any]:
+    """The load generator class ``load`` instantiates; override to substitute one (``testing.FakeLoadGenerator``)."""
+    # pytest_clover.load.run never imports locust: the generator runs it in a child process.
+    from .load.run import LoadGenerator
+
+    return LoadGenerator
+
+
+@pytest.fixture
+def load(
+    mesh: Mesh,
+    clover_timeline: Timeline,
+    clover_load_generator: Callable[..., Any],
+    request: pytest.FixtureRequest,
+) -> Iterator[Load]:
+    """Start load at the mesh's ingress: ``load.start(rate=…)`` or ``load.start(users=…)``."""
+    from .fixtures import Load
+
+    state = _session(request.config)
+    loader = Load(
+        clover_load_generator,
+        base_url=lambda: mesh.ingress_url,
+        report_dir=state.test_report_dir(request.node.nodeid),
+        seed=state.settings.seed,
+        time_scale=state.settings.time_scale,
+        timeline=clover_timeline,
+    )
+    try:
+        yield loader
+    finally:
+        loader.stop_all()
+
+
+@pytest.fixture
+def slo() -> SLO:
+    """``slo.check(result, phase=…, p99_ms=…, max_error_rate=…, …)``: a missed objective fails the test."""
+    from .slo import SLO
+
+    return SLO()
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    markers = list(item.iter_markers("slo"))
+    if not markers:
+        return
+    from .slo import marker_objectives
+
+    for marker in markers:
+        try:
+            marker_objectives(marker.kwargs, marker.args)
+        except ValueError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """After a test body that passed: every fault must have been seen to act, then the slo markers hold."""
+    outcome = yield
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    try:
+        injector = funcargs.get("faults")
+        if injector is not None:
+            injector.check_effects()
+        markers = list(item.iter_markers("slo"))
+        if markers:
+            from .fixtures import check_slo_markers
+
+            check_slo_markers(item, funcargs, markers)
+    except Exception as exc:
+        # A verdict of the plugin's, not a line of the test: reported as its message, without this frame.
+        exc.clover_automatic = True  # type: ignore[attr-defined]
+        raise
+    return outcome
+
+
+def _uses_clover(item: pytest.Item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return any(n in names for n in CLOVER_FIXTURES) or item.get_closest_marker("slo") is not None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if call.excinfo is not None and report.failed:
+        from .errors import CloverError
+
+        if call.excinfo.errisinstance(CloverError):
+            from .faults import FaultInconclusive
+
+            report.clover_error = "inconclusive" if call.excinfo.errisinstance(FaultInconclusive) else "error"
+        if getattr(call.excinfo.value, "clover_automatic", False):
+            report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
+    if _uses_clover(item):
+        report.clover = {}
+        if report.when == "call":
+            from .fixtures import report_data, timeline_text
+
+            report.clover = report_data(item)
+            timeline = getattr(item, "funcargs", {}).get("clover_timeline")
+            text = timeline_text(timeline) if timeline is not None else ""
+            if text:
+                report.sections.append(("clover timeline", text))
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:
+    kind = getattr(report, "clover_error", None)
+    if kind and report.failed:
+        word = "INCONCLUSIVE" if kind == "inconclusive" else "ERROR"
+        return "error", "E", (word, {"yellow": True} if kind == "inconclusive" else {"red": True})
+    return None
+
+
+class _SummaryRows:
+    """Collects a row per test that used pytest-clover, for the terminal summary (on the xdist controller
+    too: worker reports arrive here with their ``clover`` data)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "clover", None)
+        if data is None:
+            return
+        rows = _session(self.config).rows
+        # Until the call report arrives, the test was interrupted (Ctrl-C stops pytest before it reports).
+        row = rows.setdefault(report.nodeid, {"verdict": "interrupted"})
+        row.update(data)
+        kind = getattr(report, "clover_error", None)
+        if report.when == "call":
+            row["verdict"] = kind or report.outcome
+        elif report.failed:
+            row["verdict"] = "error" if row["verdict"] in ("passed", "interrupted") else row["verdict"]
+        elif report.skipped:
+            row["verdict"] = "skipped"
+
+
+# --------------------------------------------------------------------------- session end
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """After the fixtures' teardown: anything still open (Ctrl-C at a bad moment) is reverted here."""
+    from .fixtures import SESSION_KEY
+
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is None or not state.open_faults:
+        return
+    problems = state.revert_open_faults()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("clover: reverted the faults still open at session end")
+        for line in problems:
+            reporter.write_line(f"  could not revert: {line}", red=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from .fixtures import SESSION_KEY
+
+    state = config.stash.get(SESSION_KEY, None)
+    if state is not None and state.open_faults:
+        state.revert_open_faults()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from .fixtures import SESSION_KEY
+
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None or not (state.rows or state.swept or state.kept):
+        return
+    from .fixtures import format_summary
+
+    terminalreporter.section("pytest-clover")
+    if state.rows:
+        for line in format_summary(state.rows):
+            terminalreporter.write_line(line)
+    if state.settings.run_report_dir.is_dir():
+        terminalreporter.write_line(f"reports: {state.settings.run_report_dir}")
+    if state.swept:
+        noun = "fault" if len(state.swept) == 1 else "faults"
+        terminalreporter.write_line(f"swept {len(state.swept)} {noun} left open by a killed run (see the top)")
+    for line in state.kept:
+        terminalreporter.write_line(line)

@@ -1,0 +1,447 @@
+"""The objects behind the plugin's fixtures (``mesh``, ``load``), the per-process session state and the summary.
+
+Loaded only when a test uses a pytest-clover fixture or the run has something to report; ``plugin.py``
+stays a thin shim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import pytest
+
+from .backend import Backend, PodInfo
+from .errors import Problem
+from .faults import Faults, Ledger, mesh_record
+from .settings import CloverSettings
+from .timeline import Timeline
+
+# --------------------------------------------------------------------------- mesh
+
+
+def mesh_state_dir(settings: CloverSettings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One state dir per pytest process: xdist workers never share a mesh."""
+    worker = settings.worker_id or "main"
+    base = tmp_path_factory.getbasetemp()
+    if settings.keep_mesh:
+        # Outside the numbered basetemp, which pytest deletes a few runs later while the mesh may still run.
+        return base.parent / f"clover-kept-{settings.run_id}-{worker}"
+    return base / f"clover-mesh-{worker}"
+
+
+def make_backend(settings: CloverSettings, tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    """The backend ``--clover-backend`` names, not deployed yet."""
+    if settings.backend != "local":  # refused in pytest_configure already; kept for direct callers
+        raise pytest.UsageError(f"--clover-backend={settings.backend}: use --clover-backend=local")
+    from .local.backend import LocalBackend
+
+    return LocalBackend(
+        settings.topology,
+        mesh_state_dir(settings, tmp_path_factory),
+        seed=settings.seed,
+        detach=settings.keep_mesh,
+        keep_state=settings.keep_mesh,
+    )
+
+
+class Mesh:
+    """The deployed topology (the ``mesh`` fixture): its ingress, pods, stats and the backend operations."""
+
+    def __init__(self, backend: Backend, *, keep: bool = False) -> None:
+        self.backend = backend
+        """The :class:`~pytest_clover.backend.Backend` itself, for anything not passed through here."""
+        self.keep = keep
+        self._ingress: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Mesh {self.backend.name} {self.record}>"
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """How another process reaches this mesh (``{"backend": "local", "state_dir": …}``)."""
+        return mesh_record(self.backend)
+
+    def deploy(self, timeout: float) -> None:
+        self.backend.deploy(timeout=timeout)
+
+    def teardown(self) -> None:
+        self.backend.teardown()
+
+    @property
+    def ingress_url(self) -> str:
+        """Base URL of the ingress gateway, e.g. ``http://127.61.4.1:8080``."""
+        if self._ingress is None:
+            self._ingress = self.backend.ingress_url()
+        return self._ingress
+
+    def pods(self, service: str | None = None) -> list[PodInfo]:
+        return self.backend.pods(service)
+
+    def stats(self, service: str) -> dict[str, int]:
+        """Envoy counters and gauges summed over the pods of ``service``."""
+        return self.backend.service_stats(service)
+
+    def pod_stats(self, pod: str) -> dict[str, Any]:
+        return self.backend.stats(pod)
+
+    def apply(self, yaml_text: str, source: str = "<string>") -> list[Problem]:
+        """Apply Istio YAML live (not reverted: use ``faults.apply`` for a change the test must undo)."""
+        return self.backend.apply(yaml_text, source=source)
+
+    def remove(self, kind: str, name: str) -> None:
+        self.backend.remove(kind, name)
+
+    def istio_objects(self) -> list[dict[str, Any]]:
+        return self.backend.istio_objects()
+
+    def kill(
+        self, service: str, *, count: int | None = None, percent: float | None = None, grace: float = 0.0
+    ) -> list[str]:
+        return self.backend.kill(service, count=count, percent=percent, grace=grace)
+
+    def scale(self, deployment: str, replicas: int, timeout: float = 60.0) -> None:
+        self.backend.scale(deployment, replicas, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.backend.wait_ready(timeout=timeout)
+
+    def access_log(self, pod: str) -> list[dict[str, Any]]:
+        return self.backend.access_log(pod)
+
+
+# --------------------------------------------------------------------------- load
+
+
+def sanitize_nodeid(nodeid: str) -> str:
+    """A folder name for a test: ``suites/test_x.py::test_y[a]`` → ``suites_test_x.py__test_y_a``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", nodeid.replace("::", "__")).strip("._") or "test"
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha1(nodeid.encode()).hexdigest()[:10]}"
+    return name
+
+
+class TrackedRun:
+    """A load run as the test sees it: the generator's run, with its result remembered for the plugin."""
+
+    def __init__(self, run: Any, load: Load) -> None:
+        self._run = run
+        self._load = load
+        self.result: Any = None
+        """The result once stopped."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run, name)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.result is None and self.alive:
+            self.stop()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._run.alive)
+
+    def phase(self, name: str, seconds: float) -> Any:
+        """Run a phase for ``seconds`` × the time scale (blocks), tagging its requests with ``name``."""
+        return self._run.phase(name, seconds)
+
+    def mark(self, kind: str, name: str, **data: Any) -> Any:
+        """Put an event on the test's timeline (e.g. ``run.mark("note", "v2 at 50 %")``)."""
+        return self._run.mark(kind, name, **data)
+
+    def stop(self) -> Any:
+        """Stop the load; returns the result (the same one if called again)."""
+        if self.result is None:
+            self.result = self._run.stop()
+            self._load._remember(self.result)
+        return self.result
+
+
+class Load:
+    """The ``load`` fixture: starts load runs against the mesh's ingress; stops whatever is left at the end."""
+
+    def __init__(
+        self,
+        factory: Callable[..., Any],
+        *,
+        base_url: Callable[[], str],
+        report_dir: Path,
+        seed: int,
+        time_scale: float,
+        timeline: Timeline | None,
+    ) -> None:
+        self._factory = factory
+        self._base_url = base_url
+        self.report_dir = report_dir
+        """This test's report folder: ``<report-dir>/<run-id>/<test>/`` (``run-N/`` below it for further runs)."""
+        self.seed = seed
+        self.time_scale = time_scale
+        self.timeline = timeline
+        self.runs: list[TrackedRun] = []
+        self.results: list[Any] = []
+        self.recoveries: dict[str, float | None] = {}
+        """``after`` phase → what ``result.recovery_seconds(after=…)`` returned, for the summary."""
+
+    @property
+    def last_result(self) -> Any:
+        """The result of the last run stopped (what ``@pytest.mark.slo`` checks), or None."""
+        return self.results[-1] if self.results else None
+
+    def start(
+        self,
+        *,
+        rate: float | None = None,
+        users: int | None = None,
+        path: str | None = None,
+        paths: Mapping[str, float] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> TrackedRun:
+        """Start load at the ingress: ``rate=`` requests/s (open loop) or ``users=`` (closed loop)."""
+        if (rate is None) == (users is None):
+            raise TypeError("give rate= (requests per second, open loop) or users= (closed loop), not both")
+        n = len(self.runs) + 1
+        report_dir = self.report_dir if n == 1 else self.report_dir / f"run-{n}"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        generator = self._factory(
+            base_url=self._base_url(),
+            report_dir=report_dir,
+            seed=self.seed,
+            time_scale=self.time_scale,
+            timeline=self.timeline,
+        )
+        kwargs: dict[str, Any] = {"rate": rate} if rate is not None else {"users": users}
+        for key, value in (("path", path), ("paths", paths), ("headers", headers)):
+            if value is not None:
+                kwargs[key] = value
+        run = TrackedRun(generator.start(**kwargs), self)
+        self.runs.append(run)
+        return run
+
+    def _remember(self, result: Any) -> None:
+        self.results.append(result)
+        original = getattr(result, "recovery_seconds", None)
+        if not callable(original):
+            return
+
+        def recovery_seconds(*args: Any, **kwargs: Any) -> Any:
+            value = original(*args, **kwargs)
+            after = kwargs.get("after", args[0] if args else "?")
+            self.recoveries[str(after)] = value
+            return value
+
+        # Record what the test computes, for the summary; a result that refuses attributes just isn't recorded.
+        with contextlib.suppress(AttributeError, TypeError):
+            object.__setattr__(result, "recovery_seconds", recovery_seconds)
+
+    def stop_all(self) -> None:
+        """Stop every run still alive (each is attempted; the first error is raised after)."""
+        error: BaseException | None = None
+        for run in self.runs:
+            try:
+                if run.result is None and run.alive:
+                    run.stop()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def summary(self) -> dict[str, Any]:
+        result = self.last_result
+        phases: dict[str, Any] = {}
+        if result is not None:
+            for name, stats in getattr(result, "phases", {}).items():
+                phases[name] = {
+                    "requests": int(getattr(stats, "requests", 0) or 0),
+                    "errors": int(getattr(stats, "errors", 0) or 0),
+                    "p99_ms": getattr(stats, "p99_ms", None),
+                    "error_rate": getattr(stats, "error_rate", None),
+                }
+        return {"phases": phases, "recovery": dict(self.recoveries), "report_dir": str(self.report_dir)}
+
+
+# --------------------------------------------------------------------------- the session
+
+
+@dataclass
+class CloverSession:
+    """What one pytest process knows about its clover run (kept in ``config.stash``)."""
+
+    settings: CloverSettings
+    open_faults: list[Faults] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _ledger: Ledger | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ledger(self) -> Ledger:
+        with self._lock:
+            if self._ledger is None:
+                name = f"ledger-{self.settings.worker_id or 'main'}-{os.getpid()}.jsonl"
+                self._ledger = Ledger(self.settings.ledger_dir / name)
+            return self._ledger
+
+    def test_report_dir(self, nodeid: str) -> Path:
+        run_dir = self.settings.run_report_dir
+        if not (run_dir / "run.json").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            s = self.settings
+            info = {
+                "run_id": s.run_id,
+                "backend": s.backend,
+                "topology": str(s.topology),
+                "seed": s.seed,
+                "time_scale": s.time_scale,
+                "replay": f"--clover-seed={s.seed} --clover-time-scale={s.time_scale:g}",
+            }
+            with contextlib.suppress(OSError):
+                (run_dir / "run.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+        return run_dir / sanitize_nodeid(nodeid)
+
+    def revert_open_faults(self) -> list[str]:
+        """Safety net at session end (Ctrl-C): revert whatever a fixture teardown did not."""
+        problems = []
+        for faults in list(self.open_faults):
+            try:
+                faults.revert_all()
+            except Exception as exc:
+                problems.append(str(exc))
+            finally:
+                with contextlib.suppress(ValueError):
+                    self.open_faults.remove(faults)
+        return problems
+
+
+SESSION_KEY = pytest.StashKey[CloverSession]()
+
+
+def clover_session(config: pytest.Config) -> CloverSession:
+    return config.stash[SESSION_KEY]
+
+
+# --------------------------------------------------------------------------- the terminal summary
+
+
+def _ms(value: Any) -> str:
+    return "—" if value is None or not math.isfinite(float(value)) else f"{float(value):.0f}"
+
+
+def summary_rows(rows: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    table: list[tuple[str, ...]] = [("test", "verdict", "p99 ms by phase", "errors", "recovery")]
+    for nodeid, row in rows.items():
+        phases = row.get("phases") or {}
+        p99 = "  ".join(f"{name} {_ms(p.get('p99_ms'))}" for name, p in phases.items()) or "—"
+        requests = sum(int(p.get("requests") or 0) for p in phases.values())
+        errors = sum(int(p.get("errors") or 0) for p in phases.values())
+        rate = f"{errors / requests * 100:.2f} %" if requests else "—"
+        recovery = (
+            "  ".join(
+                f"after {after} {'never' if value is None else f'{float(value):.1f} s'}"
+                for after, value in (row.get("recovery") or {}).items()
+            )
+            or "—"
+        )
+        table.append((nodeid, str(row.get("verdict", "?")), p99, rate, recovery))
+    return table
+
+
+def format_summary(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    table = summary_rows(rows)
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+def timeline_text(timeline: Timeline) -> str:
+    events = timeline.events()
+    if not events:
+        return ""
+    t0 = events[0].time
+    lines = []
+    for e in events:
+        extra = {k: v for k, v in e.data.items() if k not in ("id",)}
+        tail = f"  {extra}" if extra else ""
+        lines.append(f"{e.time - t0:8.3f} s  {e.kind:<18} {e.name}{tail}")
+    return "\n".join(lines)
+
+
+def write_timeline(timeline: Timeline, folder: Path) -> None:
+    events = timeline.events()
+    if not events:
+        return
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "timeline.json").write_text(
+            json.dumps([e.as_dict() for e in events], indent=1, default=str), encoding="utf-8"
+        )
+
+
+# --------------------------------------------------------------------------- verdicts after the body
+
+SLO_CHECKS_KEY = pytest.StashKey[list[Any]]()
+
+
+def check_slo_markers(item: pytest.Item, funcargs: Mapping[str, Any], markers: list[pytest.Mark]) -> None:
+    """Judge the test's last load result against every ``@pytest.mark.slo`` (module, class, function)."""
+    __tracebackhide__ = True
+    from .slo import SLOViolation, evaluate, marker_objectives, violation
+
+    loader = funcargs.get("load")
+    if loader is None:
+        raise SLOViolation(
+            "@pytest.mark.slo checks the test's load result, but the test does not use the load fixture: "
+            "request `load` and run the phases with load.start(...)",
+            [],
+        )
+    loader.stop_all()  # a run the test left going is judged as it stands
+    result = loader.last_result
+    if result is None:
+        raise SLOViolation(
+            "@pytest.mark.slo checks the test's load result, but no load run was stopped: "
+            "call run = load.start(...), run.phase(...), result = run.stop()",
+            [],
+        )
+    checks = []
+    for marker in reversed(markers):  # outermost (module, class) first
+        phase, objectives = marker_objectives(marker.kwargs, marker.args)
+        checks += evaluate(result, phase, **objectives)
+    item.stash[SLO_CHECKS_KEY] = checks
+    error = violation(checks, "@pytest.mark.slo violated")
+    if error is not None:
+        raise error
+
+
+def report_data(item: pytest.Item) -> dict[str, Any]:
+    """What the summary shows about one test (JSON-able, so it travels with xdist reports)."""
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    data: dict[str, Any] = {}
+    loader = funcargs.get("load")
+    if loader is not None:
+        data.update(loader.summary())
+    injector = funcargs.get("faults")
+    if injector is not None:
+        data["faults"] = injector.summary()
+    checks: list[Any] = []
+    judge = funcargs.get("slo")
+    if judge is not None:
+        checks.extend(judge.checks)
+    if SLO_CHECKS_KEY in item.stash:
+        marked: list[Any] = item.stash[SLO_CHECKS_KEY]
+        checks.extend(marked)
+    if checks:
+        data["slo"] = [c.as_dict() for c in checks]
+    return data

@@ -1,0 +1,564 @@
+"""The load generator's child process: locust as a library, streaming 1-second windows to the parent.
+
+Run by :class:`pytest_clover.load.run.LoadGenerator` as ``python -m pytest_clover.load.worker CONFIG_JSON``;
+never imported by the pytest process (importing locust monkey-patches the whole process with gevent).
+
+Protocol (one JSON object per line):
+
+* stdout → parent: ``{"type": "ready", ...}`` once the users are spawned, then one ``{"type": "window", ...}``
+  per window (see :func:`pytest_clover.load.result.window_message`), and ``{"type": "done", ...}`` last.
+* parent → stdin: ``{"phase": "name"}`` / ``{"phase": null}`` (cut the window, tag what follows) and
+  ``{"stop": true}``. End of stdin (the parent died) and SIGTERM stop the generator the same way.
+
+Open loop (``rate``): a shared schedule hands out intended send times ``t0 + i/rate``; each user waits for its
+time, sends, and the latency recorded is completion − intended time, so a stalled server is charged for every
+request that should have been sent during the stall (coordinated omission corrected). A request sent more than
+10 ms after its intended time is counted as *late*, and still sent. When every user is busy and the next
+intended time has passed, more users are spawned (up to a cap), so a slow target does not slow the schedule.
+
+Closed loop (``users``): classic locust users with ``wait_time = constant(0)``; latency is the service time.
+
+Locust's own statistics are kept only for its CSV files (they round latencies); percentiles come from
+HdrHistograms in µs, one per window.
+"""
+
+from __future__ import annotations
+
+# isort: off
+# locust must be imported before anything that could import ssl or urllib3: it monkey-patches on import
+# (gevent warns, and misbehaves, when ssl was imported before the patch).
+import locust  # noqa: F401
+import gevent  # type: ignore[import-untyped,unused-ignore]  # gevent ships no stubs (types-gevent is optional)
+
+# isort: on
+import csv
+import json
+import logging
+import math
+import os
+import random
+import resource
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+from gevent.event import Event  # type: ignore[import-untyped,unused-ignore]
+from gevent.fileobject import FileObjectPosix  # type: ignore[import-untyped,unused-ignore]
+from locust import constant, task
+from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode
+from locust.env import Environment
+from locust.runners import LocalRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
+
+from pytest_clover.load.result import clamp_us, new_histogram, release_histogram, window_message
+
+log = logging.getLogger("pytest_clover.load.worker")
+
+WINDOW_S = 1.0
+LATE_AFTER_S = 0.010
+"""An open-loop request sent later than this after its intended time counts as late."""
+HOLD_S = 0.05
+"""A closed window is held this long before it is sent; a phase change arriving meanwhile absorbs the sliver
+since the cut into it, so no window of a few ms appears at a phase boundary (see :class:`Windows`)."""
+GROW_CHECK_S = 0.005
+BEHIND_S = 0.002
+"""The schedule is behind (every user busy) when the next unclaimed intended time is this far in the past."""
+EXPECTED_LATENCY_S = 0.1
+MIN_USERS = 16
+MAX_USERS = 10_000
+STATS_KEEP_S = 60
+"""locust keeps a per-second request count per stats entry forever; older seconds are trimmed (its own
+"current" figures read the last ~12 s), so a soak does not grow the child."""
+
+
+@dataclass
+class Config:
+    base_url: str
+    report_dir: str
+    seed: int
+    rate: float | None = None
+    users: int | None = None
+    paths: dict[str, float] = field(default_factory=lambda: {"/": 1.0})
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 30.0
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        raw = json.loads(text)
+        cfg = cls(**raw)
+        if (cfg.rate is None) == (cfg.users is None):
+            raise ValueError("exactly one of rate and users must be given")
+        return cfg
+
+
+def _now_unix_offset() -> float:
+    # Windows are timed on the monotonic clock (a wall-clock step must not stretch a window) and reported in
+    # unix seconds through one offset taken at start-up.
+    return time.time() - time.perf_counter()
+
+
+class Window:
+    __slots__ = ("hist", "late", "phase", "start", "status")
+
+    def __init__(self, start: float, phase: str | None) -> None:
+        self.start = start
+        self.phase = phase
+        self.hist = new_histogram()
+        self.status: Counter[int] = Counter()
+        self.late = 0
+
+    def absorb(self, other: Window) -> None:
+        self.hist.add(other.hist)
+        release_histogram(other.hist)
+        self.status.update(other.status)
+        self.late += other.late
+
+    @property
+    def empty(self) -> bool:
+        return not self.status and not self.late
+
+
+class Windows:
+    """The current 1-second window, cut by a timer and at every phase change, and sent as JSON lines.
+
+    A window tagged with phase P holds only traffic that completed while P was current. A window closed by
+    the timer is held for :data:`HOLD_S` before it is sent: if a phase change arrives meanwhile (the parent's
+    ``phase(seconds=10)`` ends within a timer tick of the 10th window), the few ms since the cut go back into
+    the held window instead of becoming a window of their own. Likewise a gap (phase None) shorter than
+    :data:`HOLD_S` between two phases is given to the next phase.
+    """
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None], phase: str | None, start: float) -> None:
+        self._emit_message = emit
+        self._offset = _now_unix_offset()
+        self._current = Window(start, phase)
+        self._held: Window | None = None
+        self._held_end = 0.0
+        self._closed = False
+
+    def restart(self, start: float) -> None:
+        """Start the first window at ``start`` (when the users are ready), nothing recorded before."""
+        self._current = Window(start, self._current.phase)
+
+    def record(self, latency_s: float, status: int) -> None:
+        if self._closed:
+            return
+        self._current.hist.record_value(clamp_us(latency_s * 1e6))
+        self._current.status[status] += 1
+
+    def record_late(self) -> None:
+        if not self._closed:
+            self._current.late += 1
+
+    def _send(self, window: Window, end: float) -> None:
+        self._emit_message(
+            window_message(
+                start=window.start + self._offset,
+                end=end + self._offset,
+                phase=window.phase,
+                histogram=window.hist,
+                status_counts=window.status,
+                late=window.late,
+            )
+        )
+        release_histogram(window.hist)
+
+    def _flush_held(self) -> None:
+        if self._held is not None:
+            self._send(self._held, self._held_end)
+            self._held = None
+
+    def _cut(self, now: float, phase: str | None) -> None:
+        """End the current window at ``now``; the next one starts there with ``phase``."""
+        cur = self._current
+        if now - cur.start < HOLD_S:
+            if self._held is not None and self._held.phase == cur.phase:
+                # A sliver right after a timer cut: it belongs to the held window.
+                self._held.absorb(cur)
+                self._held_end = now
+                self._flush_held()
+                self._current = Window(now, phase)
+                return
+            if cur.phase is None and self._held is None:
+                # A gap of a few ms between two phases: the next phase takes it (keeps its start).
+                cur.phase = phase
+                return
+        self._flush_held()
+        if now > cur.start or not cur.empty:
+            self._send(cur, now)
+        self._current = Window(now, phase)
+
+    def set_phase(self, phase: str | None) -> None:
+        if not self._closed and phase != self._current.phase:
+            self._cut(time.perf_counter(), phase)
+
+    def close(self) -> None:
+        """Send everything still open; later records are ignored."""
+        if self._closed:
+            return
+        now = time.perf_counter()
+        cur = self._current
+        if now - cur.start < HOLD_S and self._held is not None and self._held.phase == cur.phase:
+            self._held.absorb(cur)
+            self._held_end = now
+            self._flush_held()
+        else:
+            self._flush_held()
+            if not cur.empty or now - cur.start >= HOLD_S:
+                self._send(cur, now)
+        self._closed = True
+
+    def run(self) -> None:
+        """The timer: cuts the current window every second (measured from its start), sends held windows."""
+        while not self._closed:
+            now = time.perf_counter()
+            if self._held is not None and now >= self._held_end + HOLD_S:
+                self._flush_held()
+            cur = self._current
+            if now >= cur.start + WINDOW_S:
+                self._flush_held()
+                self._held, self._held_end = cur, now
+                self._current = Window(now, cur.phase)
+            wake = self._current.start + WINDOW_S
+            if self._held is not None:
+                wake = min(wake, self._held_end + HOLD_S)
+            gevent.sleep(max(0.0, wake - time.perf_counter()))
+
+
+class PathPicker:
+    """The next request path: the only path, or a seeded weighted choice."""
+
+    def __init__(self, paths: dict[str, float], seed: int) -> None:
+        if not paths or any(w <= 0 for w in paths.values()):
+            raise ValueError(f"paths need positive weights: {paths}")
+        self._paths = list(paths)
+        self._weights = list(paths.values())
+        self._rng = random.Random(seed)
+
+    def pick(self) -> str:
+        if len(self._paths) == 1:
+            return self._paths[0]
+        return self._rng.choices(self._paths, self._weights)[0]
+
+
+class Schedule:
+    """Open loop: intended send times ``t0 + i/rate`` handed out in order to whichever user asks next."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.t0 = 0.0
+        self.index = 0
+        self.started = Event()
+
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+        self.started.set()
+
+    def next_due(self) -> float:
+        return self.t0 + self.index / self.rate
+
+    def claim(self) -> float:
+        intended = self.t0 + self.index / self.rate
+        self.index += 1
+        return intended
+
+
+class Generator:
+    """One locust Environment and LocalRunner, the users, and the greenlets around them."""
+
+    def __init__(self, cfg: Config, emit: Callable[[dict[str, Any]], None]) -> None:
+        self.cfg = cfg
+        self.emit = emit
+        self.stop_requested = Event()
+        self.go = Event()
+        self.picker = PathPicker(cfg.paths, cfg.seed)
+        self.schedule = Schedule(cfg.rate) if cfg.rate is not None else None
+        self.windows = Windows(emit, None, time.perf_counter())
+        self.in_flight = 0
+        self.user_class = self._make_user_class()
+        self.env = Environment(user_classes=[self.user_class], host=cfg.base_url, stop_timeout=None)
+        self.runner: LocalRunner = self.env.create_local_runner()
+        self.env.events.request.add_listener(self._on_request)  # type: ignore[no-untyped-call]
+        self.initial_users, self.max_users = self._user_counts()
+        self.csv: FinalStatsCSVFileWriter | None = None
+        self.greenlets: list[gevent.Greenlet[Any, Any]] = []
+
+    def _user_counts(self) -> tuple[int, int]:
+        cfg = self.cfg
+        if cfg.users is not None:
+            return cfg.users, cfg.users
+        assert cfg.rate is not None
+        initial = max(MIN_USERS, math.ceil(cfg.rate * EXPECTED_LATENCY_S))
+        # Enough users to keep every request of a full timeout in flight, within the file-descriptor limit
+        # (each user holds one connection).
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        cap = min(MAX_USERS, max(initial, soft - 128), initial + math.ceil(cfg.rate * cfg.timeout_s))
+        return min(initial, cap), cap
+
+    def _make_user_class(self) -> type[FastHttpUser]:
+        gen = self
+        headers = dict(self.cfg.headers) or None
+        timeout = self.cfg.timeout_s
+
+        if self.schedule is not None:
+            schedule = self.schedule
+
+            class OpenLoopUser(FastHttpUser):
+                network_timeout = timeout
+                connection_timeout = timeout
+                wait_time = constant(0)
+
+                @task
+                def send(self) -> None:
+                    schedule.started.wait()
+                    intended = schedule.claim()
+                    path = gen.picker.pick()  # picked at claim time: the path sequence follows the schedule
+                    # gevent's timers run off the loop's cached clock and can fire a little early; re-check.
+                    while (delay := intended - time.perf_counter()) > 0:
+                        gevent.sleep(delay)
+                    if time.perf_counter() - intended > LATE_AFTER_S:
+                        gen.windows.record_late()
+                    gen.in_flight += 1
+                    try:
+                        self.client.request("GET", path, name=path, headers=headers, context={"intended": intended})
+                    finally:
+                        gen.in_flight -= 1
+
+            return OpenLoopUser
+
+        class ClosedLoopUser(FastHttpUser):
+            network_timeout = timeout
+            connection_timeout = timeout
+            wait_time = constant(0)
+
+            @task
+            def send(self) -> None:
+                gen.go.wait()
+                path = gen.picker.pick()
+                gen.in_flight += 1
+                try:
+                    self.client.request("GET", path, name=path, headers=headers)
+                finally:
+                    gen.in_flight -= 1
+
+        return ClosedLoopUser
+
+    def _on_request(
+        self,
+        response_time: float = 0.0,
+        response: Any = None,
+        context: dict[str, Any] | None = None,
+        exception: BaseException | None = None,
+        **_kwargs: Any,
+    ) -> None:
+        now = time.perf_counter()
+        intended = context.get("intended") if context else None
+        # Open loop: from the intended send time (CO corrected). Closed loop: locust's own service time, which
+        # is exact here (perf_counter); only its stats store rounds it.
+        latency_s = now - intended if intended is not None else response_time / 1000.0
+        status = int(getattr(response, "status_code", 0) or 0)
+        if exception is not None and not isinstance(exception, LocustBadStatusCode):
+            # A connection error, timeout or broken body: no usable response, whatever status line arrived.
+            status = 0
+        self.windows.record(latency_s, status)
+
+    # -- greenlets ---------------------------------------------------------------------------------------
+
+    def _grow(self) -> None:
+        """Open loop: spawn more users whenever the next intended time passed with no user free to take it."""
+        assert self.schedule is not None
+        name = self.user_class.__name__
+        while True:
+            gevent.sleep(GROW_CHECK_S)
+            users = self.runner.user_count
+            if users >= self.max_users:
+                continue
+            if self.schedule.next_due() < time.perf_counter() - BEHIND_S:
+                more = min(self.max_users - users, max(MIN_USERS, users // 2))
+                log.info("schedule behind with %d users busy; spawning %d more", users, more)
+                self.runner.spawn_users({name: more})
+
+    def _read_commands(self) -> None:
+        stdin = FileObjectPosix(sys.stdin.fileno(), "rb", close=False)
+        try:
+            while True:
+                line = stdin.readline()
+                if not line:
+                    log.info("stdin closed (the parent is gone): stopping")
+                    break
+                try:
+                    command = json.loads(line)
+                except ValueError:
+                    log.warning("ignoring a line on stdin that is not JSON: %r", line[:200])
+                    continue
+                if command.get("stop"):
+                    break
+                if "phase" in command:
+                    self.windows.set_phase(command["phase"])
+        finally:
+            self.stop_requested.set()
+
+    def _trim_stats(self) -> None:
+        stats = self.env.stats
+        while True:
+            gevent.sleep(STATS_KEEP_S)
+            cutoff = int(time.time()) - STATS_KEEP_S
+            for entry in chain(stats.entries.values(), [stats.total]):
+                for per_sec in (entry.num_reqs_per_sec, entry.num_fail_per_sec):
+                    for second in [s for s in per_sec if s < cutoff]:
+                        del per_sec[second]
+
+    def _spawn(self, fn: Callable[[], None]) -> None:
+        g = gevent.spawn(fn)
+        g.link_exception(lambda g: self._crash(g.exception))
+        self.greenlets.append(g)
+
+    def _crash(self, exc: BaseException | None) -> None:
+        log.error("internal greenlet failed: %r", exc)
+        self.stop_requested.set()
+
+    # -- life cycle --------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        os.makedirs(self.cfg.report_dir, exist_ok=True)
+        self.csv = FinalStatsCSVFileWriter(
+            self.env, PERCENTILES_TO_REPORT, os.path.join(self.cfg.report_dir, "locust"), full_history=True
+        )
+        self._spawn(self._read_commands)
+        self.runner.start(self.initial_users, spawn_rate=self.initial_users)
+        deadline = time.perf_counter() + 30.0
+        while self.runner.user_count < self.initial_users:
+            if time.perf_counter() > deadline or self.stop_requested.is_set():
+                log.error("users did not spawn: %d of %d", self.runner.user_count, self.initial_users)
+                return 3
+            gevent.sleep(0.01)
+        start = time.perf_counter()
+        self.windows.restart(start)
+        if self.schedule is not None:
+            self.schedule.start(start)
+            self._spawn(self._grow)
+        self.go.set()
+        self._spawn(self.windows.run)
+        self._spawn(self.csv.stats_writer)
+        self._spawn(self._trim_stats)
+        self.emit(
+            {
+                "type": "ready",
+                "pid": os.getpid(),
+                "users": self.runner.user_count,
+                "max_users": self.max_users,
+                "start": start + _now_unix_offset(),
+            }
+        )
+        self.stop_requested.wait()
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        # Close the windows first: what completes after the stop request is not part of the run.
+        self.windows.close()
+        abandoned, users = self.in_flight, self.runner.user_count
+        self.runner.quit()
+        for g in self.greenlets:
+            if g is not gevent.getcurrent():
+                g.kill(block=False)
+        if self.csv is not None:
+            self.csv.write_final()
+            self.csv.close_files()
+        self.emit({"type": "done", "users": users, "abandoned": abandoned})
+        return 0
+
+
+class FinalStatsCSVFileWriter(StatsCSVFileWriter):
+    """locust's CSV writer (``--csv`` with ``--csv-full-history``) plus one last write at the end of the run.
+
+    The writer greenlet writes every second and is simply killed when locust stops, so the last second would
+    be missing; ``write_final`` rewrites the summary files and appends a last history row.
+    """
+
+    def write_final(self) -> None:
+        for handle, columns, rows in (
+            (self.requests_csv_filehandle, self.requests_csv_columns, self._requests_data_rows),
+            (self.failures_csv_filehandle, self.failures_columns, self._failures_data_rows),
+            (self.exceptions_csv_filehandle, self.exceptions_columns, self._exceptions_data_rows),
+        ):
+            handle.seek(0)
+            handle.truncate()
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            rows(writer)
+        if self.stats_history_csv_filehandle.tell() == 0:
+            csv.writer(self.stats_history_csv_filehandle).writerow(self.stats_history_csv_columns)
+        self._stats_history_data_rows(csv.writer(self.stats_history_csv_filehandle), time.time())
+        for handle in (
+            self.requests_csv_filehandle,
+            self.failures_csv_filehandle,
+            self.exceptions_csv_filehandle,
+            self.stats_history_csv_filehandle,
+        ):
+            handle.flush()
+
+
+class _QuietSpawnRate(logging.Filter):
+    # Spawning every user at once is what we want (the open loop starts on a schedule, not a ramp); locust
+    # warns about any spawn rate above 100.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "spawn rate is very high" not in record.getMessage()
+
+
+class Emitter:
+    """Writes messages to stdout, one JSON line each, flushed at once (the parent reads line by line)."""
+
+    def __init__(self) -> None:
+        self.on_parent_gone: Callable[[], None] = lambda: None
+        self._gone = False
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        if self._gone:
+            return
+        try:
+            sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The parent is gone: nobody is left to read the result. Point fd 1 at /dev/null so the
+            # interpreter's final flush does not fail again, and stop.
+            self._gone = True
+            log.warning("stdout closed (the parent is gone): stopping")
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            self.on_parent_gone()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("locust.runners").addFilter(_QuietSpawnRate())
+    if len(args) != 1:
+        print("usage: python -m pytest_clover.load.worker CONFIG_JSON", file=sys.stderr)
+        return 2
+    cfg = Config.from_json(args[0])
+    # Each open-loop user holds a connection: allow as many descriptors as the hard limit permits.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    emit = Emitter()
+    gen = Generator(cfg, emit)
+    emit.on_parent_gone = gen.stop_requested.set
+    gevent.signal_handler(signal.SIGTERM, gen.stop_requested.set)
+    log.info(
+        "load generator pid %d: %s against %s, seed %d",
+        os.getpid(),
+        f"open loop {cfg.rate}/s" if cfg.rate is not None else f"closed loop {cfg.users} users",
+        cfg.base_url,
+        cfg.seed,
+    )
+    return gen.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Suite 1 — baseline: the SDC VNF meets its SLOs under nominal load, with nothing broken."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from suites.thresholds import BASELINE_MAX_ERROR_RATE, BASELINE_P99_MS, NOMINAL_RATE
+
+
+@pytest.mark.slo(phase="steady", p99_ms=BASELINE_P99_MS, max_error_rate=BASELINE_MAX_ERROR_RATE)
+def test_baseline_slos_hold_under_nominal_load(mesh: Any, load: Any) -> None:
+    run = load.start(rate=NOMINAL_RATE)
+    run.phase("steady", seconds=20)
+    result = run.stop()
+    steady = result.phases["steady"]
+    # Open loop: the generator kept its schedule, so the mesh, not the client, set the numbers.
+    assert steady.late <= 0.01 * steady.requests, f"{steady.late} of {steady.requests} requests were sent late"
+    # Every request was answered, at the offered rate (±5 %).
+    assert abs(steady.throughput_rps - NOMINAL_RATE) <= 0.05 * NOMINAL_RATE, steady.throughput_rps

@@ -1,0 +1,34 @@
+"""Suite 5 — scale: clover-server 3 → 1 → 5 replicas under load.
+
+Each server pod is given a worker-pool shape (30 ms per request, one at a time: ~33 requests/s each), so
+capacity really follows the replica count: with 1 replica (plus the v2 pod) the load runs at ~75 % of
+capacity and requests queue; with 5 at ~25 %. Scaling itself costs no request (endpoints change before a pod
+stops), throughput follows the offered load throughout, and latency follows capacity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from suites.thresholds import NOMINAL_RATE
+
+
+def test_scaling_follows_without_errors(mesh: Any, load: Any, faults: Any, vnf: Any) -> None:
+    vnf("clover-server", latency_ms=30, max_concurrency=1)
+    run = load.start(rate=NOMINAL_RATE)
+    run.phase("3 replicas", seconds=10)
+    with faults.scale("clover-server", 1) as down:
+        down.verify()
+        run.phase("1 replica", seconds=10)
+    with faults.scale("clover-server", 5) as up:
+        up.verify()
+        vnf("clover-server", latency_ms=30, max_concurrency=1)  # the new pods get the same shape
+        run.phase("5 replicas", seconds=10)
+    result = run.stop()
+
+    for phase in result.phases.values():
+        assert phase.errors == 0, f"{phase.name}: {phase.errors} errors from scaling"
+        assert abs(phase.throughput_rps - NOMINAL_RATE) <= 0.05 * NOMINAL_RATE, (phase.name, phase.throughput_rps)
+    # Latency follows capacity: at ~75 % utilisation requests wait for a busy pod; at ~25 % they rarely do.
+    one, five = result.phases["1 replica"], result.phases["5 replicas"]
+    assert one.p95_ms > five.p95_ms, f"p95 with 1 replica {one.p95_ms:.1f} ms, with 5 {five.p95_ms:.1f} ms"

@@ -1,0 +1,33 @@
+"""Thresholds the resilience suites assert, each with the reason it has that value.
+
+The suites run on the embedded mesh by default (2 cores, shared with the load generator) and on a
+cluster with --clover-backend=k8s. Numbers are deliberately loose where the platform, not the VNF,
+sets the noise floor, and tight where Istio's semantics fix the answer.
+"""
+
+from __future__ import annotations
+
+# An unloaded request crosses 5 Envoys and 4 VNF processes in ~8 ms; at 50 requests/s on a shared 2-core
+# machine p99 stays well under 100 ms. 100 ms catches a real regression (a hop adding tens of ms)
+# without failing on scheduler noise.
+BASELINE_P99_MS = 100.0
+# The mesh should not lose requests at nominal load: at most 1 in 1000.
+BASELINE_MAX_ERROR_RATE = 0.001
+# Nominal load: a few times the Clover JMeter plan's rate, far below the ~490 requests/s saturation
+# measured on 2 cores (benchmarks/bench_throughput.py), so faults, not capacity, decide the verdicts.
+NOMINAL_RATE = 50.0
+# How long the mesh may take to meet the baseline SLO again after a fault is removed (seconds).
+RECOVERY_SECONDS = 5.0
+# Recovery is judged on this many consecutive 1-s windows meeting the SLO (enough to rule out a lucky
+# second, few enough to fit the recovery phase at --clover-time-scale=0.2).
+RECOVERY_WINDOWS = 2
+
+ISTIO = __import__("pathlib").Path(__file__).parent / "istio"
+
+
+def binomial_99(n: int, p: float) -> tuple[float, float]:
+    """Two-sided 99 % interval for a binomial count (normal approximation; fine for n·p ≥ 10)."""
+    import math
+
+    half = 2.5758 * math.sqrt(n * p * (1 - p))
+    return n * p - half, n * p + half

@@ -1,0 +1,292 @@
+"""Unit tests for pytest_clover.load.result: LoadResult built from synthetic window messages.
+
+The messages are made by ``window_message`` (what the generator sends) and go through a JSON round trip
+and ``LoadResult.ingest``, the same path the parent takes during a run. No processes, no network.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tracemalloc
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_clover.load.result import LoadResult, PhaseStats, is_error, new_histogram, window_message
+
+
+def make_window(
+    start: float,
+    phase: str | None,
+    latencies_ms: Sequence[float] = (),
+    statuses: Sequence[int] | None = None,
+    *,
+    late: int = 0,
+    duration: float = 1.0,
+) -> dict[str, Any]:
+    """One window message as the generator would send it (after the JSON round trip)."""
+    hist = new_histogram()
+    for ms in latencies_ms:
+        hist.record_value(round(ms * 1000))
+    codes = list(statuses) if statuses is not None else [200] * len(latencies_ms)
+    assert len(codes) == len(latencies_ms)
+    counts: dict[int, int] = {}
+    for code in codes:
+        counts[code] = counts.get(code, 0) + 1
+    message = window_message(
+        start=start, end=start + duration, phase=phase, histogram=hist, status_counts=counts, late=late
+    )
+    round_trip: dict[str, Any] = json.loads(json.dumps(message, allow_nan=False))
+    return round_trip
+
+
+def result_of(messages: Iterable[dict[str, Any]], **kwargs: Any) -> LoadResult:
+    result = LoadResult(mode="open", rate=100.0, users=None, seed=0, report_dir=Path("/nonexistent"), **kwargs)
+    for message in messages:
+        result.ingest(message)
+    return result
+
+
+def test_phase_aggregation_counts_and_order() -> None:
+    result = result_of(
+        [
+            make_window(0.0, None, [1.0] * 5),  # before the first phase: a window row, no phase
+            make_window(1.0, "baseline", [1.0] * 100),
+            make_window(2.0, "baseline", [2.0] * 100, late=3),
+            make_window(3.0, "fault", [5.0] * 50 + [9.0] * 50, [200] * 50 + [503] * 40 + [0] * 10, late=7),
+            make_window(4.0, "fault", [5.0] * 80, duration=0.5),
+        ]
+    )
+    assert list(result.phases) == ["baseline", "fault"]
+    base, fault = result.phases["baseline"], result.phases["fault"]
+    assert isinstance(base, PhaseStats)
+    assert (base.start, base.end) == (1.0, 3.0)
+    assert (base.requests, base.errors, base.late) == (200, 0, 3)
+    assert base.status_counts == {200: 200}
+    assert base.error_rate == 0.0
+    assert base.throughput_rps == pytest.approx(100.0)
+    assert (fault.start, fault.end) == (3.0, 4.5)
+    assert (fault.requests, fault.errors, fault.late) == (180, 50, 7)
+    assert fault.status_counts == {0: 10, 200: 130, 503: 40}
+    assert fault.error_rate == pytest.approx(50 / 180)
+    # throughput counts the time the windows cover (1.5 s), not the number of windows
+    assert fault.throughput_rps == pytest.approx(180 / 1.5)
+    rows = result.window_rows()
+    assert [r["phase"] for r in rows] == [None, "baseline", "baseline", "fault", "fault"]
+    assert rows[0]["requests"] == 5
+    assert rows[4]["throughput_rps"] == pytest.approx(160.0)
+
+
+def test_repeated_phase_name_merges() -> None:
+    result = result_of(
+        [
+            make_window(0.0, "a", [1.0] * 10),
+            make_window(1.0, "b", [1.0] * 20),
+            make_window(2.0, "a", [3.0] * 30),
+        ]
+    )
+    assert list(result.phases) == ["a", "b"]
+    a = result.phases["a"]
+    assert (a.requests, a.start, a.end) == (40, 0.0, 3.0)
+    assert a.throughput_rps == pytest.approx(20.0)  # 40 responses over the 2 s its windows cover
+    assert a.p50_ms == pytest.approx(3.0, rel=1e-3)
+
+
+def test_percentiles_come_from_the_merged_histogram_not_from_window_percentiles() -> None:
+    # 900 fast requests in one window, 100 slow ones in the next: the phase's p95 is the slow value, while
+    # averaging the windows' own p95 (1 ms and 100 ms) would say ~50 ms.
+    result = result_of([make_window(0.0, "p", [1.0] * 900), make_window(1.0, "p", [100.0] * 100)])
+    stats = result.phases["p"]
+    assert stats.p50_ms == pytest.approx(1.0, rel=1e-3)
+    assert stats.p95_ms == pytest.approx(100.0, rel=1e-3)
+    assert stats.p99_ms == pytest.approx(100.0, rel=1e-3)
+    assert stats.max_ms == pytest.approx(100.0, rel=1e-3)
+    rows = result.window_rows()
+    assert rows[0]["p95_ms"] == pytest.approx(1.0, rel=1e-3)
+    assert rows[1]["p95_ms"] == pytest.approx(100.0, rel=1e-3)
+
+
+def test_percentiles_of_a_known_distribution() -> None:
+    # 1..1000 ms, one each, spread over four windows in a scrambled order.
+    values = [float(v) for v in range(1, 1001)]
+    chunks = [values[3::4], values[0::4], values[2::4], values[1::4]]
+    result = result_of(make_window(float(i), "p", chunk) for i, chunk in enumerate(chunks))
+    stats = result.phases["p"]
+    assert stats.requests == 1000
+    # HdrHistogram with 3 significant digits: within 0.1 %
+    assert stats.p50_ms == pytest.approx(500.0, rel=1e-3)
+    assert stats.p95_ms == pytest.approx(950.0, rel=1e-3)
+    assert stats.p99_ms == pytest.approx(990.0, rel=1e-3)
+    assert stats.max_ms == pytest.approx(1000.0, rel=1e-3)
+    hist = result.histogram("p")
+    assert hist.get_total_count() == 1000
+    assert hist.get_value_at_percentile(50) == pytest.approx(500_000, rel=1e-3)
+    hist.record_value(1)  # a copy: the result is not changed by the caller
+    assert result.histogram("p").get_total_count() == 1000
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(0, True), (100, True), (200, False), (204, False), (302, False), (399, False), (404, True), (503, True)],
+)
+def test_error_definition(status: int, error: bool) -> None:
+    assert is_error(status) is error
+
+
+def test_errors_counted_from_status_codes() -> None:
+    result = result_of([make_window(0.0, "p", [1.0] * 6, [200, 201, 302, 404, 503, 0])])
+    stats = result.phases["p"]
+    assert (stats.requests, stats.errors) == (6, 3)
+    assert stats.error_rate == pytest.approx(0.5)
+    assert result.window_rows()[0]["errors"] == 3
+
+
+def test_empty_phase_has_nan_statistics() -> None:
+    result = result_of([make_window(0.0, "silent", [])])
+    stats = result.phases["silent"]
+    assert stats.requests == 0
+    assert math.isnan(stats.p50_ms) and math.isnan(stats.max_ms) and math.isnan(stats.error_rate)
+    assert stats.throughput_rps == 0.0
+    row = result.window_rows()[0]
+    assert math.isnan(row["p99_ms"]) and math.isnan(row["error_rate"])
+
+
+def _recovery_fixture(after_fault: Sequence[tuple[float, int]]) -> LoadResult:
+    """Baseline 0–5 s, fault 5–8 s, then one window per (latency ms, errors out of 100) from 8 s on."""
+    messages = [make_window(float(t), "baseline", [2.0] * 100) for t in range(5)]
+    messages += [make_window(float(t), "fault", [500.0] * 100, [503] * 100) for t in range(5, 8)]
+    for i, (ms, errors) in enumerate(after_fault):
+        messages.append(make_window(8.0 + i, "recovery", [ms] * 100, [503] * errors + [200] * (100 - errors)))
+    return result_of(messages)
+
+
+def test_recovery_met_immediately_is_zero() -> None:
+    result = _recovery_fixture([(2.0, 0)] * 5)
+    assert result.recovery_seconds("fault", p99_ms=10.0) == 0.0
+    assert result.recovery_seconds("fault", p99_ms=10.0, max_error_rate=0.01, window_seconds=5) == 0.0
+
+
+def test_recovery_never_met_is_none() -> None:
+    result = _recovery_fixture([(2.0, 0), (2.0, 0), (50.0, 0), (2.0, 0), (2.0, 0)])
+    assert result.recovery_seconds("fault", p99_ms=10.0, window_seconds=3) is None
+    # ...but the first two windows are good: a 2-s window is met at once
+    assert result.recovery_seconds("fault", p99_ms=10.0, window_seconds=2) == pytest.approx(0.0)
+    assert result.recovery_seconds("fault", p50_ms=1.0) is None
+
+
+def test_recovery_after_n_windows() -> None:
+    result = _recovery_fixture([(500.0, 100), (40.0, 20), (2.0, 5), (2.0, 0), (2.0, 0), (2.0, 0), (2.0, 0)])
+    assert result.recovery_seconds("fault", p99_ms=10.0) == pytest.approx(2.0)
+    assert result.recovery_seconds("fault", max_error_rate=0.01) == pytest.approx(3.0)
+    assert result.recovery_seconds("fault", p99_ms=50.0, max_error_rate=0.25) == pytest.approx(1.0)
+    assert result.recovery_seconds("fault", p99_ms=10.0, window_seconds=5) == pytest.approx(2.0)
+    assert result.recovery_seconds("fault", p99_ms=10.0, window_seconds=6) is None
+    assert result.recovery_seconds("fault", min_throughput_rps=99.0) == 0.0
+    assert result.recovery_seconds("fault", min_throughput_rps=101.0) is None
+
+
+def test_recovery_does_not_count_windows_of_the_phase_itself_and_empty_windows_fail() -> None:
+    messages = [make_window(float(t), "fault", [1.0] * 100) for t in range(3)]  # good, but part of the fault
+    messages += [make_window(3.0, None, [], duration=1.0)]  # nothing answered: not recovered
+    messages += [make_window(float(t), "after", [1.0] * 100) for t in range(4, 7)]
+    result = result_of(messages)
+    assert result.recovery_seconds("fault", max_error_rate=0.0) == pytest.approx(1.0)
+
+
+def test_recovery_arguments_are_checked() -> None:
+    result = _recovery_fixture([(2.0, 0)] * 3)
+    with pytest.raises(KeyError, match="no phase 'nope'"):
+        result.recovery_seconds("nope", p99_ms=1.0)
+    with pytest.raises(ValueError, match="at least one SLO"):
+        result.recovery_seconds("fault")
+    with pytest.raises(ValueError, match="window_seconds"):
+        result.recovery_seconds("fault", p99_ms=1.0, window_seconds=0)
+
+
+def test_windows_dataframe() -> None:
+    result = result_of([make_window(float(t), "p", [1.0, 2.0, 3.0]) for t in range(4)])
+    frame = result.windows
+    assert list(frame.columns) == [
+        "start",
+        "end",
+        "phase",
+        "requests",
+        "errors",
+        "late",
+        "error_rate",
+        "throughput_rps",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "max_ms",
+    ]
+    assert len(frame) == 4
+    assert frame["requests"].sum() == 12
+    assert frame["p50_ms"].iloc[0] == pytest.approx(2.0, rel=1e-3)
+    empty = result_of([]).windows
+    assert len(empty) == 0 and "p99_ms" in empty.columns
+
+
+def test_to_dict_is_json_serialisable() -> None:
+    events = [
+        {"time": 2.0, "kind": "phase-end", "name": "p"},
+        {"time": 0.0, "kind": "phase-start", "name": "p", "seconds": 2.0},
+    ]
+    result = result_of([make_window(0.0, "p", [1.0] * 3), make_window(1.0, "p", [])], events=events)
+    data = result.to_dict()
+    text = json.dumps(data, allow_nan=False)
+    back = json.loads(text)
+    assert back["mode"] == "open" and back["rate"] == 100.0 and back["seed"] == 0
+    assert back["phases"]["p"]["requests"] == 3
+    assert back["phases"]["p"]["status_counts"] == {"200": 3}
+    assert back["windows"][1]["p50_ms"] is None  # NaN → null
+    assert [e["kind"] for e in back["events"]] == ["phase-start", "phase-end"]  # sorted by time
+
+
+def test_bad_messages_are_rejected() -> None:
+    good = make_window(0.0, "p", [1.0, 2.0])
+    result = result_of([])
+    with pytest.raises(ValueError, match="histogram holds 2 latencies but the status counts sum to 3"):
+        result.ingest({**good, "status": {"200": 3}})
+    with pytest.raises(ValueError, match="version"):
+        result.ingest({**good, "v": 99})
+    with pytest.raises(ValueError, match="not a window message"):
+        result.ingest({"type": "ready"})
+    assert result.window_rows() == []
+
+
+def test_message_without_percentiles_is_computed_from_its_histogram() -> None:
+    message = make_window(0.0, "p", [1.0, 2.0, 30.0])
+    for key in ("p50_us", "p95_us", "p99_us", "max_us"):
+        del message[key]
+    row = result_of([message]).window_rows()[0]
+    assert row["p50_ms"] == pytest.approx(2.0, rel=1e-3)
+    assert row["max_ms"] == pytest.approx(30.0, rel=1e-3)
+
+
+def test_memory_is_bounded_per_window_not_per_request() -> None:
+    # 10 000 windows × 1 000 requests = 10 M requests. The result keeps one row of scalars per window and
+    # one histogram per phase: memory grows by a few hundred bytes per window. Anything per request would be
+    # ≥ 8 kB per window, and a retained decoded window histogram ~190 kB.
+    templates = [make_window(0.0, None, [0.5 + ((j * 37 + i) % 997) * 0.713 for j in range(1000)]) for i in range(5)]
+    result = result_of([])
+    windows = 10_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(windows):
+            message = dict(templates[i % len(templates)])
+            message.update(start=float(i), end=float(i + 1), phase=("a", "b", None)[i % 3])
+            result.ingest(message)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown / windows < 600, f"{grown / windows:.0f} bytes per window"
+    assert len(result.window_rows()) == windows
+    phases = result.phases
+    assert list(phases) == ["a", "b"]
+    assert phases["a"].requests + phases["b"].requests == (windows - windows // 3) * 1000
+    assert result.histogram("a").get_total_count() == phases["a"].requests
