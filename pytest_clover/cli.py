@@ -188,6 +188,13 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     from .local.state import sweep
 
     results = sweep(force=args.force)
+    ledgers = Path(args.report_dir) / ".clover"
+    if ledgers.is_dir():
+        from .faults import sweep_ledger
+
+        # Faults a killed pytest left open on a mesh that still runs (--clover-keep-mesh, clover up).
+        for line in sweep_ledger(ledgers):
+            print(f"fault swept: {line}")
     for r in results:
         if r.status == "running":
             print(f"left running: {r.mesh_id} at {r.state_dir} (its owner is alive; use `clover down` or --force)")
@@ -319,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cleanup", help="Sweep meshes whose owner died (processes, state, registry)")
     p.add_argument("--force", action="store_true", help="Also stop meshes whose owner is alive")
+    p.add_argument(
+        "--report-dir", default="reports", help="Where pytest runs keep their fault ledgers (default reports)"
+    )
     p.set_defaults(func=cmd_cleanup)
 
     p = sub.add_parser("request", help="Send requests through the ingress; print status, latency and hops")

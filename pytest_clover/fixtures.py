@@ -234,6 +234,7 @@ class Load:
 
     def _remember(self, result: Any) -> None:
         self.results.append(result)
+        self._write(result)
         original = getattr(result, "recovery_seconds", None)
         if not callable(original):
             return
@@ -247,6 +248,26 @@ class Load:
         # Record what the test computes, for the summary; a result that refuses attributes just isn't recorded.
         with contextlib.suppress(AttributeError, TypeError):
             object.__setattr__(result, "recovery_seconds", recovery_seconds)
+
+    @staticmethod
+    def _write(result: Any) -> None:
+        """Leave the measurements with the run: ``result.json`` (phases, windows, events) and ``windows.csv``."""
+        folder = getattr(result, "report_dir", None)
+        to_dict = getattr(result, "to_dict", None)
+        if folder is None or not callable(to_dict):
+            return
+        import csv
+        import json
+
+        data = to_dict()
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "result.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+        rows = data.get("windows") or []
+        if rows:
+            with open(Path(folder) / "windows.csv", "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
 
     def stop_all(self) -> None:
         """Stop every run still alive (each is attempted; the first error is raised after)."""
