@@ -10,7 +10,7 @@ import pytest
 
 from pytest_clover.testing import FakeBackend
 
-pytest_plugins = ["pytester"]
+# pytester is enabled for the whole test run in pyproject.toml (addopts -p pytester).
 
 ROOT = Path(__file__).resolve().parents[2]
 SDC = ROOT / "fixtures" / "sdc"
