@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
@@ -26,6 +26,9 @@ from .errors import Problem
 from .faults import Faults, Ledger, mesh_record
 from .settings import CloverSettings
 from .timeline import Timeline
+
+if TYPE_CHECKING:
+    from .progress import Progress
 
 # --------------------------------------------------------------------------- mesh
 
@@ -158,7 +161,12 @@ class TrackedRun:
 
     def phase(self, name: str, seconds: float) -> Any:
         """Run a phase for ``seconds`` × the time scale (blocks), tagging its requests with ``name``."""
-        return self._run.phase(name, seconds)
+        progress = self._load.progress
+        if progress is None:
+            return self._run.phase(name, seconds)
+        # The live line is drawn from a thread while the generator's phase blocks here, as it always does.
+        with progress.phase(self._run, name, seconds):
+            return self._run.phase(name, seconds)
 
     def mark(self, kind: str, name: str, **data: Any) -> Any:
         """Put an event on the test's timeline (e.g. ``run.mark("note", "v2 at 50 %")``)."""
@@ -184,6 +192,7 @@ class Load:
         seed: int,
         time_scale: float,
         timeline: Timeline | None,
+        progress: Progress | None = None,
     ) -> None:
         self._factory = factory
         self._base_url = base_url
@@ -192,6 +201,8 @@ class Load:
         self.seed = seed
         self.time_scale = time_scale
         self.timeline = timeline
+        self.progress = progress
+        """The terminal display of the phases (:mod:`pytest_clover.progress`), None for none."""
         self.runs: list[TrackedRun] = []
         self.results: list[Any] = []
         self.recoveries: dict[str, float | None] = {}

@@ -214,6 +214,7 @@ def load(
 ) -> Iterator[Load]:
     """Start load at the mesh's ingress: ``load.start(rate=…)`` or ``load.start(users=…)``."""
     from .fixtures import Load
+    from .progress import Progress
 
     state = _session(request.config)
     loader = Load(
@@ -223,6 +224,7 @@ def load(
         seed=state.settings.seed,
         time_scale=state.settings.time_scale,
         timeline=clover_timeline,
+        progress=Progress.for_test(request.config, request.node.name, state.settings.time_scale),
     )
     try:
         yield loader

@@ -453,7 +453,9 @@ class FakeLoadRun:
         self.clock = 1_000_000.0
         self.phases: dict[str, FakePhaseStats] = {}
         self.windows: list[dict[str, Any]] = []
-        self.result: FakeLoadResult | None = None
+        self.result = FakeLoadResult(self.phases, self.windows)
+        """Live, like the load generator's: every phase adds its windows and statistics at once."""
+        self.stopped = False
 
     def __enter__(self) -> Self:
         return self
@@ -506,10 +508,10 @@ class FakeLoadRun:
             self.generator.timeline.add(kind, name, **data)
 
     def stop(self) -> FakeLoadResult:
-        if self.result is None:
+        if not self.stopped:
+            self.stopped = True
             self.alive = False
-            recovery = dict(self.generator.profile.get("recovery_seconds", {}))
-            self.result = FakeLoadResult(dict(self.phases), list(self.windows), recovery=recovery)
+            self.result.recovery = dict(self.generator.profile.get("recovery_seconds", {}))
             self.generator._write("result.json", self.result.to_dict())
         return self.result
 
