@@ -19,7 +19,14 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULT_PREFIX = "BENCH-RESULT "  # as in benchmarks/_common.py (not imported: keep this runner standalone)
-ORDER = ["bench_startup", "bench_fault_latency", "bench_kill_replace", "bench_hop_latency", "bench_throughput"]
+ORDER = [
+    "bench_startup",
+    "bench_fault_latency",
+    "bench_kill_replace",
+    "bench_hop_latency",
+    "bench_throughput",
+    "bench_load_ceiling",
+]
 TIMEOUT_S = 900.0
 
 
