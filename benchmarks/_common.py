@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,3 +132,30 @@ def report(name: str, line: str, *, figure: float, unit: str, target: float, **e
     print(line, flush=True)
     payload = {"name": name, "figure": figure, "unit": unit, "target": target, "ratio": figure / target, **extra}
     print(RESULT_PREFIX + json.dumps(payload), flush=True)
+
+
+@contextlib.contextmanager
+def helper_server(script: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Run ``script --serve ARGS`` as the target server; yield it with the words of its "PORT n ..." line.
+
+    The server runs in its own process so it never shares a GIL with the generator being measured; it is
+    stopped (SIGTERM, then SIGKILL) however the block ends.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, script, "--serve", *args], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        words = proc.stdout.readline().split()
+        if len(words) != 4:
+            raise RuntimeError(f"the benchmark server did not start (exit code {proc.wait(5)})")
+        yield proc, words
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

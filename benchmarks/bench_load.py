@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
-from benchmarks._common import percentile, report
+from benchmarks._common import helper_server, percentile, report
 from pytest_clover.load.run import LoadGenerator
 
 RATE_HIGH = 1000.0
@@ -82,23 +81,8 @@ def serve(stalling: bool) -> None:
 
 @contextmanager
 def server(stalling: bool) -> Iterator[tuple[str, float]]:
-    cmd = [sys.executable, __file__, "--serve", "stall" if stalling else "plain"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        words = proc.stdout.readline().split()
-        if len(words) != 4:
-            raise RuntimeError(f"the benchmark server did not start (exit code {proc.wait(5)})")
+    with helper_server(__file__, "stall" if stalling else "plain") as (_, words):
         yield f"http://127.0.0.1:{words[1]}", float(words[3])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def server_side(url: str) -> list[float]:

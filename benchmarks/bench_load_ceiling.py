@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
-from benchmarks._common import report
+from benchmarks._common import helper_server, report
 from pytest_clover.load.run import LoadGenerator, LoadGeneratorError
 
 USERS = 32
@@ -161,24 +161,8 @@ class Server:
 
 @contextlib.contextmanager
 def server() -> Iterator[Server]:
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        words = proc.stdout.readline().split()
-        if len(words) != 4:
-            raise RuntimeError(f"the benchmark server did not start (exit code {proc.wait(5)})")
+    with helper_server(__file__) as (proc, words):
         yield Server(f"http://127.0.0.1:{words[1]}", words[3], psutil.Process(proc.pid))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 # -- measurements --------------------------------------------------------------------------------------

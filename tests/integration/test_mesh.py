@@ -19,14 +19,6 @@ pytestmark = pytest.mark.integration
 SERVER_CLUSTER = "outbound|9180||clover-server.default.svc.cluster.local"
 
 
-def _inject(mesh: LocalBackend, service: str, **kwargs: Any) -> None:
-    inject_fault(mesh, service, **kwargs)
-
-
-def _clear(mesh: LocalBackend) -> None:
-    clear_faults(mesh)
-
-
 def _server_rule(traffic_policy: str) -> str:
     """The clover-server DestinationRule (subsets v1/v2) with the given trafficPolicy block."""
     return textwrap.dedent(
@@ -123,20 +115,20 @@ def test_virtual_service_split_80_20_is_inside_the_binomial_99_interval(sdc: Loc
 def test_delay_on_clover_server_adds_200ms_at_the_median(sdc: LocalBackend, ingress: Client) -> None:
     ingress.many(50)  # warm connections on every hop
     before = median(r.seconds for r in (ingress.get("/d") for _ in range(60)))
-    _inject(sdc, "clover-server", delay="200ms", percent=100)
+    inject_fault(sdc, "clover-server", delay="200ms", percent=100)
     replies = [ingress.get("/d") for _ in range(60)]
     assert all(r.status == 200 for r in replies)
     after = median(r.seconds for r in replies)
     added_ms = (after - before) * 1000
     assert abs(added_ms - 200) <= 0.02 * 200 + 2, f"median rose by {added_ms:.1f} ms (before {before * 1000:.1f} ms)"
     # The fault sits on the caller's outbound route: the lb sidecars count it, the server's inbound does not.
-    lb_delays = sum(sdc.service_stats("http-lb").get("http.outbound.fault.delays_injected", 0) for _ in [0])
+    lb_delays = sdc.service_stats("http-lb").get("http.outbound.fault.delays_injected", 0)
     assert lb_delays >= 60
     assert sdc.service_stats("clover-server").get("http.outbound.fault.delays_injected", 0) == 0
 
 
 def test_abort_50_percent_error_rate_is_inside_the_binomial_99_interval(sdc: LocalBackend, ingress: Client) -> None:
-    _inject(sdc, "clover-server", abort_status=503, percent=50)
+    inject_fault(sdc, "clover-server", abort_status=503, percent=50)
     replies = ingress.many(1000, "/a")
     errors = sum(1 for r in replies if r.status == 503)
     assert errors + sum(1 for r in replies if r.status == 200) == len(replies)
@@ -147,7 +139,7 @@ def test_abort_50_percent_error_rate_is_inside_the_binomial_99_interval(sdc: Loc
 
 
 def test_header_scoped_fault_hits_only_matching_requests(sdc: LocalBackend, ingress: Client) -> None:
-    _inject(sdc, "clover-server", abort_status=503, percent=100, headers={"end-user": "jason"})
+    inject_fault(sdc, "clover-server", abort_status=503, percent=100, headers={"end-user": "jason"})
     jason = ingress.many(100, "/h", {"end-user": "jason"})
     others = ingress.many(100, "/h", {"end-user": "maria"})
     anonymous = ingress.many(50, "/h")
@@ -157,13 +149,13 @@ def test_header_scoped_fault_hits_only_matching_requests(sdc: LocalBackend, ingr
 
 
 def test_removing_a_fault_takes_effect_for_the_next_request(sdc: LocalBackend, ingress: Client) -> None:
-    _inject(sdc, "clover-server", abort_status=503, percent=100)
+    inject_fault(sdc, "clover-server", abort_status=503, percent=100)
     assert ingress.get("/r").status == 503
-    _clear(sdc)
+    clear_faults(sdc)
     assert ingress.get("/r").status == 200  # the very next request, on the same keep-alive connections
-    _inject(sdc, "clover-server", delay="300ms", percent=100)
+    inject_fault(sdc, "clover-server", delay="300ms", percent=100)
     assert ingress.get("/r").seconds >= 0.3
-    _clear(sdc)
+    clear_faults(sdc)
     assert ingress.get("/r").seconds < 0.3
 
 
