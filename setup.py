@@ -35,6 +35,10 @@ def read_long_description() -> str:
 TEST_REQUIRES = [
     "hypothesis>=6.100",
     "pytest-timeout>=2.3",
+    # The report's pytest-html integration (plots inline) is tested with it installed.
+    "pytest-html>=4.1",
+    # summary.json is checked against its published JSON Schema.
+    "jsonschema>=4.20",
 ]
 
 LINT_REQUIRES = [
@@ -49,7 +53,6 @@ EXTRAS_REQUIRE = {
     "lint": LINT_REQUIRES,
     "dev": TEST_REQUIRES + LINT_REQUIRES,
     # Later issues add further extras here, e.g.:
-    #   "report":   pandas, matplotlib       (report tables and plots)
     #   "chaos":    chaos-engineering integrations
     #   "k8s":      Kubernetes client for --clover-backend=k8s
     #   "xtesting": OPNFV Xtesting integration
@@ -59,8 +62,7 @@ setup(
     name="pytest-clover",
     version=read_version(),
     description=(
-        "Chaos and resilience testing for cloud-native network functions on a "
-        "service mesh, as a pytest plugin"
+        "Chaos and resilience testing for cloud-native network functions on a service mesh, as a pytest plugin"
     ),
     long_description=read_long_description(),
     long_description_content_type="text/markdown",
@@ -68,7 +70,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["pytest_clover", "pytest_clover.*"]),
-    package_data={"pytest_clover": ["py.typed"]},
+    package_data={"pytest_clover": ["py.typed"], "pytest_clover.report": ["summary.schema.json"]},
     zip_safe=False,
     install_requires=[
         "pytest>=8",
@@ -86,6 +88,11 @@ setup(
         "locust>=2.47,<3",
         "hdrhistogram>=0.10.8",
         "pandas>=2.2",
+        # Reports: per-test PNG plots rendered with the object-oriented API on the Agg canvas (no display).
+        "matplotlib>=3.8",
+        # pytest_clover.chaos; pinned so Python 3.11 resolves: lib 1.45+ and CLI 1.21+ require Python 3.12.
+        "chaostoolkit-lib>=1.44,<2",
+        "chaostoolkit>=1.19,<2",
     ],
     extras_require=EXTRAS_REQUIRE,
     entry_points={

@@ -237,6 +237,65 @@ def cmd_request(args: argparse.Namespace) -> int:
     return 0 if set(statuses) <= {200} else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.summary import ReportDataError
+
+    try:
+        if args.target == "trend":
+            return _report_trend(args)
+        return _report_run(args)
+    except ReportDataError as exc:
+        print(f"clover report: {exc}", file=sys.stderr)
+        return 1
+
+
+def _report_run(args: argparse.Namespace) -> int:
+    from .report.build import build_report
+
+    run_dir = Path(args.target) if args.target else Path(args.report_dir) / "latest"
+    if not run_dir.exists() and not args.target:
+        print(
+            f"clover report: {run_dir} does not exist; run the suites first (pytest suites) or give a run folder",
+            file=sys.stderr,
+        )
+        return 1
+    built = build_report(run_dir.resolve(), report_dir=Path(args.report_dir) if args.target is None else None)
+    summary = built.summary
+    score = summary["score"]["value"]
+    totals = ", ".join(f"{v} {k}" for k, v in summary["totals"].items() if k != "tests" and v) or "no tests"
+    partial = "  PARTIAL: " + summary["run"]["partial_reason"] if summary["run"]["partial"] else ""
+    print(f"run {summary['run']['run_id']}: {summary['totals']['tests']} tests ({totals}){partial}")
+    print(f"resilience score: {'—' if score is None else f'{score:.1f} / 100'}")
+    for line in built.problems:
+        print(f"  {line}", file=sys.stderr)
+    print(f"report: {built.index}  (built in {built.seconds:.1f} s)")
+    return 0
+
+
+def _report_trend(args: argparse.Namespace) -> int:
+    from .report import history
+    from .report.build import render_trend
+
+    report_dir = Path(args.report_dir)
+    records, warnings = history.read(report_dir)
+    for line in warnings:
+        print(f"clover report trend: {line}", file=sys.stderr)
+    runs = history.run_ids(records)
+    if len(runs) < 2:
+        where = report_dir / history.HISTORY_FILE
+        print(
+            f"clover report trend: {where} holds {len(runs)} run(s); a trend needs at least two "
+            "(each pytest run with pytest-clover appends one)",
+            file=sys.stderr,
+        )
+        return 1
+    out = Path(args.out) if args.out else report_dir / "trend.png"
+    render_trend(report_dir, out, last=args.last)
+    tests = len({r["nodeid"] for r in records})
+    print(f"trend of {tests} tests over the last {min(len(runs), args.last)} of {len(runs)} runs: {out}")
+    return 0
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     backend = _backend(args)
     path = backend.log_path(args.pod, args.container)
@@ -336,6 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=5, help="How many requests (default 5)")
     p.add_argument("--header", action="append", metavar="NAME=VALUE", help="Add a request header (repeatable)")
     p.set_defaults(func=cmd_request)
+
+    p = sub.add_parser(
+        "report",
+        help="Rebuild a run's report (HTML, plots, summary.json) from its saved data, or plot the trend across runs",
+        description="clover report [RUN_DIR]: rebuild index.html, the plots, summary.json and windows.csv of a run "
+        "from the files it saved (default: <report-dir>/latest). clover report trend: plot p99, error rate and "
+        "recovery time per test across the runs recorded in <report-dir>/history.jsonl.",
+    )
+    p.add_argument("target", nargs="?", metavar="RUN_DIR|trend", help="A run folder (reports/<run-id>) or `trend`")
+    p.add_argument("--report-dir", default="reports", help="Where runs and history.jsonl live (default reports)")
+    p.add_argument("--out", help="trend: the PNG to write (default <report-dir>/trend.png)")
+    p.add_argument("--last", type=int, default=30, help="trend: how many of the latest runs to plot (default 30)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("logs", help="Print a pod's log")
     p.add_argument("pod")

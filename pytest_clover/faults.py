@@ -165,6 +165,11 @@ class FaultHandle:
         """What the last check saw, in words."""
         self._final: tuple[bool, str] | None = None
 
+    @property
+    def target(self) -> str:
+        """What the fault acts on: a service, a Deployment, or the objects an applied manifest names."""
+        return str(getattr(self, "service", "") or getattr(self, "deployment", "") or "")
+
     def __repr__(self) -> str:
         state = "active" if self.active else "reverted"
         return f"<{type(self).__name__} {self.description!r} {state} verified={self.verified}>"
@@ -370,6 +375,10 @@ class ApplyFault(IstioFault):
     def __init__(self, faults: Faults, docs: list[dict[str, Any]], description: str) -> None:
         super().__init__(faults, description)
         self.docs = docs
+
+    @property
+    def target(self) -> str:
+        return ", ".join(f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in self.docs)
 
     def _documents(self, objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return copy.deepcopy(self.docs)
@@ -921,7 +930,9 @@ class Faults:
             handle.active = True
             self.handles.append(handle)
             if self.timeline is not None:
-                self.timeline.add("fault-start", handle.description, fault=handle.kind, id=handle.id)
+                self.timeline.add(
+                    "fault-start", handle.description, fault=handle.kind, id=handle.id, target=handle.target
+                )
             return handle
 
     def _revert(self, handle: FaultHandle) -> None:
@@ -984,9 +995,7 @@ class Faults:
                 problems.append(str(exc))
         if problems:
             noun = "fault was" if len(problems) == 1 else "faults were"
-            raise FaultInconclusive(
-                f"{len(problems)} {noun} never seen to take effect:\n  " + "\n  ".join(problems)
-            )
+            raise FaultInconclusive(f"{len(problems)} {noun} never seen to take effect:\n  " + "\n  ".join(problems))
 
     def summary(self) -> list[dict[str, Any]]:
         return [
@@ -1002,4 +1011,3 @@ def _scope(headers: Mapping[str, str] | None, subset: str | None) -> str:
     if subset:
         parts.append(f"subset {subset}")
     return f" ({'; '.join(parts)})" if parts else ""
-

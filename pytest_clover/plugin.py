@@ -43,10 +43,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+RESILIENCE_MARKER = "resilience(weight=1.0): the test's weight in the run's resilience score (see docs/reports.md)"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", SLO_MARKER)
+    config.addinivalue_line("markers", RESILIENCE_MARKER)
     settings = load_settings(config)
     config.stash[SETTINGS_KEY] = settings
+    if settings.compare and not hasattr(config, "workerinput"):
+        _check_reference(settings)
     config.pluginmanager.register(_SummaryRows(config), "clover-summary")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistHooks(settings), "clover-xdist")
@@ -62,6 +68,43 @@ class _XdistHooks:
         node.workerinput["clover_seed"] = self.settings.seed
         node.workerinput["clover_run_id"] = self.settings.run_id
 
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # Every worker collects the whole suite; the controller never does. This is what "all tests" means.
+        progress = _progress(node.config)
+        progress.collected = max(progress.collected or 0, len(ids))
+
+
+def _check_reference(settings: CloverSettings) -> None:
+    """--clover-compare must name a run the history holds: a typo is found before the first test, not after."""
+    from .report import history
+
+    records, _ = history.read(settings.report_dir)
+    try:
+        history.reference_run(records, settings.compare or "last", settings.run_id)
+    except history.NoReferenceRun as exc:
+        where = settings.report_dir / history.HISTORY_FILE
+        raise pytest.UsageError(f"{exc} (history: {where})") from None
+
+
+class RunProgress:
+    """What the session-end report needs about every test, kept without importing the heavier modules (a run
+    that uses none of pytest-clover pays for none of it)."""
+
+    def __init__(self) -> None:
+        self.args: tuple[str, ...] = ()
+        self.collected: int | None = None
+        self.finished: set[str] = set()
+
+
+PROGRESS_KEY = pytest.StashKey[RunProgress]()
+
+
+def _progress(config: pytest.Config) -> RunProgress:
+    progress = config.stash.get(PROGRESS_KEY, None)
+    if progress is None:
+        progress = config.stash[PROGRESS_KEY] = RunProgress()
+    return progress
+
 
 def _settings(config: pytest.Config) -> CloverSettings | None:
     return config.stash.get(SETTINGS_KEY, None)
@@ -72,7 +115,7 @@ def _session(config: pytest.Config) -> CloverSession:
 
     state = config.stash.get(SESSION_KEY, None)
     if state is None:
-        state = CloverSession(config.stash[SETTINGS_KEY])
+        state = CloverSession(config.stash[SETTINGS_KEY], args=tuple(config.invocation_params.args))
         config.stash[SESSION_KEY] = state
     return state
 
@@ -110,7 +153,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The default topology is validated only when a collected test needs the mesh."""
     settings = _settings(session.config)
-    if settings is None or settings.topology_explicit:
+    if settings is None:
+        return
+    progress = _progress(session.config)
+    progress.args = tuple(session.config.invocation_params.args)
+    if not hasattr(session.config, "workerinput") and session.items:
+        progress.collected = len(session.items)
+    if settings.topology_explicit:
         return
     if any("clover_backend" in getattr(item, "fixturenames", ()) for item in session.items):
         validate_topology(settings.topology, "--clover-topology (default)")
@@ -163,12 +212,13 @@ def mesh(clover_backend: Backend, clover_settings: CloverSettings, pytestconfig:
 def clover_timeline(request: pytest.FixtureRequest) -> Iterator[Timeline]:
     """One timeline per test: load phases and fault events, shared by ``load`` and ``faults``."""
     from .fixtures import write_timeline
-    from .timeline import Timeline
+    from .timeline import EventStream, Timeline
 
-    timeline = Timeline()
+    state = _session(request.config)
+    timeline = Timeline(on_event=EventStream(state.events_path(), request.node.nodeid))
     yield timeline
     if timeline.events():
-        write_timeline(timeline, _session(request.config).test_report_dir(request.node.nodeid))
+        write_timeline(timeline, state.test_report_dir(request.node.nodeid))
 
 
 @pytest.fixture
@@ -225,11 +275,18 @@ def load(
         time_scale=state.settings.time_scale,
         timeline=clover_timeline,
         progress=Progress.for_test(request.config, request.node.name, state.settings.time_scale),
+        hop_cursor=lambda: _hop_cursor(mesh),
     )
     try:
         yield loader
     finally:
         loader.stop_all()
+
+
+def _hop_cursor(mesh: Mesh) -> Any:
+    from .report.hops import AccessLogCursor
+
+    return AccessLogCursor(mesh.backend)
 
 
 @pytest.fixture
@@ -245,6 +302,14 @@ def slo() -> SLO:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    weight = item.get_closest_marker("resilience")
+    if weight is not None:
+        value = weight.kwargs.get("weight", weight.args[0] if weight.args else 1.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            pytest.fail(
+                f"@pytest.mark.resilience(weight={value!r}): the weight must be a number ≥ 0, e.g. weight=2",
+                pytrace=False,
+            )
     markers = list(item.iter_markers("slo"))
     if not markers:
         return
@@ -271,6 +336,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
             from .fixtures import check_slo_markers
 
             check_slo_markers(item, funcargs, markers)
+        settings = _settings(item.config)
+        if settings is not None and settings.compare and funcargs.get("load") is not None:
+            from .fixtures import check_regressions
+
+            check_regressions(item, funcargs["load"], _session(item.config))
     except Exception as exc:
         # A verdict of the plugin's, not a line of the test: reported as its message, without this frame.
         exc.clover_automatic = True  # type: ignore[attr-defined]
@@ -305,6 +375,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             text = timeline_text(timeline) if timeline is not None else ""
             if text:
                 report.sections.append(("clover timeline", text))
+        elif report.when == "teardown" and item.config.pluginmanager.hasplugin("html"):
+            from .fixtures import html_extras
+
+            extras = html_extras(_session(item.config), item.nodeid)
+            if extras:
+                report.extras = [*getattr(report, "extras", []), *extras]
     return report
 
 
@@ -318,20 +394,25 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 
 
 class _SummaryRows:
-    """Collects a row per test that used pytest-clover, for the terminal summary (on the xdist controller
-    too: worker reports arrive here with their ``clover`` data)."""
+    """Collects a row per test that used pytest-clover, for the terminal summary and the report (on the xdist
+    controller too: worker reports arrive here with their ``clover`` data), and writes each test's
+    ``test.json`` as its reports arrive, so a run killed midway still leaves what it completed."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "teardown":
+            _progress(self.config).finished.add(report.nodeid)
         data = getattr(report, "clover", None)
         if data is None:
             return
-        rows = _session(self.config).rows
+        state = _session(self.config)
+        rows = state.rows
         # Until the call report arrives, the test was interrupted (Ctrl-C stops pytest before it reports).
-        row = rows.setdefault(report.nodeid, {"verdict": "interrupted"})
+        row = rows.setdefault(report.nodeid, {"verdict": "interrupted", "duration_s": 0.0})
         row.update(data)
+        row["duration_s"] = float(row.get("duration_s") or 0.0) + float(report.duration or 0.0)
         kind = getattr(report, "clover_error", None)
         if report.when == "call":
             row["verdict"] = kind or report.outcome
@@ -339,25 +420,48 @@ class _SummaryRows:
             row["verdict"] = "error" if row["verdict"] in ("passed", "interrupted") else row["verdict"]
         elif report.skipped:
             row["verdict"] = "skipped"
+        if report.failed and not row.get("message"):
+            row["message"] = _short_message(report)
+        if hasattr(self.config, "workerinput"):
+            return  # the controller writes the records and the report
+        state.write_test_record(report.nodeid, row)
+        if report.when == "call":
+            from .fixtures import junit_properties
+
+            junit_properties(self.config, report.nodeid, row)
+
+
+def _short_message(report: pytest.TestReport) -> str:
+    text = report.longreprtext or ""
+    return text if len(text) <= 4000 else text[:2000] + "\n…\n" + text[-1900:]
 
 
 # --------------------------------------------------------------------------- session end
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """After the fixtures' teardown: anything still open (Ctrl-C at a bad moment) is reverted here."""
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the fixtures' teardown: revert anything still open (Ctrl-C at a bad moment), then build the run's
+    report (controller only) — before junitxml writes its file, so the score reaches it."""
     from .fixtures import SESSION_KEY
 
     state = session.config.stash.get(SESSION_KEY, None)
-    if state is None or not state.open_faults:
+    if state is None:
         return
-    problems = state.revert_open_faults()
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("clover: reverted the faults still open at session end")
-        for line in problems:
-            reporter.write_line(f"  could not revert: {line}", red=True)
+    if state.open_faults:
+        problems = state.revert_open_faults()
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("clover: reverted the faults still open at session end")
+            for line in problems:
+                reporter.write_line(f"  could not revert: {line}", red=True)
+    if hasattr(session.config, "workerinput"):
+        return
+    if not state.rows and not state.settings.run_report_dir.is_dir():
+        return  # no test used pytest-clover: leave no report folder behind
+    from .fixtures import finish_report
+
+    finish_report(session, state, exitstatus, _progress(session.config))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -380,8 +484,19 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if state.rows:
         for line in format_summary(state.rows):
             terminalreporter.write_line(line)
-    if state.settings.run_report_dir.is_dir():
+    built = state.report
+    if built is not None:
+        score = built.summary["score"]["value"]
+        run = built.summary["run"]
+        partial = f" (PARTIAL: {run['partial_reason']})" if run["partial"] else ""
+        terminalreporter.write_line(f"resilience score: {'—' if score is None else f'{score:.1f} / 100'}{partial}")
+        terminalreporter.write_line(f"report: {built.index}")
+        for line in state.report_problems:
+            terminalreporter.write_line(f"  {line}", yellow=True)
+    elif state.settings.run_report_dir.is_dir():
         terminalreporter.write_line(f"reports: {state.settings.run_report_dir}")
+        for line in state.report_problems:
+            terminalreporter.write_line(f"  {line}", yellow=True)
     if state.swept:
         noun = "fault" if len(state.swept) == 1 else "faults"
         terminalreporter.write_line(f"swept {len(state.swept)} {noun} left open by a killed run (see the top)")

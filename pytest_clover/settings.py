@@ -69,6 +69,9 @@ class CloverSettings:
     """The pytest-xdist worker id (``gw0``…), None outside xdist. Each worker deploys its own mesh in its
     own state dir; meshes on one machine never collide (each claims its own loopback block)."""
 
+    started: float = 0.0
+    """Unix time the session started (the report's header)."""
+
     run_id: str = ""
     """Names this run's report folder: ``<yyyymmdd-hhmmss>-<controller pid>``; shared by xdist workers."""
 
@@ -80,6 +83,22 @@ class CloverSettings:
     """Seconds a fault's ``.verify()`` polls for its effect. None (default): each kind's own default —
     10 s for delay and abort (their counters move only while traffic crosses the faulted route, so the
     test's load must be running), 30 s for kill and scale (replacements must start and become ready)."""
+
+    compare: str | None = None
+    """``last`` or a run id: the earlier run each test's p99, error rate and recovery time are compared with
+    (from ``<report_dir>/history.jsonl``). A regression past the thresholds below FAILS the test, with both
+    numbers in the message. Default None: no comparison."""
+
+    regression_p99: float = 25.0
+    """Percent a phase's p99 may grow over the reference run before it is a regression (default 25 %). A rise
+    of less than 5 ms never counts: at a few ms, scheduler noise alone moves p99 by more than 25 %."""
+
+    regression_error_rate: float = 1.0
+    """Percentage points a phase's error rate may grow over the reference run (default 1 point)."""
+
+    regression_recovery: float = 50.0
+    """Percent a recovery time may grow over the reference run (default 50 %). A rise of less than 1 s never
+    counts (recovery is measured in 1-s windows); a test that recovered before and never does now always does."""
 
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form values for backends and tests; not set from the command line."""
@@ -138,6 +157,25 @@ OPTIONS = (
         ini_type="bool",
         flag_kwargs={"action": "store_true", "default": None},
     ),
+    _Option(
+        "--clover-compare",
+        "Fail tests whose p99, error rate or recovery time regressed against an earlier run: last or a run id "
+        "(read from <report-dir>/history.jsonl).",
+    ),
+    _Option(
+        "--clover-regression-p99",
+        "Percent growth of a phase's p99 over the compared run that counts as a regression (default 25; "
+        "rises under 5 ms never count).",
+    ),
+    _Option(
+        "--clover-regression-error-rate",
+        "Percentage points of error-rate growth over the compared run that count as a regression (default 1).",
+    ),
+    _Option(
+        "--clover-regression-recovery",
+        "Percent growth of a recovery time over the compared run that counts as a regression (default 50; "
+        "rises under 1 s never count).",
+    ),
 )
 
 
@@ -191,6 +229,25 @@ def parse_seed(text: Any, where: str) -> int:
         raise pytest.UsageError(f"{where}={text!r} is not an integer; give e.g. --clover-seed=1234") from None
     if not 0 <= value < 2**32:
         raise pytest.UsageError(f"{where}={value} is out of range; give an integer from 0 to {2**32 - 1}")
+    return value
+
+
+def parse_threshold(text: Any, where: str) -> float:
+    try:
+        value = float(str(text).strip().removesuffix("%").strip())
+    except ValueError:
+        raise pytest.UsageError(f"{where}={text!r} is not a number; give e.g. {where}=25") from None
+    if not math.isfinite(value) or value < 0:
+        raise pytest.UsageError(f"{where}={text!r} must be a number ≥ 0; give e.g. {where}=25")
+    return value
+
+
+def parse_compare(text: Any, where: str) -> str:
+    value = str(text).strip()
+    if not value or any(c in value for c in "/\\") or value.startswith("."):
+        raise pytest.UsageError(
+            f"{where}={text!r}: give `last` or a run id (a folder name under the report dir, e.g. 20261121-141500-4242)"
+        )
     return value
 
 
@@ -262,6 +319,15 @@ def load_settings(config: pytest.Config) -> CloverSettings:
     keep, _ = _raw(config, OPTIONS[5])
     values["keep_mesh"] = bool(keep)
 
+    compare, where = _raw(config, OPTIONS[6])
+    if compare is not None:
+        values["compare"] = parse_compare(compare, where or "--clover-compare")
+    for opt, key in zip(OPTIONS[7:10], ("regression_p99", "regression_error_rate", "regression_recovery"), strict=True):
+        raw, where = _raw(config, opt)
+        if raw is not None:
+            values[key] = parse_threshold(raw, where or opt.flag)
+
+    values["started"] = time.time()
     if workerinput is not None:
         values["worker_id"] = str(workerinput.get("workerid", "gw"))
         values["run_id"] = str(workerinput.get("clover_run_id", "")) or _new_run_id()

@@ -155,8 +155,7 @@ def format_table(checks: Sequence[SLOCheck]) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     return "\n".join(
-        ("  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]).rstrip()
-        for r in rows
+        ("  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]).rstrip() for r in rows
     )
 
 

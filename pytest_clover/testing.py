@@ -178,8 +178,18 @@ class FakeBackend:
         port = self.services.get(dep["app"], 9180)
         labels = {"app": dep["app"], **({"version": dep["version"]} if dep["version"] else {})}
         return PodInfo(
-            name, dep["app"], deployment, dep["version"], True, "Running", f"127.66.0.{n}", 0, labels,
-            None, {port: port}, time.time(),
+            name,
+            dep["app"],
+            deployment,
+            dep["version"],
+            True,
+            "Running",
+            f"127.66.0.{n}",
+            0,
+            labels,
+            None,
+            {port: port},
+            time.time(),
         ).as_dict()
 
     def _reconcile(self) -> None:
@@ -205,8 +215,18 @@ class FakeBackend:
         if any(d.get("kind") == "Gateway" for d in self.istio):
             self.pods_.append(
                 PodInfo(
-                    f"{GATEWAY}-fake", GATEWAY, None, "", True, "Running", "127.66.0.1", 0,
-                    {"istio": "ingressgateway"}, None, {8080: 8080}, time.time(),
+                    f"{GATEWAY}-fake",
+                    GATEWAY,
+                    None,
+                    "",
+                    True,
+                    "Running",
+                    "127.66.0.1",
+                    0,
+                    {"istio": "ingressgateway"},
+                    None,
+                    {8080: 8080},
+                    time.time(),
                 ).as_dict()
             )
         self._reconcile()
@@ -437,7 +457,12 @@ class FakeLoadResult:
         return self.recovery.get(after)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"phases": {k: asdict(v) for k, v in self.phases.items()}, "windows": self.windows}
+        return {
+            "mode": "open",
+            "phases": {k: asdict(v) for k, v in self.phases.items()},
+            "windows": self.windows,
+            "events": self.events,
+        }
 
 
 WINDOW_KEYS = ("requests", "errors", "late", "error_rate", "throughput_rps", "p50_ms", "p95_ms", "p99_ms", "max_ms")
@@ -450,7 +475,8 @@ class FakeLoadRun:
         self.generator = generator
         self.rate = rate if rate is not None else float(users or 1) * 10.0
         self.alive = True
-        self.clock = 1_000_000.0
+        # A virtual clock from the real start: phases take no time, but their windows get plausible dates.
+        self.clock = time.time()
         self.phases: dict[str, FakePhaseStats] = {}
         self.windows: list[dict[str, Any]] = []
         self.result = FakeLoadResult(self.phases, self.windows)
@@ -491,7 +517,7 @@ class FakeLoadRun:
         self.phases[name] = stats
         timeline = self.generator.timeline
         if timeline is not None:
-            timeline.add("phase-start", name, when=time.time())
+            timeline.add("phase-start", name, when=time.time(), seconds=scaled)
         for i in range(n):
             row: dict[str, Any] = {"start": start + i, "end": min(start + i + 1, end), "phase": name}
             row.update({k: getattr(stats, k) for k in WINDOW_KEYS})

@@ -6,7 +6,9 @@ percentiles and the window's HdrHistogram of latencies in µs (``encode()``, bas
 is the one place such a message is read — in the parent during a run, and in the unit tests.
 
 Memory stays bounded whatever the duration: per window the result keeps one row of scalars; per phase it keeps
-one merged histogram. Nothing per request is ever stored, and window histograms are merged, then dropped.
+one merged histogram; and the :data:`RECENT_WINDOWS` most recent windows keep their histogram *encoded* (as the
+message carried it, ~1 kB), so :meth:`LoadResult.recent` gives exact percentiles over the last seconds of a run.
+Nothing per request is ever stored, and decoded window histograms are merged, then dropped.
 
 Definitions used throughout:
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,12 @@ itself fell behind, so the range is wider than any timeout. Larger values are cl
 HIST_SIGNIFICANT_DIGITS = 3
 PERCENTILES = (50.0, 95.0, 99.0)
 _PCT_KEYS = ("p50_us", "p95_us", "p99_us", "max_us")
+RECENT_WINDOWS = 600
+"""How many of the most recent windows :meth:`LoadResult.recent` can merge: ten minutes of 1-second windows. Their
+histograms stay encoded (compressed base64, as the window message carried them), a few hundred bytes to a few kB
+each, instead of the ~190 kB of counts a decoded one holds."""
+_EDGE_SLACK_S = 0.05
+"""A window overlapping a time range by less than this is outside it (window cuts are a timer tick late)."""
 
 _ROW_COLUMNS = (
     "start",
@@ -193,6 +201,15 @@ class _Row(NamedTuple):
         return {name: getattr(self, name) for name in _ROW_COLUMNS}
 
 
+class _RecentWindow(NamedTuple):
+    start: float
+    end: float
+    requests: int
+    errors: int
+    hist: str
+    """The window's histogram, still encoded (see :data:`RECENT_WINDOWS`)."""
+
+
 class _PhaseAccumulator:
     def __init__(self, name: str, start: float) -> None:
         self.name = name
@@ -210,6 +227,33 @@ def _nan_to_none(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def _merge_windows(windows: list[_RecentWindow]) -> dict[str, Any]:
+    hist = new_histogram()
+    for w in windows:
+        one = _hdr_class().decode(w.hist)
+        hist.add(one)
+        release_histogram(one)
+    pcts = _percentiles_us(hist)
+    release_histogram(hist)
+    requests = sum(w.requests for w in windows)
+    errors = sum(w.errors for w in windows)
+    seconds = sum(w.end - w.start for w in windows)
+    return {
+        "requests": requests,
+        "errors": errors,
+        "error_rate": errors / requests if requests else math.nan,
+        "throughput_rps": requests / seconds if seconds > 0 else math.nan,
+        "p50_ms": pcts["p50_us"] / 1000.0,
+        "p95_ms": pcts["p95_us"] / 1000.0,
+        "p99_ms": pcts["p99_us"] / 1000.0,
+        "max_ms": pcts["max_us"] / 1000.0,
+        "windows": len(windows),
+        "seconds": seconds,
+        "start": min((w.start for w in windows), default=None),
+        "end": max((w.end for w in windows), default=None),
+    }
 
 
 class LoadResult:
@@ -243,6 +287,7 @@ class LoadResult:
         ``abandoned``: requests still in flight when it was stopped, not counted anywhere)."""
         self._lock = threading.Lock()
         self._rows: list[_Row] = []
+        self._recent: deque[_RecentWindow] = deque(maxlen=RECENT_WINDOWS)
         self._phases: dict[str, _PhaseAccumulator] = {}
         self._phase_cache: dict[str, PhaseStats] | None = None
 
@@ -284,8 +329,14 @@ class LoadResult:
             pcts["p99_us"] / 1000.0,
             pcts["max_us"] / 1000.0,
         )
+        encoded = message["hist"]
         with self._lock:
             self._rows.append(row)
+            self._recent.append(
+                _RecentWindow(
+                    start, end, requests, errors, encoded if isinstance(encoded, str) else bytes(encoded).decode()
+                )
+            )
             self._phase_cache = None
             if phase is not None:
                 acc = self._phases.get(phase)
@@ -430,6 +481,39 @@ class LoadResult:
                 return max(0.0, later[run_start].start - phase_end)
         return None
 
+    def recent(self, seconds: float, *, now: float | None = None) -> dict[str, Any]:
+        """Statistics of the last ``seconds`` seconds of the run, whatever the phases, from the merged histograms.
+
+        The windows taken are those overlapping ``(now - seconds, now]``; ``now`` defaults to the end of the newest
+        window (unix seconds), so "the last 10 s" means the last ten 1-second windows received. Only the
+        :data:`RECENT_WINDOWS` most recent windows are kept: a longer span covers what is there (``seconds`` in the
+        answer says how much). Returns ``requests``, ``errors``, ``error_rate`` (NaN without requests),
+        ``throughput_rps`` (responses per second of the windows taken), ``p50_ms``, ``p95_ms``, ``p99_ms``,
+        ``max_ms`` (exact to the histograms' 3 significant digits; NaN without requests), ``windows`` (how many),
+        ``seconds`` (their total length), ``start`` and ``end`` (unix seconds; None without windows).
+        """
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"seconds must be a positive number, not {seconds}")
+        with self._lock:
+            windows = list(self._recent)
+        if not windows:
+            return _merge_windows([])
+        ref = now if now is not None else max(w.end for w in windows)
+        lo = ref - seconds
+        return _merge_windows([w for w in windows if w.end > lo + _EDGE_SLACK_S and w.start < ref - _EDGE_SLACK_S])
+
+    def between(self, start: float, end: float) -> dict[str, Any]:
+        """:meth:`recent`'s statistics for the windows whose middle lies in ``[start, end)`` (unix seconds).
+
+        For a span of the run that no phase tagged (e.g. one stage of a Chaos Toolkit experiment); only the
+        :data:`RECENT_WINDOWS` most recent windows can be taken.
+        """
+        if end < start:
+            raise ValueError(f"the span ends ({end}) before it starts ({start})")
+        with self._lock:
+            windows = list(self._recent)
+        return _merge_windows([w for w in windows if start <= (w.start + w.end) / 2 < end])
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary (NaN becomes None; status codes become string keys)."""
         phases = {}
@@ -447,7 +531,14 @@ class LoadResult:
             "windows": [{k: _nan_to_none(v) for k, v in row.items()} for row in self.window_rows()],
             "events": [{k: _nan_to_none(v) for k, v in e.items()} for e in self.events],
             "generator": dict(self.generator),
+            # Each phase's merged HdrHistogram (µs, hdrh's compressed base64): the report's percentile curves
+            # and any later analysis read the full distribution, not just the three percentiles above.
+            "histograms": self._encoded_histograms(),
         }
+
+    def _encoded_histograms(self) -> dict[str, str]:
+        with self._lock:
+            return {name: acc.hist.encode().decode("ascii") for name, acc in self._phases.items()}
 
     def __repr__(self) -> str:
         load = f"rate={self.rate:g}/s" if self.rate is not None else f"users={self.users}"

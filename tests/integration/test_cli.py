@@ -26,7 +26,9 @@ from .conftest import SDC
 pytestmark = pytest.mark.integration
 
 
-def clover(*args: str, env: dict[str, str], check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def clover(
+    *args: str, env: dict[str, str], check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest_clover.cli", *args],
         capture_output=True,
@@ -80,7 +82,8 @@ def _assert_gone(procs: list[psutil.Process], ports: list[tuple[str, int]], stat
     assert not busy, f"ports still bound: {busy}"
     assert not state_dir.exists(), f"state left behind: {list(state_dir.rglob('*'))[:5]}"
     assert list((runtime / "registry").glob("*.json")) == [] or all(
-        json.loads(p.read_text())["state_dir"] != str(state_dir.resolve()) for p in (runtime / "registry").glob("*.json")
+        json.loads(p.read_text())["state_dir"] != str(state_dir.resolve())
+        for p in (runtime / "registry").glob("*.json")
     )
 
 
@@ -129,7 +132,9 @@ def test_cleanup_sweeps_a_mesh_whose_supervisor_was_killed(cli_env: dict[str, st
     assert owner is not None
     os.kill(owner.pid, signal.SIGKILL)
     # PR_SET_PDEATHSIG: every app and Envoy dies with its supervisor, even on SIGKILL.
-    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs), 10, what="pods to die")
+    wait_for(
+        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs), 10, what="pods to die"
+    )
     swept = clover("cleanup", env=cli_env)
     assert "swept" in swept.stdout
     _assert_gone(procs, ports, state_dir, runtime_dir)
@@ -197,7 +202,9 @@ def test_validate_reports_file_object_and_field(cli_env: dict[str, str], tmp_pat
     )
     proc = clover("validate", str(bad), env=cli_env, check=False)
     assert proc.returncode == 1
-    assert f"{bad}: VirtualService/reviews: spec.http[0].fault.abort.httpStatus: error: 700 is out of range" in proc.stdout
+    assert (
+        f"{bad}: VirtualService/reviews: spec.http[0].fault.abort.httpStatus: error: 700 is out of range" in proc.stdout
+    )
     assert "did you mean 'retries'?" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
     ok = clover("validate", str(SDC), env=cli_env)
@@ -212,7 +219,9 @@ def test_render_writes_configs_that_envoy_validates(cli_env: dict[str, str], tmp
     assert len(lines) == 9 and all(line.startswith("ok") for line in lines), proc.stdout
     gateway = json.loads((out / "istio-ingressgateway" / "xds" / "rds_http_80.json").read_text())
     vhost = gateway["resources"][0]["virtual_hosts"][0]
-    assert vhost["routes"][0]["route"]["request_mirror_policies"][0]["cluster"].endswith("snort-ids.default.svc.cluster.local")
+    assert vhost["routes"][0]["route"]["request_mirror_policies"][0]["cluster"].endswith(
+        "snort-ids.default.svc.cluster.local"
+    )
     assert time.monotonic() - started < 120
 
 

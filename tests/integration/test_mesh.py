@@ -161,7 +161,9 @@ def test_removing_a_fault_takes_effect_for_the_next_request(sdc: LocalBackend, i
 
 def test_outlier_detection_ejects_a_failing_server_pod(sdc: LocalBackend, ingress: Client, pod_client: Any) -> None:
     sdc.apply(
-        _server_rule("outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}")
+        _server_rule(
+            "outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}"
+        )
     )
     bad = sorted(sdc.pods("clover-server"), key=lambda p: p.name)[0]
     pod_client(bad).put_json("/clover/control", {"error_rate": 1.0})
@@ -304,7 +306,9 @@ def test_route_retries_on_5xx_mask_a_failing_pod_but_istio_default_does_not(
     pod_client(bad).put_json("/clover/control", {"error_rate": 1.0})
     # Istio's default policy (no retries in the VirtualService) does not retry an application 503.
     default = ingress.many(200, "/retry", workers=4)
-    assert any(r.status == 503 for r in default), "with Istio's default retry policy the bad pod's 503s reach the client"
+    assert any(r.status == 503 for r in default), (
+        "with Istio's default retry policy the bad pod's 503s reach the client"
+    )
     sdc.apply(_server_route("retries: {attempts: 3, retryOn: 5xx}"))
     retried = ingress.many(200, "/retry", workers=4)
     assert all(r.status == 200 for r in retried), f"{sum(r.status != 200 for r in retried)} errors despite retries"
@@ -337,7 +341,9 @@ def test_a_crashed_container_restarts_in_place(sdc: LocalBackend, ingress: Clien
     app_pid = next(r["pid"] for r in records if r["pod"] == pod.name and r["role"] == "app")
     os.kill(app_pid, signal.SIGKILL)  # the application dies on its own: no kill through the mesh
     again = wait_for(
-        lambda: next((p for p in sdc.pods("clover-server") if p.name == pod.name and p.restarts == 1 and p.ready), None),
+        lambda: next(
+            (p for p in sdc.pods("clover-server") if p.name == pod.name and p.restarts == 1 and p.ready), None
+        ),
         15,
         what="the same pod back, ready, with one restart",
     )

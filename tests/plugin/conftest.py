@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 
+# Imported here, once: pytester's in-process runs drop the modules a run imported, and numpy and
+# matplotlib's C extensions cannot be loaded a second time in one process (the report builds them).
+import pytest_clover.report.build
+import pytest_clover.report.plots  # noqa: F401
 from pytest_clover.testing import FakeBackend
 
 # pytester is enabled for the whole test run in pyproject.toml (addopts -p pytester).
@@ -17,7 +21,7 @@ SDC = ROOT / "fixtures" / "sdc"
 
 # The conftest of every pytester project: the fake mesh persists to mesh-state.json (so the outer test can
 # look at it afterwards), and its behaviour and the load profile come from files the outer test writes.
-PROJECT_CONFTEST = '''
+PROJECT_CONFTEST = """
 import json
 import pathlib
 
@@ -51,7 +55,7 @@ def clover_load_generator():
         return FakeLoadGenerator(profile=profile, **kwargs)
 
     return factory
-'''
+"""
 
 
 class Project:
@@ -70,6 +74,14 @@ class Project:
     @property
     def report_dir(self) -> Path:
         return self.path / "reports"
+
+    def run_dirs(self) -> list[Path]:
+        """The run folders under reports/ (not ``latest``, the ledgers or the history)."""
+        if not self.report_dir.is_dir():
+            return []
+        return sorted(
+            p for p in self.report_dir.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+        )
 
     @property
     def ledger_dir(self) -> Path:
@@ -99,7 +111,9 @@ class Project:
 
 
 # Hypothesis' pytest plugin imports hypothesis at the end of every run (~1.5 s, again for each in-process run).
-QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:locust")
+# pytest-html cannot be imported twice in one process: in-process runs go without it (its own tests run a
+# subprocess).
+QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:locust", "-p", "no:html")
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

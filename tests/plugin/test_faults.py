@@ -161,9 +161,15 @@ def test_shift_rewrites_only_the_default_routes_of_the_service() -> None:
             "spec": {
                 "hosts": ["reviews"],
                 "http": [
-                    {"match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
+                    {
+                        "match": [{"headers": {"end-user": {"exact": "jason"}}}],
+                        "route": [{"destination": {"host": "reviews", "subset": "v2"}}],
+                    },
                     {"route": [{"destination": {"host": "ratings"}}], "name": "elsewhere"},
-                    {"route": [{"destination": {"host": "reviews", "subset": "v1", "port": {"number": 9080}}}], "retries": {"attempts": 2}},
+                    {
+                        "route": [{"destination": {"host": "reviews", "subset": "v1", "port": {"number": 9080}}}],
+                        "retries": {"attempts": 2},
+                    },
                 ],
             },
         }
@@ -198,7 +204,10 @@ def test_apply_puts_back_what_the_file_replaced_and_refuses_non_istio_kinds(
     original = by_key(fake.istio_objects())[("DestinationRule", "clover-server")]
     handle = injector.apply(dr)
     handle.verify()
-    assert "outlierDetection" in by_key(fake.istio_objects())[("DestinationRule", "clover-server")]["spec"]["trafficPolicy"]
+    assert (
+        "outlierDetection"
+        in by_key(fake.istio_objects())[("DestinationRule", "clover-server")]["spec"]["trafficPolicy"]
+    )
     handle.revert()
     assert by_key(fake.istio_objects())[("DestinationRule", "clover-server")] == original
     bad = tmp_path / "deploy.yaml"
@@ -275,13 +284,21 @@ def test_sweep_drops_faults_whose_mesh_died_and_leaves_live_owners_alone(fake: F
     live.open("b", "delay", "held by a running session", fake.ledger_record(), entry["revert"])
     fake.teardown()
     messages = sweep_ledger(folder)
-    assert messages == [f"delay 2s 100% on http-lb: its fake mesh at {fake.state_file} no longer runs; nothing left to revert"]
+    assert messages == [
+        f"delay 2s 100% on http-lb: its fake mesh at {fake.state_file} no longer runs; nothing left to revert"
+    ]
     assert [p.name for p in folder.iterdir()] == ["ledger-main-live.jsonl"]
 
 
 def test_sweep_with_an_explicit_backend_reverts_on_it_and_keeps_what_failed(fake: FakeBackend, tmp_path: Path) -> None:
     path = tmp_path / "ledger-main-3.jsonl"
-    broken = {"id": "b", "kind": "scale", "description": "scale nothing to 2", "mesh": {}, "revert": {"scale": {"deployment": "nothing", "replicas": 2}}}
+    broken = {
+        "id": "b",
+        "kind": "scale",
+        "description": "scale nothing to 2",
+        "mesh": {},
+        "revert": {"scale": {"deployment": "nothing", "replicas": 2}},
+    }
     write_ledger(path, owner_pid=3, entries=[faulted_entry(fake), broken])
     messages = sweep_ledger(path, FakeBackend(state_file=fake.state_file))
     assert messages[0].startswith("scale nothing to 2: could not be reverted (no Deployment 'nothing')")
@@ -378,7 +395,9 @@ def test_every_fault_is_reverted_in_reverse_order_whatever_ends_the_test(
     assert project.open_ledger_entries() == []
 
 
-def test_a_fault_verified_inside_the_test_that_did_not_act_makes_the_test_error_as_inconclusive(project: Project) -> None:
+def test_a_fault_verified_inside_the_test_that_did_not_act_makes_the_test_error_as_inconclusive(
+    project: Project,
+) -> None:
     project.effects(False)
     project.pytester.makepyfile(
         """

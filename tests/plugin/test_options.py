@@ -24,7 +24,9 @@ def settings_line(result: pytest.RunResult) -> dict[str, str]:
 def test_the_report_header_prints_the_flag_that_replays_the_run(project: Project) -> None:
     project.pytester.makepyfile("def test_nothing(): pass")
     result = project.run("--clover-seed=1234")
-    result.stdout.fnmatch_lines(["pytest-clover *", "clover: backend=local, topology=*sdc, time scale=0.5", "Using --clover-seed=1234"])
+    result.stdout.fnmatch_lines(
+        ["pytest-clover *", "clover: backend=local, topology=*sdc, time scale=0.5", "Using --clover-seed=1234"]
+    )
 
 
 def test_the_seed_is_random_by_default_and_printed(pytester: pytest.Pytester) -> None:
@@ -77,7 +79,10 @@ def test_relative_paths_resolve_against_the_rootdir_not_the_current_directory(pr
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--clover-backend=k8s"], "*--clover-backend=k8s: the Kubernetes backend arrives in a later release; use --clover-backend=local*"),
+        (
+            ["--clover-backend=k8s"],
+            "*--clover-backend=k8s: the Kubernetes backend arrives in a later release; use --clover-backend=local*",
+        ),
         (["--clover-backend=docker"], "*--clover-backend='docker' is not a backend; use --clover-backend=local*"),
         (["--clover-time-scale=0"], "*--clover-time-scale='0' must be a finite number > 0*"),
         (["--clover-time-scale=-1"], "*--clover-time-scale='-1' must be a finite number > 0*"),
@@ -85,7 +90,10 @@ def test_relative_paths_resolve_against_the_rootdir_not_the_current_directory(pr
         (["--clover-time-scale=fast"], "*--clover-time-scale='fast' is not a number*"),
         (["--clover-seed=abc"], "*--clover-seed='abc' is not an integer*"),
         (["--clover-seed=-3"], "*--clover-seed=-3 is out of range*"),
-        (["--clover-topology=nowhere"], "*--clover-topology: topology */nowhere does not exist; pass --clover-topology=DIR*"),
+        (
+            ["--clover-topology=nowhere"],
+            "*--clover-topology: topology */nowhere does not exist; pass --clover-topology=DIR*",
+        ),
     ],
 )
 def test_a_bad_option_stops_the_run_before_any_test_and_says_what_to_do(

@@ -277,13 +277,14 @@ def test_the_summary_shows_verdicts_p99_per_phase_errors_and_recovery(project: P
     )
     result = project.run()
     result.assert_outcomes(passed=2)
-    run_dir = next((project.report_dir).iterdir())
+    [run_dir] = project.run_dirs()
     result.stdout.fnmatch_lines(
         [
             "*= pytest-clover =*",
             "test * verdict  p99 ms by phase * errors  recovery",
             "*::test_recovers  passed   baseline 30  fault 540  recovery 30  1.67 %  after fault 1.5 s",
-            f"reports: {run_dir}",
+            "resilience score: 100.0 / 100",
+            f"report: {run_dir / 'index.html'}",
         ]
     )
     assert "test_plain" not in result.stdout.str().split("pytest-clover ===")[1]

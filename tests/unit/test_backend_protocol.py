@@ -16,7 +16,20 @@ def test_local_backend_is_a_backend(tmp_path: Path) -> None:
 
 
 def test_pod_info_round_trips_through_json() -> None:
-    pod = PodInfo("p-1", "svc", "dep", "v2", True, "Running", "127.1.2.3", 2, {"app": "svc"}, "http://127.1.2.3:15000", {9180: 9180}, 1.5)
+    pod = PodInfo(
+        "p-1",
+        "svc",
+        "dep",
+        "v2",
+        True,
+        "Running",
+        "127.1.2.3",
+        2,
+        {"app": "svc"},
+        "http://127.1.2.3:15000",
+        {9180: 9180},
+        1.5,
+    )
     assert PodInfo.from_dict(pod.as_dict()) == pod
     assert pod.url(9180) == "http://127.1.2.3:9180"
 

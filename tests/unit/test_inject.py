@@ -61,7 +61,10 @@ def test_delay_and_abort_are_independent() -> None:
     with_delay = fault_document([CANARY], "http-lb", delay="200ms")
     both = fault_document([with_delay], "http-lb", abort_status=503, percent=10)
     fault = both["spec"]["http"][0]["fault"]
-    assert fault["delay"]["fixedDelay"] == "200ms" and fault["abort"] == {"httpStatus": 503, "percentage": {"value": 10.0}}
+    assert fault["delay"]["fixedDelay"] == "200ms" and fault["abort"] == {
+        "httpStatus": 503,
+        "percentage": {"value": 10.0},
+    }
     # The original spec recorded at the first injection survives the second.
     assert restored_document(both) == CANARY
 
@@ -77,7 +80,9 @@ def test_header_scoped_fault_is_a_copy_of_the_route_placed_first() -> None:
 
 def test_subset_scope_only_touches_routes_to_that_subset() -> None:
     two_routes = copy.deepcopy(CANARY)
-    two_routes["spec"]["http"].insert(0, {"match": [{"uri": {"prefix": "/v1"}}], "route": [{"destination": {"host": "http-lb", "subset": "v1"}}]})
+    two_routes["spec"]["http"].insert(
+        0, {"match": [{"uri": {"prefix": "/v1"}}], "route": [{"destination": {"host": "http-lb", "subset": "v1"}}]}
+    )
     two_routes["spec"]["http"][1]["route"] = [{"destination": {"host": "http-lb", "subset": "v2"}}]
     doc = fault_document([two_routes], "http-lb", delay="1s", subset="v2")
     assert "fault" not in doc["spec"]["http"][0] and "fault" in doc["spec"]["http"][1]

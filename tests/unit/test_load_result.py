@@ -290,3 +290,73 @@ def test_memory_is_bounded_per_window_not_per_request() -> None:
     assert list(phases) == ["a", "b"]
     assert phases["a"].requests + phases["b"].requests == (windows - windows // 3) * 1000
     assert result.histogram("a").get_total_count() == phases["a"].requests
+
+
+# -- recent(): the last N seconds, whatever the phases ----------------------------------------------------------
+
+
+def test_recent_merges_the_histograms_of_the_last_windows_only() -> None:
+    result = result_of(
+        [
+            make_window(0.0, None, [1000.0] * 100),  # older than the last 3 s: left out
+            make_window(1.0, "a", [1.0] * 100),
+            make_window(2.0, "b", [2.0] * 98 + [50.0] * 2, [200] * 95 + [503] * 5),
+            make_window(3.0, None, [3.0] * 100),
+        ]
+    )
+    last = result.recent(3)
+    assert last["windows"] == 3 and last["seconds"] == pytest.approx(3.0)
+    assert (last["start"], last["end"]) == (1.0, 4.0)
+    assert last["requests"] == 300 and last["errors"] == 5
+    assert last["error_rate"] == pytest.approx(5 / 300)
+    assert last["throughput_rps"] == pytest.approx(100.0)
+    # Exact from the merged histogram (3 significant digits), not from the windows' own percentiles.
+    assert last["p50_ms"] == pytest.approx(2.0, rel=1e-3)
+    assert last["p99_ms"] == pytest.approx(3.0, rel=1e-3)
+    assert last["max_ms"] == pytest.approx(50.0, rel=1e-3)
+    assert result.recent(1)["p50_ms"] == pytest.approx(3.0, rel=1e-3)
+    assert result.recent(100)["requests"] == 400
+    # The phases are untouched by the ring.
+    assert result.phases["a"].requests == 100
+
+
+def test_recent_relative_to_a_given_now_and_empty() -> None:
+    result = result_of([make_window(float(i), None, [float(i + 1)] * 10) for i in range(5)])
+    two = result.recent(2, now=3.0)  # windows 1–2 (2 ms) and 2–3 (3 ms)
+    assert two["requests"] == 20 and (two["start"], two["end"]) == (1.0, 3.0)
+    assert two["p50_ms"] == pytest.approx(2.0, rel=1e-3) and two["max_ms"] == pytest.approx(3.0, rel=1e-3)
+    stale = result.recent(2, now=100.0)
+    assert stale["requests"] == 0 and stale["windows"] == 0 and math.isnan(stale["p99_ms"])
+    empty = result_of([]).recent(10)
+    assert empty["requests"] == 0 and empty["start"] is None and math.isnan(empty["error_rate"])
+    # A window with no response has no latency: NaN, not 0.
+    idle = result_of([make_window(0.0, None, [])]).recent(5)
+    assert idle["windows"] == 1 and idle["requests"] == 0 and math.isnan(idle["p50_ms"])
+    assert idle["throughput_rps"] == 0.0
+    with pytest.raises(ValueError, match="positive"):
+        result.recent(0)
+
+
+def test_recent_keeps_a_bounded_ring_of_encoded_windows() -> None:
+    from pytest_clover.load import result as result_module
+
+    template = make_window(0.0, None, [5.0] * 10)
+    result = result_of([])
+    for i in range(result_module.RECENT_WINDOWS + 50):
+        result.ingest({**template, "start": float(i), "end": float(i + 1)})
+    everything = result.recent(10_000.0)
+    assert everything["windows"] == result_module.RECENT_WINDOWS
+    assert everything["start"] == 50.0
+    assert len(result.window_rows()) == result_module.RECENT_WINDOWS + 50  # the rows are all kept
+    # Encoded, not decoded: each kept window holds the message's string.
+    assert all(isinstance(w.hist, str) for w in result._recent)
+
+
+def test_between_takes_windows_by_their_middle() -> None:
+    result = result_of([make_window(float(i), None, [float(i + 1)] * 10) for i in range(6)])
+    span = result.between(1.2, 3.6)  # middles 1.5, 2.5, 3.5
+    assert span["windows"] == 3 and span["requests"] == 30
+    assert span["max_ms"] == pytest.approx(4.0, rel=1e-3)
+    assert result.between(10.0, 20.0)["windows"] == 0
+    with pytest.raises(ValueError, match="before it starts"):
+        result.between(2.0, 1.0)

@@ -22,6 +22,7 @@ import yaml
 from pytest_clover.local.envoy import envoy_binary
 from pytest_clover.topology import Topology, load_topology, validate
 from pytest_clover.translate import (
+    ACCESS_LOG_FORMAT,
     FAULT_FILTER,
     MAX_UINT32,
     Endpoint,
@@ -1009,6 +1010,45 @@ def test_envoy_validate_catches_a_broken_config(tmp_path: Path) -> None:
     Path(proxy.access_log).touch()
     result = envoy_validate(_static_bootstrap(render_bootstrap(proxy), files), tmp_path / "broken.json")
     assert result.returncode != 0
+
+
+def test_access_logs_carry_the_duration_in_microseconds(tmp_path: Path) -> None:
+    """Per-hop breakdowns subtract nested durations: every access log has the µs field beside %DURATION%."""
+    assert ACCESS_LOG_FORMAT["duration_us"] == "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%"
+    t = load_topology(REPO / "fixtures" / "sdc")
+    eps = endpoints_of(t)
+    seen = 0
+    for proxy in proxies_of(t, tmp_path):
+        for listener in render_resources(t, eps, proxy)["lds.json"]["resources"]:
+            for log in _hcm(listener)["access_log"]:
+                fmt = log["typed_config"]["log_format"]["json_format"]
+                assert fmt["duration_us"] == ACCESS_LOG_FORMAT["duration_us"] and fmt["duration"] == "%DURATION%"
+                seen += 1
+    assert seen >= 2 * len(list(pods_of(t)))  # inbound + outbound of every sidecar, and the gateway
+
+
+def test_envoy_validate_parses_the_microsecond_operator(tmp_path: Path) -> None:
+    """The validate runs above vouch for %COMMON_DURATION(…:us)% only as far as Envoy parses it.
+
+    Envoy refuses an unknown operator or precision, but takes any unknown time-point name as a custom
+    time point some filter may set (rendered null when none does): a misspelled ``DS_TX_END`` would pass
+    validate, so tests/integration/test_hops.py checks that a live sidecar logs a number.
+    """
+    t = load_topology(REPO / "fixtures" / "sdc")
+    proxy = gateway_spec(tmp_path)
+    Path(proxy.access_log).touch()
+
+    def validate_with(operator: str) -> subprocess.CompletedProcess[str]:
+        files = render_resources(t, endpoints_of(t), proxy)
+        for listener in files["lds.json"]["resources"]:
+            for log in _hcm(listener)["access_log"]:
+                log["typed_config"]["log_format"]["json_format"]["duration_us"] = operator
+        return envoy_validate(_static_bootstrap(render_bootstrap(proxy), files), tmp_path / "operator.json")
+
+    bad_precision = validate_with("%COMMON_DURATION(DS_RX_BEG:DS_TX_END:xs)%")
+    assert bad_precision.returncode != 0 and "precision" in bad_precision.stdout + bad_precision.stderr
+    assert validate_with("%NO_SUCH_OPERATOR%").returncode != 0
+    assert validate_with("%COMMON_DURATION(DS_RX_BEG:DS_TX_FIN:us)%").returncode == 0  # custom time point
 
 
 # --------------------------------------------------------------------------- validate ⇔ envoy, on edge inputs

@@ -1,0 +1,398 @@
+"""A run's saved data → ``summary.json`` (versioned schema) and the resilience score.
+
+Everything here reads what the plugin left on disk, never live objects, so ``clover report <run-dir>``
+rebuilds the same summary a finished session wrote, and a run killed midway is summarised from what it
+completed. The files read, per run folder ``<report-dir>/<run-id>/``:
+
+* ``run.json`` — the session: settings, versions, start, and (once it ended) end, exit status, partial;
+* ``<test>/test.json`` — one per test that used pytest-clover: verdict, SLO checks, faults, recoveries;
+* ``<test>/result.json`` (or ``<test>/run-N/result.json``) — the load result: phases, 1-s windows, the
+  phases' HdrHistograms; ``<test>/timeline.json`` — phase and fault events.
+
+The schema is documented field by field in ``docs/reports.md`` and checked by
+``pytest_clover/report/summary.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "pytest-clover/summary"
+SCHEMA_VERSION = 1
+"""Bumped on any incompatible change of ``summary.json``; readers check it (``history.jsonl`` has its own)."""
+
+SCORED_VERDICTS = ("passed", "failed", "error", "inconclusive")
+"""Verdicts that count in the resilience score; skipped and interrupted tests are left out of it."""
+
+VERDICT_ORDER = {"failed": 0, "error": 1, "inconclusive": 2, "interrupted": 3, "passed": 4, "skipped": 5}
+"""The report lists tests worst first: what broke is what a reader looks for."""
+
+SCORE_FORMULA = (
+    "score = 100 × Σ(weight × fraction) / Σ(weight) over tests that reached a verdict; fraction = checks met / "
+    "checks made (SLO objectives and regression checks, plus one missed check for a test that failed on an "
+    "assertion of its own); a passed test without checks counts 1; an error or inconclusive test counts 0; "
+    "skipped and interrupted tests are left out"
+)
+
+
+class ReportDataError(Exception):
+    """A run folder cannot be read (missing or malformed files); the message names the file."""
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportDataError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise ReportDataError(f"{path}: not readable JSON ({exc})") from exc
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a float, or None for None, NaN, infinity and anything not a number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass
+class SavedTest:
+    """What one test left in its folder."""
+
+    folder: Path
+    record: dict[str, Any]
+    """``test.json`` as written by the plugin."""
+    result: dict[str, Any] | None = None
+    """``result.json`` of the test's last load run, None if it ran no load."""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """``timeline.json``: phase and fault events, in time order."""
+
+    @property
+    def nodeid(self) -> str:
+        return str(self.record.get("nodeid", self.folder.name))
+
+    @property
+    def verdict(self) -> str:
+        return str(self.record.get("verdict", "interrupted"))
+
+    @property
+    def result_folder(self) -> Path | None:
+        if self.result is None:
+            return None
+        relative = self.record.get("result_dir") or ""
+        return (self.folder / relative) if relative else self.folder
+
+
+@dataclass
+class RunData:
+    folder: Path
+    run: dict[str, Any]
+    tests: list[SavedTest]
+
+
+def _result_path(folder: Path, record: Mapping[str, Any]) -> Path | None:
+    relative = record.get("result_dir") or ""
+    candidates = [folder / relative / "result.json"] if relative else []
+    # Without a recorded folder (a run killed before the record was written): the last run-N, else the test's own.
+    runs = sorted(folder.glob("run-*/result.json"), key=lambda p: int(p.parent.name.split("-")[-1] or 0))
+    candidates += [*reversed(runs), folder / "result.json"]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def load_saved_test(folder: Path) -> SavedTest:
+    record_path = folder / "test.json"
+    record: dict[str, Any] = read_json(record_path) if record_path.is_file() else {"verdict": "interrupted"}
+    if not isinstance(record, dict):
+        raise ReportDataError(f"{record_path}: expected a JSON object, found {type(record).__name__}")
+    record.setdefault("folder", folder.name)
+    result = None
+    path = _result_path(folder, record)
+    if path is not None:
+        result = read_json(path)
+        if path.parent != folder:
+            record.setdefault("result_dir", path.parent.relative_to(folder).as_posix())
+    events: list[dict[str, Any]] = []
+    timeline = folder / "timeline.json"
+    if timeline.is_file():
+        loaded = read_json(timeline)
+        events = sorted((e for e in loaded if isinstance(e, dict) and "time" in e), key=lambda e: float(e["time"]))
+    elif result is not None:
+        events = sorted(result.get("events") or [], key=lambda e: float(e["time"]))
+    return SavedTest(folder=folder, record=record, result=result, events=events)
+
+
+def load_run(folder: Path) -> RunData:
+    """Read a run folder (``<report-dir>/<run-id>``); raises :class:`ReportDataError` naming a bad file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportDataError(f"{folder}: no such run folder; give <report-dir>/<run-id>, e.g. reports/latest")
+    run_path = folder / "run.json"
+    if not run_path.is_file():
+        raise ReportDataError(f"{run_path}: missing — is {folder} a pytest-clover run folder (reports/<run-id>)?")
+    run = read_json(run_path)
+    if not isinstance(run, dict):
+        raise ReportDataError(f"{run_path}: expected a JSON object")
+    tests = []
+    for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (child / "test.json").is_file() or (child / "result.json").is_file() or (child / "timeline.json").is_file():
+            tests.append(load_saved_test(child))
+    return RunData(folder=folder, run=run, tests=tests)
+
+
+# --------------------------------------------------------------------------- the pieces of a test
+
+
+def phase_table(test: SavedTest) -> dict[str, dict[str, Any]]:
+    """Per phase: start/end (s since load start), requests, errors, late, error_rate, throughput, percentiles."""
+    if test.result is not None:
+        t0 = load_start(test)
+        table = {}
+        for name, p in (test.result.get("phases") or {}).items():
+            table[name] = {
+                "start_s": _offset(p.get("start"), t0),
+                "end_s": _offset(p.get("end"), t0),
+                "requests": int(p.get("requests") or 0),
+                "errors": int(p.get("errors") or 0),
+                "late": int(p.get("late") or 0),
+                "error_rate": finite(p.get("error_rate")),
+                "throughput_rps": finite(p.get("throughput_rps")),
+                "p50_ms": finite(p.get("p50_ms")),
+                "p95_ms": finite(p.get("p95_ms")),
+                "p99_ms": finite(p.get("p99_ms")),
+                "max_ms": finite(p.get("max_ms")),
+                "status_counts": {str(k): int(v) for k, v in (p.get("status_counts") or {}).items()},
+            }
+        return table
+    # No result.json (interrupted before the load stopped): what the verdict hook saw, if anything.
+    return {
+        name: {
+            "start_s": None,
+            "end_s": None,
+            "requests": int(p.get("requests") or 0),
+            "errors": int(p.get("errors") or 0),
+            "late": 0,
+            "error_rate": finite(p.get("error_rate")),
+            "throughput_rps": None,
+            "p50_ms": None,
+            "p95_ms": None,
+            "p99_ms": finite(p.get("p99_ms")),
+            "max_ms": None,
+            "status_counts": {},
+        }
+        for name, p in (test.record.get("phases") or {}).items()
+    }
+
+
+def load_start(test: SavedTest) -> float | None:
+    """Unix time the plots and offsets count from: the first window, else the first event."""
+    if test.result is not None:
+        windows = test.result.get("windows") or []
+        if windows:
+            return float(windows[0]["start"])
+    if test.events:
+        return float(test.events[0]["time"])
+    return None
+
+
+def _offset(value: Any, t0: float | None) -> float | None:
+    number = finite(value)
+    if number is None or t0 is None:
+        return None
+    return round(number - t0, 3)
+
+
+def fault_events(test: SavedTest) -> list[dict[str, Any]]:
+    """Faults as intervals: kind, description, target, start/end (unix s and s since load start), verified."""
+    t0 = load_start(test)
+    faults: dict[str, dict[str, Any]] = {}
+    for event in test.events:
+        kind = event.get("kind", "")
+        if not str(kind).startswith("fault-"):
+            continue
+        key = str(event.get("id") or event.get("name"))
+        entry = faults.get(key)
+        if kind == "fault-start" or entry is None:
+            entry = faults.setdefault(
+                key,
+                {
+                    "id": event.get("id"),
+                    "kind": event.get("fault") or "fault",
+                    "description": event.get("name", ""),
+                    "target": event.get("target") or "",
+                    "start": None,
+                    "end": None,
+                    "verified": None,
+                    "detail": "",
+                },
+            )
+        if kind == "fault-start":
+            entry["start"] = float(event["time"])
+        elif kind == "fault-end":
+            entry["end"] = float(event["time"])
+        elif kind == "fault-verified":
+            entry["verified"] = True
+            entry["detail"] = event.get("detail", "")
+        elif kind == "fault-inconclusive":
+            entry["verified"] = False
+            entry["detail"] = event.get("detail", "")
+    # The test's own account (verified after the body, the final detail) wins over the timeline's.
+    for recorded in test.record.get("faults") or []:
+        for entry in faults.values():
+            if entry["description"] == recorded.get("description") and recorded.get("verified") is not None:
+                entry["verified"] = recorded["verified"]
+                entry["detail"] = recorded.get("detail") or entry["detail"]
+    out = []
+    for entry in faults.values():
+        entry["start_s"] = _offset(entry["start"], t0)
+        entry["end_s"] = _offset(entry["end"], t0)
+        out.append(entry)
+    return sorted(out, key=lambda e: (e["start"] is None, e["start"] or 0.0))
+
+
+def slo_checks(test: SavedTest) -> list[dict[str, Any]]:
+    return [
+        {
+            "phase": str(c.get("phase", "")),
+            "metric": str(c.get("metric", "")),
+            "threshold": finite(c.get("threshold")),
+            "observed": finite(c.get("observed")),
+            "ok": bool(c.get("ok")),
+            "window": str(c.get("window") or ""),
+            "note": str(c.get("note") or ""),
+        }
+        for c in test.record.get("slo") or []
+    ]
+
+
+def regressions(test: SavedTest) -> list[dict[str, Any]]:
+    return [dict(r) for r in test.record.get("regressions") or []]
+
+
+def score_fraction(test: SavedTest) -> float | None:
+    """The test's share of the score (0–1), None when it is left out (skipped, interrupted)."""
+    verdict = test.verdict
+    if verdict not in SCORED_VERDICTS:
+        return None
+    if verdict in ("error", "inconclusive"):
+        return 0.0
+    checks = [bool(c["ok"]) for c in slo_checks(test)] + [bool(r.get("ok")) for r in regressions(test)]
+    if verdict == "failed" and all(checks):
+        # It failed on something else (an assertion of its own): that is one more check not met.
+        checks.append(False)
+    if checks:
+        return float(sum(checks)) / len(checks)
+    return 1.0
+
+
+def resilience_score(tests: Iterable[SavedTest]) -> tuple[float | None, int]:
+    """(score 0–100 or None if no test counts, number of tests counted); see :data:`SCORE_FORMULA`."""
+    total_weight = 0.0
+    total = 0.0
+    counted = 0
+    for test in tests:
+        fraction = score_fraction(test)
+        if fraction is None:
+            continue
+        weight = finite(test.record.get("weight"))
+        weight = 1.0 if weight is None else weight
+        total_weight += weight
+        total += weight * fraction
+        counted += 1
+    if counted == 0 or total_weight <= 0:
+        return None, counted
+    return round(100.0 * total / total_weight, 1), counted
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def summarise_test(test: SavedTest) -> dict[str, Any]:
+    record = test.record
+    return {
+        "nodeid": test.nodeid,
+        "folder": test.folder.name,
+        "outcome": test.verdict,
+        "message": str(record.get("message") or ""),
+        "duration_s": finite(record.get("duration_s")),
+        "weight": finite(record.get("weight")) or 1.0,
+        "score_fraction": score_fraction(test),
+        "load": _load_info(test),
+        "phases": phase_table(test),
+        "slo": slo_checks(test),
+        "faults": fault_events(test),
+        "recovery_s": {str(k): finite(v) for k, v in (record.get("recovery") or {}).items()},
+        "regressions": regressions(test),
+        "files": dict(record.get("files") or {}),
+    }
+
+
+def _load_info(test: SavedTest) -> dict[str, Any] | None:
+    if test.result is None:
+        return None
+    r = test.result
+    return {
+        "mode": r.get("mode"),
+        "rate_rps": finite(r.get("rate")),
+        "users": r.get("users"),
+        "seed": r.get("seed"),
+        "windows": len(r.get("windows") or []),
+        "result_dir": test.record.get("result_dir") or "",
+    }
+
+
+def is_partial(run: Mapping[str, Any], tests: Iterable[SavedTest]) -> tuple[bool, str]:
+    if not run.get("finished"):
+        return True, "the run did not finish (killed, or still running): this report holds the tests it completed"
+    if run.get("partial"):
+        return True, str(run.get("partial_reason") or "the run was interrupted")
+    interrupted = [t.nodeid for t in tests if t.verdict == "interrupted"]
+    if interrupted:
+        return True, f"{len(interrupted)} test(s) interrupted: {', '.join(interrupted[:3])}"
+    return False, ""
+
+
+def build_summary(data: RunData) -> dict[str, Any]:
+    """The ``summary.json`` document for a run (see ``docs/reports.md``)."""
+    run = data.run
+    ordered = sorted(data.tests, key=lambda t: (VERDICT_ORDER.get(t.verdict, 9), t.nodeid))
+    score, counted = resilience_score(ordered)
+    partial, reason = is_partial(run, ordered)
+    totals: dict[str, int] = {"tests": len(ordered)}
+    for verdict in VERDICT_ORDER:
+        totals[verdict] = sum(1 for t in ordered if t.verdict == verdict)
+    started = finite(run.get("started"))
+    finished = finite(run.get("finished"))
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "run": {
+            "run_id": str(run.get("run_id") or data.folder.name),
+            "started": started,
+            "finished": finished,
+            "duration_s": round(finished - started, 3) if started is not None and finished is not None else None,
+            "partial": partial,
+            "partial_reason": reason,
+            "exitstatus": run.get("exitstatus"),
+            "backend": run.get("backend"),
+            "topology": run.get("topology"),
+            "seed": run.get("seed"),
+            "time_scale": run.get("time_scale"),
+            "replay": run.get("replay") or "",
+            "compare": run.get("compare"),
+            "versions": dict(run.get("versions") or {}),
+            "host": run.get("host") or platform.node(),
+        },
+        "score": {"value": score, "tests_scored": counted, "formula": SCORE_FORMULA},
+        "totals": totals,
+        "tests": [summarise_test(t) for t in ordered],
+    }

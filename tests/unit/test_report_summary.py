@@ -1,0 +1,198 @@
+"""summary.json from a run folder, the resilience score, history records and --clover-compare checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from pytest_clover.report import history
+from pytest_clover.report.sample import write_sample_run
+from pytest_clover.report.summary import (
+    ReportDataError,
+    build_summary,
+    load_run,
+    resilience_score,
+    score_fraction,
+)
+
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[2] / "pytest_clover" / "report" / "summary.schema.json").read_text()
+)
+
+
+def _run(tmp_path: Path, **kwargs: Any) -> Path:
+    return write_sample_run(tmp_path / "20261121-120000-1", **kwargs)
+
+
+def _rewrite(folder: Path, **changes: Any) -> None:
+    record = json.loads((folder / "test.json").read_text())
+    record.update(changes)
+    (folder / "test.json").write_text(json.dumps(record))
+
+
+def test_summary_follows_the_published_schema_and_lists_the_worst_tests_first(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=3, verdicts=["passed", "failed", "error"])
+    summary = build_summary(load_run(run))
+    jsonschema.validate(summary, SCHEMA)
+    assert [t["outcome"] for t in summary["tests"]] == ["failed", "error", "passed"]
+    assert summary["totals"] == {
+        "tests": 3,
+        "failed": 1,
+        "error": 1,
+        "inconclusive": 0,
+        "interrupted": 0,
+        "passed": 1,
+        "skipped": 0,
+    }
+    assert summary["run"]["partial"] is False
+    assert summary["run"]["replay"].endswith("--clover-seed=0 --clover-time-scale=1")
+
+
+def test_phases_and_faults_are_measured_from_the_load_start(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=1, seconds=(20.0, 10.0, 20.0))
+    test = build_summary(load_run(run))["tests"][0]
+    assert list(test["phases"]) == ["baseline", "fault", "recovery"]
+    assert test["phases"]["fault"]["start_s"] == pytest.approx(20.0)
+    assert test["phases"]["fault"]["end_s"] == pytest.approx(30.0)
+    (fault,) = test["faults"]
+    assert fault["kind"] == "delay" and fault["target"] == "http-lb" and fault["verified"] is True
+    # The fault interval is the fault's own start and end events, not the phase it sits in.
+    assert fault["start_s"] == pytest.approx(20.05) and fault["end_s"] == pytest.approx(30.0)
+    assert test["phases"]["fault"]["p99_ms"] > 500  # half the requests got the 500 ms delay
+    assert test["phases"]["baseline"]["p99_ms"] < 50
+
+
+def test_score_is_the_weighted_share_of_checks_met(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=3, verdicts=["passed", "passed", "error"])
+    folders = sorted(p for p in run.iterdir() if p.is_dir())
+    slo = json.loads((folders[1] / "test.json").read_text())["slo"]
+    slo[0]["ok"] = False  # 1 of 2 objectives met
+    _rewrite(folders[1], slo=slo, verdict="failed")
+    _rewrite(folders[2], weight=2.0)
+    data = load_run(run)
+    fractions = {t.folder.name: score_fraction(t) for t in data.tests}
+    assert fractions[folders[0].name] == 1.0
+    assert fractions[folders[1].name] == 0.5
+    assert fractions[folders[2].name] == 0.0  # an error counts nothing
+    score, counted = resilience_score(data.tests)
+    assert counted == 3
+    assert score == pytest.approx(100 * (1.0 + 0.5 + 2 * 0.0) / 4, abs=0.05)
+
+
+def test_a_test_that_failed_on_its_own_assertion_loses_a_check(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=1, verdicts=["failed"])
+    (test,) = load_run(run).tests
+    assert all(c["ok"] for c in test.record["slo"])
+    assert score_fraction(test) == pytest.approx(2 / 3)
+
+
+def test_skipped_and_interrupted_tests_are_left_out_of_the_score(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=2, verdicts=["skipped", "interrupted"])
+    data = load_run(run)
+    assert resilience_score(data.tests) == (None, 0)
+    summary = build_summary(data)
+    assert summary["score"]["value"] is None
+    assert summary["run"]["partial"] is True and "interrupted" in summary["run"]["partial_reason"]
+
+
+def test_a_run_that_never_finished_is_partial_and_keeps_what_completed(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=2, finished=False)
+    summary = build_summary(load_run(run))
+    jsonschema.validate(summary, SCHEMA)
+    assert summary["run"]["partial"] is True
+    assert "did not finish" in summary["run"]["partial_reason"]
+    assert summary["totals"]["passed"] == 2
+
+
+def test_a_test_folder_without_test_json_counts_as_interrupted(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=2)
+    folder = sorted(p for p in run.iterdir() if p.is_dir())[0]
+    (folder / "test.json").unlink()
+    summary = build_summary(load_run(run))
+    outcomes = sorted(t["outcome"] for t in summary["tests"])
+    assert outcomes == ["interrupted", "passed"]
+
+
+def test_bad_run_folders_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ReportDataError, match="no such run folder"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportDataError, match=r"run\.json: missing"):
+        load_run(tmp_path / "empty")
+    run = _run(tmp_path, tests=1)
+    folder = next(p for p in run.iterdir() if p.is_dir())
+    (folder / "result.json").write_text("{not json")
+    with pytest.raises(ReportDataError, match=rf"{folder.name}/result\.json: not readable JSON"):
+        load_run(run)
+
+
+# --------------------------------------------------------------------------- history and comparison
+
+
+def test_history_records_one_line_per_scored_test_and_reads_back(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=3, verdicts=["passed", "failed", "skipped"])
+    summary = build_summary(load_run(run))
+    records = history.records_for(summary)
+    assert len(records) == 2  # the skipped test has nothing to compare
+    history.append(tmp_path, records)
+    history.append(tmp_path, records)
+    back, warnings = history.read(tmp_path)
+    assert warnings == []
+    assert len(back) == 4
+    assert back[0]["p99_ms"]["fault"] == summary["tests"][0]["phases"]["fault"]["p99_ms"]
+
+
+def test_a_broken_history_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "history.jsonl").write_text('{"v": 1, "run_id": "a", "nodeid": "t", "p99_ms": {}}\n{broken\n')
+    records, warnings = history.read(tmp_path)
+    assert len(records) == 1
+    assert len(warnings) == 1 and "history.jsonl:2: not JSON" in warnings[0]
+
+
+def test_the_reference_run_is_the_last_other_run_or_the_one_named() -> None:
+    records = [{"run_id": r, "nodeid": "t"} for r in ("r1", "r2", "r3")]
+    assert history.reference_run(records, "last", current_run_id="r3") == "r2"
+    assert history.reference_run(records, "r1", current_run_id="r3") == "r1"
+    with pytest.raises(history.NoReferenceRun, match="no such run in the history"):
+        history.reference_run(records, "r9", current_run_id="r3")
+    with pytest.raises(history.NoReferenceRun, match="no earlier run"):
+        history.reference_run(records[:1], "last", current_run_id="r1")
+
+
+REFERENCE = {
+    "run_id": "r1",
+    "p99_ms": {"baseline": 10.0, "fault": 500.0},
+    "error_rate": {"baseline": 0.0, "fault": 0.02},
+    "recovery_s": {"fault": 2.0},
+}
+
+
+@pytest.mark.parametrize(
+    ("current", "regressed"),
+    [
+        ({"p99_ms": {"baseline": 14.9, "fault": 620.0}}, []),  # +4.9 ms is under the 5 ms floor; +24 %
+        ({"p99_ms": {"baseline": 10.0, "fault": 630.0}}, [("p99_ms", "fault")]),  # +26 %
+        ({"error_rate": {"baseline": 0.011, "fault": 0.02}}, [("error_rate", "baseline")]),  # +1.1 points
+        ({"error_rate": {"baseline": 0.009, "fault": 0.029}}, []),
+        ({"recovery_s": {"fault": 3.0}}, []),  # +1 s: 50 % of 2 s
+        ({"recovery_s": {"fault": 3.2}}, [("recovery_s", "fault")]),
+        ({"recovery_s": {"fault": None}}, [("recovery_s", "fault")]),  # never recovers now
+    ],
+)
+def test_compare_flags_only_rises_past_the_thresholds(
+    current: dict[str, Any], regressed: list[tuple[str, str]]
+) -> None:
+    checks = history.compare(current, REFERENCE, history.Thresholds())
+    assert [(c["metric"], c["phase"]) for c in checks if not c["ok"]] == regressed
+    assert all(c["run_id"] == "r1" for c in checks)
+
+
+def test_the_regression_message_has_both_numbers_and_the_limit() -> None:
+    checks = history.compare({"p99_ms": {"fault": 803.0}}, REFERENCE, history.Thresholds())
+    message = history.regression_message(checks, "r1")
+    assert "regressed against run r1 (1 metric; --clover-compare)" in message
+    assert "500.0 ms" in message and "803.0 ms" in message and "625.0 ms" in message
