@@ -26,6 +26,7 @@ ORDER = [
     "bench_hop_latency",
     "bench_throughput",
     "bench_load_ceiling",
+    "bench_report",
 ]
 TIMEOUT_S = 900.0
 

@@ -65,3 +65,7 @@ class ConfigRejected(BackendError):
 
 class ReadinessTimeout(BackendError):
     """Pods did not become ready in time; the message lists which and where their logs are."""
+
+
+class CloverWarning(UserWarning):
+    """Something the user should know that did not decide the verdict (e.g. faults an experiment left behind)."""

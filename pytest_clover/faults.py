@@ -209,8 +209,8 @@ class FaultHandle:
     def verify(self, timeout: float | None = None) -> Self:
         """Wait until the fault's effect is seen; raise FaultInconclusive if it is not within ``timeout`` s."""
         __tracebackhide__ = True
-        if self.verified:
-            return self
+        if self.verified or self._faults.dry_run:
+            return self  # a dry run injects nothing, so there is nothing to see
         if not self.active:
             ok, detail = self._final if self._final is not None else (False, self.detail or "reverted before any check")
             return self._conclude(ok, detail, 0.0)
@@ -335,6 +335,8 @@ class HttpFault(IstioFault):
         scope = []
         if self.fault.get("headers"):
             scope.append("carry the headers")
+        if self.fault.get("source_labels"):
+            scope.append("come from pods with those labels")
         if self.fault.get("subset"):
             scope.append("go to the subset")
         extra = f" (and did it {' and '.join(scope)}?)" if scope else ""
@@ -820,8 +822,12 @@ class Faults:
         mesh: Mapping[str, Any] | None = None,
         verify_timeout: float | None = None,
         base_dir: Path | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.backend = backend
+        self.dry_run = dry_run
+        """``--clover-dry-run``: every fault is recorded on the timeline and reverted as usual, but the mesh is
+        never touched (nothing injected, killed or scaled) and nothing is verified."""
         self.ledger = ledger
         self.timeline = timeline
         self.mesh = dict(mesh) if mesh is not None else mesh_record(backend)
@@ -847,11 +853,23 @@ class Faults:
         percent: float = 100.0,
         headers: Mapping[str, str] | None = None,
         subset: str | None = None,
+        source_labels: Mapping[str, str] | None = None,
     ) -> HttpFault:
-        """Delay ``percent`` % of the requests callers send to ``service`` by ``delay`` (e.g. ``"300ms"``)."""
-        what = f"delay {delay} {_percent_text(percent)} on {service}" + _scope(headers, subset)
+        """Delay ``percent`` % of the requests callers send to ``service`` by ``delay`` (e.g. ``"300ms"``).
+
+        ``headers``: only requests with these header values; ``source_labels``: only requests from pods with
+        these labels; ``subset``: only the routes sending traffic to that subset."""
+        what = f"delay {delay} {_percent_text(percent)} on {service}" + _scope(headers, subset, source_labels)
         fault = HttpFault(
-            self, "delay", service, what, delay=delay, percent=percent, headers=dict(headers or {}), subset=subset
+            self,
+            "delay",
+            service,
+            what,
+            delay=delay,
+            percent=percent,
+            headers=dict(headers or {}),
+            subset=subset,
+            source_labels=dict(source_labels or {}),
         )
         return self._start(fault)
 
@@ -863,9 +881,12 @@ class Faults:
         percent: float = 100.0,
         headers: Mapping[str, str] | None = None,
         subset: str | None = None,
+        source_labels: Mapping[str, str] | None = None,
     ) -> HttpFault:
-        """Answer ``percent`` % of the requests callers send to ``service`` with ``status`` (not retried)."""
-        what = f"abort {status} {_percent_text(percent)} on {service}" + _scope(headers, subset)
+        """Answer ``percent`` % of the requests callers send to ``service`` with ``status`` (not retried).
+
+        Scoped like :meth:`delay`."""
+        what = f"abort {status} {_percent_text(percent)} on {service}" + _scope(headers, subset, source_labels)
         fault = HttpFault(
             self,
             "abort",
@@ -875,6 +896,7 @@ class Faults:
             percent=percent,
             headers=dict(headers or {}),
             subset=subset,
+            source_labels=dict(source_labels or {}),
         )
         return self._start(fault)
 
@@ -911,6 +933,20 @@ class Faults:
 
     def _start(self, handle: H) -> H:
         with self._lock:
+            if self.dry_run:
+                handle.active = True
+                handle.detail = "dry run: not injected"
+                self.handles.append(handle)
+                if self.timeline is not None:
+                    self.timeline.add(
+                        "fault-start",
+                        handle.description,
+                        fault=handle.kind,
+                        id=handle.id,
+                        target=handle.target,
+                        dry=True,
+                    )
+                return handle
             handle._prepare()
             record = handle._revert_record()
             if record is not None and self.ledger is not None:
@@ -938,6 +974,11 @@ class Faults:
     def _revert(self, handle: FaultHandle) -> None:
         with self._lock:
             if not handle.active:
+                return
+            if self.dry_run:
+                handle.active = False
+                if self.timeline is not None:
+                    self.timeline.add("fault-end", handle.description, fault=handle.kind, id=handle.id, dry=True)
                 return
             handle._snapshot_before_revert()
             later: list[IstioFault] = []
@@ -984,6 +1025,8 @@ class Faults:
     def check_effects(self) -> None:
         """Verify every fault not yet verified (the automatic check after the test body)."""
         __tracebackhide__ = True
+        if self.dry_run:
+            return
         problems = []
         for handle in self.handles:
             if handle.verified:
@@ -1004,10 +1047,14 @@ class Faults:
         ]
 
 
-def _scope(headers: Mapping[str, str] | None, subset: str | None) -> str:
+def _scope(
+    headers: Mapping[str, str] | None, subset: str | None, source_labels: Mapping[str, str] | None = None
+) -> str:
     parts = []
     if headers:
         parts.append("requests with " + ", ".join(f"{k}={v}" for k, v in headers.items()))
+    if source_labels:
+        parts.append("from pods " + ",".join(f"{k}={v}" for k, v in source_labels.items()))
     if subset:
         parts.append(f"subset {subset}")
     return f" ({'; '.join(parts)})" if parts else ""

@@ -26,7 +26,7 @@ import pytest
 from .backend import Backend, PodInfo
 from .errors import Problem
 from .faults import Faults, Ledger, mesh_record
-from .settings import CloverSettings
+from .settings import SETTINGS_KEY, CloverSettings
 from .timeline import Timeline
 
 if TYPE_CHECKING:
@@ -548,7 +548,7 @@ def check_slo_markers(item: pytest.Item, funcargs: Mapping[str, Any], markers: l
         checks += evaluate(result, phase, **objectives)
     item.stash[SLO_CHECKS_KEY] = checks
     error = violation(checks, "@pytest.mark.slo violated")
-    if error is not None:
+    if error is not None and not item.config.stash[SETTINGS_KEY].dry_run:
         raise error
 
 
@@ -573,6 +573,11 @@ def report_data(item: pytest.Item) -> dict[str, Any]:
         data["slo"] = [c.as_dict() for c in checks]
     if REGRESSIONS_KEY in item.stash:
         data["regressions"] = item.stash[REGRESSIONS_KEY]
+    experiment = getattr(item, "clover_experiment", None)
+    if experiment:
+        data["phases"] = experiment.get("phases") or {}
+        data["slo"] = list(experiment.get("slo") or [])
+        data["experiment"] = experiment.get("experiment") or {}
     marker = item.get_closest_marker("resilience")
     if marker is not None:
         weight = marker.kwargs.get("weight", marker.args[0] if marker.args else 1.0)

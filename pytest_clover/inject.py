@@ -62,12 +62,14 @@ def fault_document(
     percent: float = 100.0,
     headers: Mapping[str, str] | None = None,
     subset: str | None = None,
+    source_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The VirtualService for ``service`` with a delay or an abort added, keeping every existing route.
 
     Delay and abort are independent: adding one keeps the other. ``headers`` scopes the fault to
-    requests carrying those exact header values (e.g. ``{"end-user": "jason"}``); ``subset`` to the
-    routes that send traffic to that subset.
+    requests carrying those exact header values (e.g. ``{"end-user": "jason"}``); ``source_labels`` to
+    requests from pods with those labels (e.g. ``{"app": "http-lb", "version": "v2"}``: a bad v2 caller);
+    ``subset`` to the routes that send traffic to that subset (a whole weighted route, as in Istio).
     """
     if (delay is None) == (abort_status is None):
         raise BackendError("give either a delay or an abort status")
@@ -88,18 +90,25 @@ def fault_document(
             (d.get("destination") or {}).get("subset") == subset for d in route.get("route") or []
         ):
             continue
-        if headers:
+        if headers or source_labels:
             # A copy of the route, limited to the matching requests, placed first: first match wins.
             extra = copy.deepcopy(route)
             extra.pop("name", None)
-            conditions = {k.lower(): {"exact": v} for k, v in headers.items()}
-            matches = extra.get("match") or [{}]
-            extra["match"] = [{**m, "headers": {**(m.get("headers") or {}), **conditions}} for m in matches]
+            conditions = {k.lower(): {"exact": v} for k, v in (headers or {}).items()}
+            matches = []
+            for m in extra.get("match") or [{}]:
+                scoped_match = dict(m)
+                if conditions:
+                    scoped_match["headers"] = {**(m.get("headers") or {}), **conditions}
+                if source_labels:
+                    scoped_match["sourceLabels"] = {**(m.get("sourceLabels") or {}), **dict(source_labels)}
+                matches.append(scoped_match)
+            extra["match"] = matches
             extra.setdefault("fault", {})[key] = fault
             scoped.append(extra)
         else:
             route.setdefault("fault", {})[key] = fault
-    if headers:
+    if headers or source_labels:
         doc["spec"]["http"] = scoped + http
     elif subset is not None and not any(
         (d.get("destination") or {}).get("subset") == subset for r in http for d in r.get("route") or []

@@ -49,6 +49,9 @@ RESILIENCE_MARKER = "resilience(weight=1.0): the test's weight in the run's resi
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", SLO_MARKER)
     config.addinivalue_line("markers", RESILIENCE_MARKER)
+    config.addinivalue_line(
+        "markers", "clover_experiment: a Chaos Toolkit experiment file collected by pytest-clover (set by it)"
+    )
     settings = load_settings(config)
     config.stash[SETTINGS_KEY] = settings
     if settings.compare and not hasattr(config, "workerinput"):
@@ -165,6 +168,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         validate_topology(settings.topology, "--clover-topology (default)")
 
 
+def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
+    """Chaos Toolkit experiments: YAML/JSON files in a ``faults`` folder (see pytest_clover/experiments.py)."""
+    if file_path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        return None
+    from .experiments import ExperimentFile, is_candidate
+
+    if not is_candidate(file_path, parent.config.rootpath):
+        return None
+    node: pytest.Collector = ExperimentFile.from_parent(parent, path=file_path)
+    return node
+
+
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -234,6 +249,7 @@ def faults(mesh: Mesh, clover_timeline: Timeline, pytestconfig: pytest.Config) -
         mesh=mesh.record,
         verify_timeout=state.settings.verify_timeout,
         base_dir=pytestconfig.rootpath,
+        dry_run=state.settings.dry_run,
     )
     state.open_faults.append(injector)
     try:
@@ -290,11 +306,11 @@ def _hop_cursor(mesh: Mesh) -> Any:
 
 
 @pytest.fixture
-def slo() -> SLO:
+def slo(clover_settings: CloverSettings) -> SLO:
     """``slo.check(result, phase=…, p99_ms=…, max_error_rate=…, …)``: a missed objective fails the test."""
     from .slo import SLO
 
-    return SLO()
+    return SLO(dry_run=clover_settings.dry_run)
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -337,7 +353,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 
             check_slo_markers(item, funcargs, markers)
         settings = _settings(item.config)
-        if settings is not None and settings.compare and funcargs.get("load") is not None:
+        if settings is not None and settings.compare and not settings.dry_run and funcargs.get("load") is not None:
             from .fixtures import check_regressions
 
             check_regressions(item, funcargs["load"], _session(item.config))
@@ -350,7 +366,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 
 def _uses_clover(item: pytest.Item) -> bool:
     names = getattr(item, "fixturenames", ())
-    return any(n in names for n in CLOVER_FIXTURES) or item.get_closest_marker("slo") is not None
+    return (
+        any(n in names for n in CLOVER_FIXTURES)
+        or item.get_closest_marker("slo") is not None
+        or item.get_closest_marker("clover_experiment") is not None
+    )
 
 
 @pytest.hookimpl(wrapper=True)

@@ -100,6 +100,17 @@ class CloverSettings:
     """Percent a recovery time may grow over the reference run (default 50 %). A rise of less than 1 s never
     counts (recovery is measured in 1-s windows); a test that recovered before and never does now always does."""
 
+    dry_run: bool = False
+    """Chaos Toolkit's dry mode for the whole run (default False): experiments run with ``dry: activities``
+    (no action or probe executed, no load) and the ``faults`` fixture records its faults without touching
+    the mesh and without verifying them; SLO objectives are reported but do not fail tests (with nothing
+    injected, a fault phase's objectives say nothing). For checking a suite's flow, not the system."""
+
+    experiment_rate: float = 20.0
+    """Requests per second of the load that runs during every collected Chaos Toolkit experiment (open loop;
+    default 20), unless the experiment starts its own with the ``pytest_clover.chaos.control`` control or the
+    ``start_load`` action. 0 runs the experiment without load."""
+
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form values for backends and tests; not set from the command line."""
 
@@ -112,10 +123,15 @@ class CloverSettings:
         return self.report_dir / LEDGER_FOLDER
 
     def header_lines(self) -> list[str]:
-        return [
+        lines = [
             f"clover: backend={self.backend}, topology={self.topology}, time scale={self.time_scale:g}",
             f"Using --clover-seed={self.seed}",
         ]
+        if self.dry_run:
+            lines.append("clover: DRY RUN: no fault is injected, no experiment activity runs; SLO misses do not fail")
+        if self.compare:
+            lines.append(f"clover: comparing with run {self.compare} (history: {self.report_dir / 'history.jsonl'})")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,18 @@ OPTIONS = (
     _Option(
         "--clover-regression-error-rate",
         "Percentage points of error-rate growth over the compared run that count as a regression (default 1).",
+    ),
+    _Option(
+        "--clover-dry-run",
+        "Chaos Toolkit's dry mode: experiments execute no activity and start no load; fault fixtures record "
+        "faults without touching the mesh; SLO misses are reported, not failed.",
+        ini_type="bool",
+        flag_kwargs={"action": "store_true", "default": None},
+    ),
+    _Option(
+        "--clover-experiment-rate",
+        "Requests/s of the load run during each Chaos Toolkit experiment that starts none itself (default 20; "
+        "0 for none).",
     ),
     _Option(
         "--clover-regression-recovery",
@@ -322,10 +350,18 @@ def load_settings(config: pytest.Config) -> CloverSettings:
     compare, where = _raw(config, OPTIONS[6])
     if compare is not None:
         values["compare"] = parse_compare(compare, where or "--clover-compare")
-    for opt, key in zip(OPTIONS[7:10], ("regression_p99", "regression_error_rate", "regression_recovery"), strict=True):
-        raw, where = _raw(config, opt)
+    by_flag = {opt.flag: opt for opt in OPTIONS}
+    for flag, key in (
+        ("--clover-regression-p99", "regression_p99"),
+        ("--clover-regression-error-rate", "regression_error_rate"),
+        ("--clover-regression-recovery", "regression_recovery"),
+        ("--clover-experiment-rate", "experiment_rate"),
+    ):
+        raw, where = _raw(config, by_flag[flag])
         if raw is not None:
-            values[key] = parse_threshold(raw, where or opt.flag)
+            values[key] = parse_threshold(raw, where or flag)
+    dry, _ = _raw(config, by_flag["--clover-dry-run"])
+    values["dry_run"] = bool(dry)
 
     values["started"] = time.time()
     if workerinput is not None:

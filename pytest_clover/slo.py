@@ -179,8 +179,10 @@ def check(result: LoadResultLike, phase: str, **thresholds: float | None) -> lis
 class SLO:
     """The ``slo`` fixture: ``slo.check(result, phase=…, p99_ms=…, …)``; every verdict is kept for the report."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, dry_run: bool = False) -> None:
         self.checks: list[SLOCheck] = []
+        self.dry_run = dry_run
+        """``--clover-dry-run``: misses are recorded for the report but do not fail the test."""
 
     def check(
         self,
@@ -206,7 +208,7 @@ class SLO:
         )
         self.checks.extend(checks)
         error = violation(checks)
-        if error is not None:
+        if error is not None and not self.dry_run:
             raise error
         return checks
 

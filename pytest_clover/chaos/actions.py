@@ -151,11 +151,13 @@ def _http_fault(
     percent: Any,
     headers: Any,
     subset: Any,
+    source_labels: Any = None,
     **value: Any,
 ) -> dict[str, Any]:
     service = _text("service", service)
     pct = _number("percent", percent, low=0, high=100)
     scope = _headers(headers)
+    labels = _headers(source_labels)
     subset = _text("subset", subset) if subset is not None else None
     mode = _verify_mode(verify)
     limit = _number("timeout", timeout, low=0)
@@ -164,14 +166,21 @@ def _http_fault(
     faults = _faults(backend)
     with failures(f"inject {kind} on {service}"):
         if kind == "delay":
-            handle: FaultHandle = faults.delay(service, value["delay"], percent=pct, headers=scope, subset=subset)
+            handle: FaultHandle = faults.delay(
+                service, value["delay"], percent=pct, headers=scope, subset=subset, source_labels=labels
+            )
         else:
-            handle = faults.abort(service, value["status"], percent=pct, headers=scope, subset=subset)
+            handle = faults.abort(
+                service, value["status"], percent=pct, headers=scope, subset=subset, source_labels=labels
+            )
     loads.touched(backend)
     checks = [mode]
     if mode == "auto":
         # Traffic moves Envoy's fault counters only if it carries the fault's headers; the load sends none.
+        # Source-scoped faults live in the matching callers' routes only: their counters are the evidence.
         checks = ["config", "traffic"] if _load_running(backend) and scope is None else ["config"]
+        if labels:
+            checks = ["traffic"]
     details = []
     try:
         if "config" in checks:
@@ -197,6 +206,7 @@ def _http_fault(
         "percent": pct,
         "headers": scope,
         "subset": subset,
+        "source_labels": labels,
         "virtual_service": (doc.get("metadata") or {}).get("name"),
         "description": handle.description,
         "verified_by": " and ".join(checks),
@@ -215,13 +225,16 @@ def inject_delay(
     subset: str | None = None,
     verify: str = "auto",
     timeout: float = 10.0,
+    source_labels: dict[str, str] | None = None,
     configuration: Configuration = None,
 ) -> dict[str, Any]:
     """Delay ``percent`` % (0–100) of the requests callers send to ``service`` by ``delay`` (a duration: "500ms",
     "1.5s"), as an Istio fault merged into the service's VirtualService (its routes are kept).
 
-    ``headers`` limits the fault to requests carrying these exact header values; ``subset`` to the routes that
-    send traffic to that DestinationRule subset. ``verify``: ``traffic`` waits until Envoy's fault counter
+    ``headers`` limits the fault to requests carrying these exact header values; ``source_labels`` to requests
+    from pods with these labels (``{app: http-lb, version: v2}``: what a bad v2 caller would cause); ``subset``
+    to the routes that send traffic to that DestinationRule subset (a whole weighted route, as Istio does).
+    ``verify``: ``traffic`` waits until Envoy's fault counter
     moves (needs load reaching the service), ``config`` until a caller's Envoy holds the delay in its routes;
     ``auto`` (default) checks ``config``, then also ``traffic`` while a load
     started by start_load or the control runs and the fault is not header-scoped (at a low rate × percent, use
@@ -230,7 +243,16 @@ def inject_delay(
     """
     _text("delay", delay)
     return _http_fault(
-        "delay", service, configuration, verify, timeout, percent, headers, subset, delay=str(delay).strip()
+        "delay",
+        service,
+        configuration,
+        verify,
+        timeout,
+        percent,
+        headers,
+        subset,
+        source_labels,
+        delay=str(delay).strip(),
     )
 
 
@@ -242,17 +264,21 @@ def inject_abort(
     subset: str | None = None,
     verify: str = "auto",
     timeout: float = 10.0,
+    source_labels: dict[str, str] | None = None,
     configuration: Configuration = None,
 ) -> dict[str, Any]:
     """Answer ``percent`` % (0–100) of the requests callers send to ``service`` with HTTP ``http_status``
     (200–599) instead of forwarding them; Istio never retries an injected abort.
 
-    ``headers``, ``subset``, ``verify`` and ``timeout`` (seconds) as for inject_delay. Undo with clear_faults.
+    ``headers``, ``source_labels``, ``subset``, ``verify`` and ``timeout`` (seconds) as for inject_delay. Undo
+    with clear_faults.
     """
     status = _integer("http_status", http_status, low=200)
     if status > 599:
         raise ActivityFailed(f"http_status must be from 200 to 599, got {http_status!r}")
-    return _http_fault("abort", service, configuration, verify, timeout, percent, headers, subset, status=status)
+    return _http_fault(
+        "abort", service, configuration, verify, timeout, percent, headers, subset, source_labels, status=status
+    )
 
 
 def shift_traffic(

@@ -55,6 +55,9 @@ def before_experiment_control(context: Any, configuration: dict[str, Any] | None
     """Start the load; interrupt the experiment if it cannot start."""
     from .actions import start_load
 
+    if (configuration or {}).get("clover_dry_run"):
+        log.info("pytest_clover.chaos.control: dry run, no load started")
+        return
     load = {k: v for k, v in arguments.items() if k in LOAD_ARGUMENTS}
     try:
         started = start_load(configuration=configuration, **load)

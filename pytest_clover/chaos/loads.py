@@ -91,6 +91,7 @@ class LoadSession:
         return self.summary is None and self.run.alive
 
     def stage(self, name: str, *, end: bool) -> None:
+        """Start or end an experiment stage; each stage is a load phase, so reports show it like any phase."""
         now = time.time()
         with self.lock:
             if not end:
@@ -100,7 +101,12 @@ class LoadSession:
                     if stage["name"] == name and stage["end"] is None:
                         stage["end"] = now
                         break
-        self.timeline.add("stage-end" if end else "stage-start", name)
+            if self.summary is None and self.run.alive:
+                with contextlib.suppress(CloverError, ValueError):
+                    if end:
+                        self.run.end_phase()
+                    else:
+                        self.run.begin_phase(name)
 
     def stop(self) -> dict[str, Any]:
         """Stop the generator (idempotent) and return the summary; raises ActivityFailed if it failed."""

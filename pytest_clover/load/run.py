@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -371,6 +372,31 @@ class LoadRun:
         finally:
             self._current_phase = None
             self.timeline.add("phase-end", name)
+
+    def begin_phase(self, name: str) -> None:
+        """Tag traffic from now on as phase ``name`` until :meth:`end_phase` (does not block).
+
+        For callers that do not know a phase's length in advance, e.g. the stages of a Chaos Toolkit
+        experiment. Ends the current open phase first, if any.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a phase needs a non-empty name, not {name!r}")
+        self._check()
+        if self._current_phase is not None:
+            self.end_phase()
+        self._send({"phase": name})
+        self.timeline.add("phase-start", name)
+        self._current_phase = name
+
+    def end_phase(self) -> None:
+        """End the phase :meth:`begin_phase` opened (no-op when none is open)."""
+        name = self._current_phase
+        if name is None:
+            return
+        self._current_phase = None
+        with contextlib.suppress(LoadGeneratorError):  # a dead generator is reported by stop()
+            self._send({"phase": None})
+        self.timeline.add("phase-end", name)
 
     def mark(self, kind: str, name: str, **data: Any) -> Event:
         """Add an event to the timeline (e.g. ``mark("fault-start", "delay 500ms on http-lb")``)."""

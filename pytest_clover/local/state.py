@@ -28,6 +28,8 @@ from ..errors import BackendError, MeshNotRunning
 
 STATE_ENV = "CLOVER_STATE_DIR"
 RUNTIME_ENV = "CLOVER_RUNTIME_DIR"
+MAX_SOCKET_PATH = 107
+"""Bytes in a Unix socket path (``sun_path`` holds 108 with the terminating NUL)."""
 
 
 def runtime_dir() -> Path:
@@ -97,7 +99,27 @@ class MeshState:
 
     mesh_file = property(lambda self: self.root / "mesh.json")
     pids_file = property(lambda self: self.root / "pids.json")
-    socket_path = property(lambda self: self.root / "control.sock")
+
+    @property
+    def socket_path(self) -> Path:
+        """The supervisor's control socket: in the state dir, unless that path is too long for a Unix socket.
+
+        Linux limits a socket path to 107 bytes; a state dir below a deep folder (pytest's basetemp inside a
+        project's tmp dir) exceeds it. Such meshes get a short path in a private per-user folder instead,
+        named by a hash of the state dir, so client and supervisor find the same one.
+        """
+        own = self.root / "control.sock"
+        if len(os.fsencode(str(own))) <= MAX_SOCKET_PATH:
+            return own
+        import hashlib
+
+        folder = Path(tempfile.gettempdir()) / f"clover-sockets-{os.getuid()}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.stat().st_uid != os.getuid():
+            raise BackendError(f"{folder} belongs to another user; set TMPDIR to a folder of your own")
+        digest = hashlib.sha1(os.fsencode(str(self.root.resolve()))).hexdigest()[:20]
+        return folder / f"{digest}.sock"
+
     log_file = property(lambda self: self.root / "supervisor.log")
     topology_dir = property(lambda self: self.root / "topology")
 

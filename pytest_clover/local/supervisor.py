@@ -788,13 +788,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         print(f"cannot start the mesh: {exc}", file=sys.stderr)
         return 1
+    crashed = False
     try:
         asyncio.run(supervisor.run())
     except Exception:
+        crashed = True
         log.exception("supervisor crashed")
         raise
     finally:
-        if not supervisor.mesh.get("keep_state"):
+        # After a crash the state dir stays: its supervisor.out and log say why, and the owner (or
+        # `clover cleanup`) removes it once read.
+        if not supervisor.mesh.get("keep_state") and not crashed:
             unregister_mesh(supervisor.mesh["mesh_id"])
             import shutil
 

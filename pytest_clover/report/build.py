@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,23 +62,58 @@ def _histograms(result: Mapping[str, Any]) -> dict[str, Any]:
     return {name: decode(encoded) for name, encoded in (result.get("histograms") or {}).items()}
 
 
+def _plot_makers(test: SavedTest, result_folder: Path, title: str) -> dict[str, Callable[[], Any]]:
+    """Per plot the test's data has: plot name → a function that draws its figure from the saved data."""
+    from . import plots
+
+    result = test.result
+    if result is None:
+        return {}
+    makers: dict[str, Callable[[], Any]] = {
+        "timeseries": lambda: plots.timeseries(_windows_frame(result), test.events, title),
+    }
+    if result.get("histograms"):
+        makers["latency"] = lambda: plots.latency_by_phase(_histograms(result), title)
+    hops_csv = result_folder / "hops.csv"
+    if hops_csv.is_file():
+        from .hops import assign_phases, load_hops
+
+        makers["hops"] = lambda: plots.hops(assign_phases(load_hops(hops_csv), test.events), title)
+    return makers
+
+
+def _saved_for_plots(folder: Path, result_dir: str) -> tuple[SavedTest, Path]:
+    """The test saved in ``folder`` and the folder of the load run its plots show (``result_dir``, else its last)."""
+    from .summary import load_saved_test
+
+    test = load_saved_test(folder)
+    result_folder = folder / result_dir if result_dir else (test.result_folder or folder)
+    return test, result_folder
+
+
+def draw_test_figures(folder: Path, title: str, *, result_dir: str = "") -> dict[str, Any]:
+    """The figures :func:`render_test_plots` saves for the test in ``folder``, drawn the same way but not saved
+    (plot name → :class:`~pytest_clover.report.plots.PlotFigure`): what a check of the plots' contents
+    (``fig.clover_spans``, the artists' data) looks at. A plot that cannot be drawn raises."""
+    test, result_folder = _saved_for_plots(Path(folder), result_dir)
+    return {name: make() for name, make in _plot_makers(test, result_folder, title).items()}
+
+
 def render_test_plots(folder: Path, title: str, *, result_dir: str = "") -> tuple[dict[str, str], list[str]]:
     """Render one test's plots into its folder; returns ({plot: file name relative to the folder}, problems).
 
     Reads only the folder (so it runs in a worker process): ``result.json``, ``timeline.json``, ``hops.csv``.
     """
     from . import plots
-    from .summary import load_saved_test
 
     files: dict[str, str] = {}
     problems: list[str] = []
-    test = load_saved_test(folder)
+    test, result_folder = _saved_for_plots(folder, result_dir)
     if test.result is None:
         return files, problems
-    result_folder = folder / result_dir if result_dir else (test.result_folder or folder)
     prefix = "" if result_folder == folder else result_folder.relative_to(folder).as_posix() + "/"
 
-    def attempt(name: str, make: Any) -> None:
+    def attempt(name: str, make: Callable[[], Any]) -> None:
         path = result_folder / PLOT_FILES[name]
         try:
             fig = make()
@@ -86,15 +122,8 @@ def render_test_plots(folder: Path, title: str, *, result_dir: str = "") -> tupl
         except Exception as exc:  # one broken plot must not cost the whole report
             problems.append(f"{folder.name}: {name} plot failed: {type(exc).__name__}: {exc}")
 
-    result = test.result
-    attempt("timeseries", lambda: plots.timeseries(_windows_frame(result), test.events, title))
-    if result.get("histograms"):
-        attempt("latency", lambda: plots.latency_by_phase(_histograms(result), title))
-    hops_csv = result_folder / "hops.csv"
-    if hops_csv.is_file():
-        from .hops import assign_phases, load_hops
-
-        attempt("hops", lambda: plots.hops(assign_phases(load_hops(hops_csv), test.events), title))
+    for name, make in _plot_makers(test, result_folder, title).items():
+        attempt(name, make)
     return files, problems
 
 
@@ -141,7 +170,12 @@ def write_windows_csv(data: RunData, path: Path) -> None:
     columns = ["test", "start", "end", "phase", "requests", "errors", "late", "error_rate", "throughput_rps"]
     columns += ["p50_ms", "p95_ms", "p99_ms", "max_ms"]
     frame = pandas.concat(frames, ignore_index=True) if frames else pandas.DataFrame(columns=columns)
-    _atomic_write_text(path, frame[columns].to_csv(index=False, float_format="%.6g"))
+    frame = frame[columns].copy()
+    # Measurements keep 6 significant digits; times are unix seconds, which "%.6g" would cut to ~3 hours
+    # (1.79528e+09): they are written to the µs.
+    for column in ("start", "end"):
+        frame[column] = [f"{v:.6f}" if isinstance(v, float) and math.isfinite(v) else "" for v in frame[column]]
+    _atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
 
 
 def write_events(data: RunData, path: Path) -> None:

@@ -236,8 +236,12 @@ def write_sample_run(
     start: float = 1_795_270_500.0,
     finished: bool = True,
     verdicts: Sequence[str] | None = None,
+    hops: int = 300,
 ) -> Path:
-    """A run folder with ``tests`` tests of the given phase durations; returns the folder."""
+    """A run folder with ``tests`` tests of the given phase durations; returns the folder.
+
+    ``hops``: sampled requests per test in ``hops.csv`` (a real load run keeps up to 3 000).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     run = {
         "run_id": folder.name,
@@ -267,6 +271,7 @@ def write_sample_run(
             rate=rate,
             verdict=verdict,
             seed=seed + i,
+            hops=hops,
         )
         t += sum(seconds)
     return folder

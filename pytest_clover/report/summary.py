@@ -221,6 +221,13 @@ def fault_events(test: SavedTest) -> list[dict[str, Any]]:
             continue
         key = str(event.get("id") or event.get("name"))
         entry = faults.get(key)
+        if kind == "fault-end" and entry is None:
+            # "Every fault cleared" (Chaos Toolkit's clear_faults): it ends whatever is open on its target.
+            target = event.get("target") or ""
+            for open_fault in faults.values():
+                if open_fault["end"] is None and (not target or open_fault["target"] in ("", target)):
+                    open_fault["end"] = float(event["time"])
+            continue
         if kind == "fault-start" or entry is None:
             entry = faults.setdefault(
                 key,

@@ -91,6 +91,13 @@ class FakeRun:
             self.result.ingest(w)
         self.alive = True
         self.stops = 0
+        self.phases: list[tuple[str, str | None]] = []
+
+    def begin_phase(self, name: str) -> None:
+        self.phases.append(("begin", name))
+
+    def end_phase(self) -> None:
+        self.phases.append(("end", None))
 
     def stop(self) -> LoadResult:
         self.stops += 1
@@ -610,6 +617,9 @@ def test_the_control_runs_load_around_the_experiment_and_journals_it(
     control.after_experiment_control({}, state=journal, configuration=config, **arguments)
     assert [s["name"] for s in session.stages] == ["steady-state-before", "method", "steady-state-after", "rollbacks"]
     assert all(s["end"] is not None for s in session.stages)
+    # Each stage is a phase of the load, so the report shows the experiment's stages like any test's phases.
+    stages = ["steady-state-before", "method", "steady-state-after", "rollbacks"]
+    assert session.run.phases == [step for name in stages for step in (("begin", name), ("end", None))]  # type: ignore[attr-defined]
     assert set(journal["load"]["stages"]) == {"steady-state-before", "method", "steady-state-after", "rollbacks"}
     assert journal["load"]["overall"]["requests"] == 60
     assert loads.find(fake) is None

@@ -1,0 +1,207 @@
+"""Report build: 8 hours of 1-second windows for 10 tests, built in ≤ 30 s (on 2 cores).
+
+How: a synthetic run folder in the exact on-disk layout the plugin writes
+(:func:`pytest_clover.report.sample.write_sample_run`, untimed): 10 tests, each a 2 h baseline, 4 h delay fault
+and 2 h recovery: 28 800 1-s windows, three phase HdrHistograms and 3 000 sampled requests' hops per test.
+Then, timed, ``build_report(run_dir)`` in a fresh interpreter (cold: the interpreter, pandas and matplotlib
+imports in the build and its plot workers are part of what a user pays), and the same through the CLI,
+``clover report <run_dir>``, in another fresh process.
+
+The figure is the wall time of that first process, from start to exit. Also printed: the build's own stages
+(from ``BuiltReport.stages``; the plots render in worker processes while the main process writes
+``windows.csv``, so those two overlap), the CPU time of the process tree, its peak memory (sum over the
+build process, the forkserver and the plot workers, sampled every 50 ms with psutil: RSS, and PSS, which
+counts shared pages once), the size of ``index.html`` and ``windows.csv``, and the load average (other
+work on the machine shares the 2 cores; the CPU time is what the build itself used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil
+
+from benchmarks._common import ROOT, report
+from pytest_clover.report.sample import write_sample_run
+
+TARGET_S = 30.0
+TESTS = 10
+SECONDS = (7200.0, 14400.0, 7200.0)  # baseline 2 h, fault 4 h, recovery 2 h: 8 h of 1-s windows
+HOPS = 3000  # sampled requests per test in hops.csv: what a real load run keeps at most
+WINDOWS = int(sum(SECONDS))
+MB = 1024.0 * 1024.0
+
+# Run as `python -c`: no __main__ file for the forkserver's workers to re-import.
+BUILD = """
+import json, sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+from pytest_clover.report.build import build_report
+built = build_report(Path(sys.argv[1]))
+print(json.dumps({
+    "build_s": built.seconds,
+    "import_s": time.perf_counter() - t0 - built.seconds,
+    "stages": getattr(built, "stages", {}),
+    "problems": built.problems,
+    "windows": [t["load"]["windows"] for t in built.summary["tests"]],
+}))
+"""
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+class TreeMemory:
+    """Peak memory of a process and all its descendants, sampled on a thread until :meth:`stop`."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = self.peak_pss = self.peak_single_rss = 0.0
+        self.peak_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                procs = [self.root, *self.root.children(recursive=True)]
+                rss = pss = single = 0.0
+                for proc in procs:
+                    with contextlib.suppress(psutil.Error):
+                        info = proc.memory_full_info()
+                        rss += info.rss
+                        pss += getattr(info, "pss", info.rss)
+                        single = max(single, info.rss)
+                self.peak_rss = max(self.peak_rss, rss)
+                self.peak_pss = max(self.peak_pss, pss)
+                self.peak_single_rss = max(self.peak_single_rss, single)
+                self.peak_processes = max(self.peak_processes, len(procs))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed_process(argv: list[str]) -> tuple[float, float, TreeMemory, str]:
+    """Run ``argv`` in a new session; (wall s, CPU s of it and its descendants, memory peaks, stdout)."""
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    memory = TreeMemory(proc.pid)
+    try:
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        memory.stop()
+        if proc.poll() is None:  # interrupted: take the build's workers down with it (its own session)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    wall = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[:3]} … exited with {proc.returncode}; output:\n{out}")
+    return wall, cpu, memory, out
+
+
+def clover_command() -> list[str]:
+    script = Path(sys.executable).with_name("clover")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "pytest_clover.cli"]
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    tmp = Path(tempfile.mkdtemp(prefix="clover-bench-report-"))
+    try:
+        run_dir = tmp / "20261121-120000-1"
+        print(f"  load average (1/5/15 min) before: {load()}; {os.cpu_count()} cores", flush=True)
+        start = time.perf_counter()
+        write_sample_run(run_dir, tests=TESTS, seconds=SECONDS, hops=HOPS)
+        size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+        print(
+            f"  generated {TESTS} tests × {WINDOWS} windows ({WINDOWS / 3600:.0f} h at 1 s) in "
+            f"{time.perf_counter() - start:.1f} s (untimed): {size / MB:.0f} MB",
+            flush=True,
+        )
+
+        print(f"  load average before the build: {load()}", flush=True)
+        wall, cpu, memory, out = timed_process([sys.executable, "-c", BUILD, str(run_dir)])
+        load_after = load()
+        child: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        if child["problems"]:
+            raise RuntimeError(f"the report has problems: {child['problems']}")
+        if child["windows"] != [WINDOWS] * TESTS:
+            raise RuntimeError(f"summary.json counts windows {child['windows']}, expected {TESTS} × {WINDOWS}")
+        index_mb = (run_dir / "index.html").stat().st_size / MB
+        csv_mb = (run_dir / "windows.csv").stat().st_size / MB
+        csv_rows = sum(1 for _ in (run_dir / "windows.csv").open(encoding="utf-8")) - 1
+        if csv_rows != TESTS * WINDOWS:
+            raise RuntimeError(f"windows.csv has {csv_rows} rows, expected {TESTS * WINDOWS}")
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in child["stages"].items()) or "(not reported)"
+        print(
+            f"  build_report (fresh process): {wall:.2f} s wall ({child['import_s']:.2f} s interpreter + imports, "
+            f"{child['build_s']:.2f} s in build_report), {cpu:.1f} s CPU; load average after {load_after}",
+            flush=True,
+        )
+        print(f"  stages: {stages}", flush=True)
+        print(
+            f"  memory: peak {memory.peak_rss / MB:.0f} MB RSS / {memory.peak_pss / MB:.0f} MB PSS over "
+            f"{memory.peak_processes} processes; largest one {memory.peak_single_rss / MB:.0f} MB RSS",
+            flush=True,
+        )
+        print(f"  index.html {index_mb:.1f} MB, windows.csv {csv_mb:.1f} MB ({csv_rows} rows)", flush=True)
+
+        cli_wall, cli_cpu, cli_memory, cli_out = timed_process([*clover_command(), "report", str(run_dir)])
+        print(
+            f"  clover report (fresh process, rebuilds the same folder): {cli_wall:.2f} s wall, {cli_cpu:.1f} s CPU, "
+            f"peak {cli_memory.peak_pss / MB:.0f} MB PSS; load average after {load()}",
+            flush=True,
+        )
+        for line in cli_out.strip().splitlines():
+            print(f"    | {line}", flush=True)
+        report(
+            "report",
+            f"report: {TESTS} tests × 8 h of 1-s windows built in {wall:.1f} s (clover report {cli_wall:.1f} s) — "
+            f"target {TARGET_S:.0f} s → ratio {wall / TARGET_S:.2f}; peak {memory.peak_pss / MB:.0f} MB PSS",
+            figure=wall,
+            unit="s",
+            target=TARGET_S,
+            cli=cli_wall,
+            cpu=cpu,
+            stages=child["stages"],
+            peak_rss_mb=memory.peak_rss / MB,
+            peak_pss_mb=memory.peak_pss / MB,
+            peak_single_rss_mb=memory.peak_single_rss / MB,
+            index_mb=index_mb,
+            loadavg=os.getloadavg(),
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
