@@ -41,6 +41,10 @@ class BuiltReport:
     problems: list[str] = field(default_factory=list)
     """Plots or files that could not be produced (the rest of the report is still written)."""
     seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage: ``read`` (reading the tests, which also starts their plots and writes their windows),
+    ``windows.csv`` (part of ``read``), ``plots`` (from the first test read to the last plot done: it overlaps
+    ``read``), ``summary.json``, ``index.html``."""
 
 
 def _windows_frame(result: Mapping[str, Any]) -> Any:
@@ -82,11 +86,12 @@ def _plot_makers(test: SavedTest, result_folder: Path, title: str) -> dict[str, 
     return makers
 
 
-def _saved_for_plots(folder: Path, result_dir: str) -> tuple[SavedTest, Path]:
-    """The test saved in ``folder`` and the folder of the load run its plots show (``result_dir``, else its last)."""
+def _saved_for_plots(folder: Path, result_dir: str, saved: SavedTest | None = None) -> tuple[SavedTest, Path]:
+    """The test saved in ``folder`` (``saved`` if already read) and the folder of the load run its plots show
+    (``result_dir``, else its last)."""
     from .summary import load_saved_test
 
-    test = load_saved_test(folder)
+    test = saved if saved is not None else load_saved_test(folder)
     result_folder = folder / result_dir if result_dir else (test.result_folder or folder)
     return test, result_folder
 
@@ -99,16 +104,19 @@ def draw_test_figures(folder: Path, title: str, *, result_dir: str = "") -> dict
     return {name: make() for name, make in _plot_makers(test, result_folder, title).items()}
 
 
-def render_test_plots(folder: Path, title: str, *, result_dir: str = "") -> tuple[dict[str, str], list[str]]:
+def render_test_plots(
+    folder: Path, title: str, *, result_dir: str = "", saved: SavedTest | None = None
+) -> tuple[dict[str, str], list[str]]:
     """Render one test's plots into its folder; returns ({plot: file name relative to the folder}, problems).
 
-    Reads only the folder (so it runs in a worker process): ``result.json``, ``timeline.json``, ``hops.csv``.
+    Reads only the folder (so it runs in a worker process): ``result.json``, ``timeline.json``, ``hops.csv``;
+    ``saved``: the test as already read from it (its windows not released), so ``result.json`` is not read again.
     """
     from . import plots
 
     files: dict[str, str] = {}
     problems: list[str] = []
-    test, result_folder = _saved_for_plots(folder, result_dir)
+    test, result_folder = _saved_for_plots(folder, result_dir, saved)
     if test.result is None:
         return files, problems
     prefix = "" if result_folder == folder else result_folder.relative_to(folder).as_posix() + "/"
@@ -127,55 +135,182 @@ def render_test_plots(folder: Path, title: str, *, result_dir: str = "") -> tupl
     return files, problems
 
 
-def _render_all(tests: Sequence[SavedTest], jobs: int) -> tuple[dict[str, dict[str, str]], list[str]]:
-    todo = [(t.folder, t.nodeid, str(t.record.get("result_dir") or "")) for t in tests if t.result is not None]
-    out: dict[str, dict[str, str]] = {}
-    problems: list[str] = []
-    if jobs > 1 and len(todo) > 1:
-        import multiprocessing
+def _render_pickled(folder: Path, title: str, result_dir: str, saved: bytes) -> tuple[dict[str, str], list[str]]:
+    """:func:`render_test_plots` in a worker process, for a test pickled by the main process (see :class:`_Plots`)."""
+    test: SavedTest = pickle.loads(saved)
+    return render_test_plots(folder, title, result_dir=result_dir, saved=test)
 
-        # forkserver, not fork: the caller may be a pytest process with threads (a fork could copy held locks).
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context) as pool:
-            futures = {
-                str(folder): pool.submit(render_test_plots, folder, title, result_dir=rdir)
-                for folder, title, rdir in todo
-            }
-            for key, future in futures.items():
-                try:
-                    files, failed = future.result()
-                except Exception as exc:
-                    files, failed = {}, [f"{Path(key).name}: plots failed: {type(exc).__name__}: {exc}"]
-                out[key] = files
-                problems += failed
+
+class _Plots:
+    """Renders each test's plots as :func:`load_run` reads the tests: in up to ``jobs`` worker processes when
+    there are several tests (the first test waits for a second one before the pool starts), else here.
+
+    A test goes to a worker pickled at once, so the caller may release its windows right after :meth:`add`; at
+    most ``2 × jobs`` tests wait for a worker at a time (:meth:`add` blocks), so memory stays bounded however
+    many tests the run has. Use as a context manager: leaving it stops the workers.
+    """
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self.seconds = 0.0
+        """Wall time from the first test added to the last plot done (it overlaps with reading the tests)."""
+        self._started: float | None = None
+        self._order: list[str] = []
+        self._results: dict[str, tuple[dict[str, str], list[str]]] = {}
+        self._held: tuple[str, tuple[Path, str, str, bytes]] | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[str, Future[tuple[dict[str, str], list[str]]]] = {}
+
+    def __enter__(self) -> _Plots:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def add(self, test: SavedTest) -> None:
+        if test.result is None:
+            return
+        if self._started is None:
+            self._started = time.monotonic()
+        key, rdir = str(test.folder), str(test.record.get("result_dir") or "")
+        self._order.append(key)
+        if self.jobs <= 1:
+            self._results[key] = render_test_plots(test.folder, test.nodeid, result_dir=rdir, saved=test)
+            return
+        job = (test.folder, test.nodeid, rdir, pickle.dumps(test, protocol=pickle.HIGHEST_PROTOCOL))
+        if self._pool is None and self._held is None:
+            self._held = (key, job)  # a single test is rendered here: not worth starting workers for
+            return
+        if self._pool is None:
+            import multiprocessing
+
+            # forkserver, not fork: the caller may be a pytest process with threads (a fork could copy held locks).
+            context = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context)
+            assert self._held is not None
+            self._submit(*self._held)
+            self._held = None
+        busy = [f for f in self._futures.values() if not f.done()]
+        if len(busy) >= 2 * self.jobs:
+            wait(busy, return_when=FIRST_COMPLETED)
+        self._submit(key, job)
+
+    def _submit(self, key: str, job: tuple[Path, str, str, bytes]) -> None:
+        assert self._pool is not None
+        self._futures[key] = self._pool.submit(_render_pickled, *job)
+
+    def finish(self) -> tuple[dict[str, dict[str, str]], list[str]]:
+        """Wait for every test's plots: ({test folder: {plot: file relative to it}}, problems), in test order."""
+        if self._held is not None:
+            key, (folder, title, rdir, saved) = self._held
+            self._results[key] = _render_pickled(folder, title, rdir, saved)
+            self._held = None
+        for key, future in self._futures.items():
+            try:
+                self._results[key] = future.result()
+            except Exception as exc:
+                self._results[key] = {}, [f"{Path(key).name}: plots failed: {type(exc).__name__}: {exc}"]
+        self.__exit__()
+        if self._started is not None:
+            self.seconds = time.monotonic() - self._started
+        out: dict[str, dict[str, str]] = {}
+        problems: list[str] = []
+        for key in self._order:
+            files, failed = self._results[key]
+            out[key] = files
+            problems += failed
         return out, problems
-    for folder, title, rdir in todo:
-        files, failed = render_test_plots(folder, title, result_dir=rdir)
-        out[str(folder)] = files
-        problems += failed
-    return out, problems
+
+
+WINDOW_CSV_COLUMNS = (
+    "test",
+    "start",
+    "end",
+    "phase",
+    "requests",
+    "errors",
+    "late",
+    "error_rate",
+    "throughput_rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+)
+"""Columns of the run's ``windows.csv``: the test's node id, then a window of its load result."""
+
+
+def _csv_number(value: Any, *, exact: bool = False) -> str:
+    """A number for ``windows.csv``: an integer as is, a float to 6 significant digits (``exact``: all of them,
+    for unix times), a numeric string as its number; empty for anything else (None, NaN, a non-number)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return ""
+    if isinstance(value, int):  # bool included: True is 1
+        return str(int(value))
+    if isinstance(value, float):
+        if value != value:
+            return ""
+        return repr(value) if exact else "%.6g" % value
+    return ""
+
+
+class _WindowsCsv:
+    """The run's ``windows.csv``, written a test at a time (so a test's windows can be released once written)
+    into a temporary file that :meth:`commit` moves into place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seconds = 0.0
+        """Time spent formatting and writing rows."""
+        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._file = self._tmp.open("w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._writer.writerow(WINDOW_CSV_COLUMNS)
+
+    def add(self, test: SavedTest) -> None:
+        """Append the test's windows (none if it has no load result)."""
+        started = time.monotonic()
+        windows = (test.result or {}).get("windows") or []
+        if windows:
+            # Column by column: one list comprehension per column is several times faster than a DataFrame's
+            # to_csv (~0.15 s for an 8-h test), and never holds more than one test's cells.
+            cells: list[list[str]] = []
+            for column in WINDOW_CSV_COLUMNS[1:]:
+                values = [w.get(column) for w in windows]
+                if column == "phase":
+                    cells.append(["" if v is None else str(v) for v in values])
+                elif column in ("start", "end"):
+                    cells.append([_csv_number(v, exact=True) for v in values])
+                else:
+                    cells.append([("%.6g" % v if v == v else "") if type(v) is float else _csv_number(v) for v in values])
+            self._writer.writerows(zip(itertools.repeat(test.nodeid), *cells, strict=False))
+        self.seconds += time.monotonic() - started
+
+    def commit(self) -> None:
+        self._file.close()
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 def write_windows_csv(data: RunData, path: Path) -> None:
-    """Every window of every test: test, phase, start, end, requests, errors, late, error_rate, p50/p95/p99/max."""
-    import pandas
-
-    frames = []
-    for test in data.tests:
-        if test.result is None or not test.result.get("windows"):
-            continue
-        frame = _windows_frame(test.result)
-        frame.insert(0, "test", test.nodeid)
-        frames.append(frame)
-    columns = ["test", "start", "end", "phase", "requests", "errors", "late", "error_rate", "throughput_rps"]
-    columns += ["p50_ms", "p95_ms", "p99_ms", "max_ms"]
-    frame = pandas.concat(frames, ignore_index=True) if frames else pandas.DataFrame(columns=columns)
-    frame = frame[columns].copy()
-    # Measurements keep 6 significant digits; times are unix seconds, which "%.6g" would cut to ~3 hours
-    # (1.79528e+09): they are written to the µs.
-    for column in ("start", "end"):
-        frame[column] = [f"{v:.6f}" if isinstance(v, float) and math.isfinite(v) else "" for v in frame[column]]
-    _atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+    """Every window of every test: test, start, end (unix s), phase, requests, errors, late, error_rate,
+    throughput_rps, p50/p95/p99/max (ms). The tests' windows must not have been released."""
+    out = _WindowsCsv(path)
+    try:
+        for test in data.tests:
+            out.add(test)
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
 
 
 def write_events(data: RunData, path: Path) -> None:
@@ -217,26 +352,63 @@ def build_report(
     """
     started = time.monotonic()
     run_dir = Path(run_dir)
-    data = load_run(run_dir)
-    if extra_runs:
-        data.run.update(extra_runs)
     report_dir = Path(report_dir) if report_dir is not None else run_dir.parent
     if jobs is None:
         jobs = min(4, os.cpu_count() or 1)
-    plot_files, problems = _render_all(data.tests, jobs)
+    # Each test, as soon as it is read: its plots start (in a worker), its windows go to windows.csv, then they
+    # are released, so however long and many the tests, one test's windows are in memory here at a time.
+    csv_problems: list[str] = []
+    windows_csv: _WindowsCsv | None = None
+    try:
+        windows_csv = _WindowsCsv(run_dir / "windows.csv")
+    except OSError as exc:
+        csv_problems.append(f"windows.csv: {type(exc).__name__}: {exc}")
+    with _Plots(jobs) as plots:
+
+        def take(test: SavedTest) -> None:
+            nonlocal windows_csv
+            plots.add(test)
+            if windows_csv is not None:
+                try:
+                    windows_csv.add(test)
+                except Exception as exc:
+                    csv_problems.append(f"windows.csv: {type(exc).__name__}: {exc}")
+                    windows_csv.discard()
+                    windows_csv = None
+            test.release_windows()
+
+        try:
+            data = load_run(run_dir, on_test=take)
+            stages = {"read": time.monotonic() - started}
+            if windows_csv is not None:
+                try:
+                    windows_csv.commit()
+                except OSError as exc:
+                    csv_problems.append(f"windows.csv: {type(exc).__name__}: {exc}")
+                stages["windows.csv"] = windows_csv.seconds
+                windows_csv = None
+        finally:
+            if windows_csv is not None:
+                windows_csv.discard()
+        if extra_runs:
+            data.run.update(extra_runs)
+        if not (run_dir / "events.ndjson").is_file():
+            write_events(data, run_dir / "events.ndjson")
+        plot_files, problems = plots.finish()
+    stages["plots"] = plots.seconds
+    lap = time.monotonic()
+    problems += csv_problems
     for test in data.tests:
         files = {name: f"{test.folder.name}/{rel}" for name, rel in plot_files.get(str(test.folder), {}).items()}
         test.record["files"] = {**_data_files(test), **files}
     summary = build_summary(data)
     _atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=False))
-    try:
-        write_windows_csv(data, run_dir / "windows.csv")
-    except Exception as exc:
-        problems.append(f"windows.csv: {type(exc).__name__}: {exc}")
-    if not (run_dir / "events.ndjson").is_file():
-        write_events(data, run_dir / "events.ndjson")
+    stages["summary.json"] = time.monotonic() - lap
+    lap = time.monotonic()
     built = BuiltReport(run_dir, summary, run_dir / "index.html", problems)
     write_index(built, report_dir)
+    stages["index.html"] = time.monotonic() - lap
+    built.stages = stages
     built.seconds = time.monotonic() - started
     return built
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,8 @@ class SavedTest:
     """``result.json`` of the test's last load run, None if it ran no load."""
     events: list[dict[str, Any]] = field(default_factory=list)
     """``timeline.json``: phase and fault events, in time order."""
+    released: tuple[int, float | None] | None = None
+    """Set by :meth:`release_windows`: (how many windows ``result["windows"]`` held, the first one's start)."""
 
     @property
     def nodeid(self) -> str:
@@ -84,6 +86,33 @@ class SavedTest:
     @property
     def verdict(self) -> str:
         return str(self.record.get("verdict", "interrupted"))
+
+    @property
+    def window_count(self) -> int:
+        """How many 1-s windows the load result holds (also after :meth:`release_windows`)."""
+        if self.released is not None:
+            return self.released[0]
+        return len((self.result or {}).get("windows") or [])
+
+    @property
+    def first_window_start(self) -> float | None:
+        """Unix time the first window started (also after :meth:`release_windows`); None without windows."""
+        if self.released is not None:
+            return self.released[1]
+        windows = (self.result or {}).get("windows") or []
+        return float(windows[0]["start"]) if windows else None
+
+    def release_windows(self) -> None:
+        """Drop ``result["windows"]``, keeping what the summary reads of them (how many, the first start).
+
+        The windows are most of a long run's memory (an 8-h test: 28 800 of them, ~25 MB as Python objects);
+        ``build_report`` releases each test's once its plots and its ``windows.csv`` rows are under way, so a run of
+        many long tests is built holding one test's windows at a time.
+        """
+        if self.result is None or self.released is not None:
+            return
+        self.released = (self.window_count, self.first_window_start)
+        self.result.pop("windows", None)
 
     @property
     def result_folder(self) -> Path | None:
@@ -131,8 +160,12 @@ def load_saved_test(folder: Path) -> SavedTest:
     return SavedTest(folder=folder, record=record, result=result, events=events)
 
 
-def load_run(folder: Path) -> RunData:
-    """Read a run folder (``<report-dir>/<run-id>``); raises :class:`ReportDataError` naming a bad file."""
+def load_run(folder: Path, *, on_test: Callable[[SavedTest], None] | None = None) -> RunData:
+    """Read a run folder (``<report-dir>/<run-id>``); raises :class:`ReportDataError` naming a bad file.
+
+    ``on_test`` is called with each test as soon as it is read, before the next one is (``build_report`` starts
+    the test's plots and writes its windows there, then releases them: see :meth:`SavedTest.release_windows`).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportDataError(f"{folder}: no such run folder; give <report-dir>/<run-id>, e.g. reports/latest")
@@ -145,7 +178,10 @@ def load_run(folder: Path) -> RunData:
     tests = []
     for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if (child / "test.json").is_file() or (child / "result.json").is_file() or (child / "timeline.json").is_file():
-            tests.append(load_saved_test(child))
+            test = load_saved_test(child)
+            if on_test is not None:
+                on_test(test)
+            tests.append(test)
     return RunData(folder=folder, run=run, tests=tests)
 
 
@@ -195,10 +231,9 @@ def phase_table(test: SavedTest) -> dict[str, dict[str, Any]]:
 
 def load_start(test: SavedTest) -> float | None:
     """Unix time the plots and offsets count from: the first window, else the first event."""
-    if test.result is not None:
-        windows = test.result.get("windows") or []
-        if windows:
-            return float(windows[0]["start"])
+    first = test.first_window_start
+    if first is not None:
+        return first
     if test.events:
         return float(test.events[0]["time"])
     return None
@@ -352,7 +387,7 @@ def _load_info(test: SavedTest) -> dict[str, Any] | None:
         "rate_rps": finite(r.get("rate")),
         "users": r.get("users"),
         "seed": r.get("seed"),
-        "windows": len(r.get("windows") or []),
+        "windows": test.window_count,
         "result_dir": test.record.get("result_dir") or "",
     }
 

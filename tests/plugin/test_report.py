@@ -176,7 +176,9 @@ def test_compare_with_an_unknown_run_is_a_usage_error(project: Project) -> None:
     result.stderr.fnmatch_lines(["*--clover-compare=20990101-000000-1: no such run in the history*"])
 
 
-@pytest.mark.parametrize("flag", ["--clover-regression-p99=-1", "--clover-regression-error-rate=lots"])
+@pytest.mark.parametrize(
+    "flag", ["--clover-regression-p99=-1", "--clover-regression-error-rate=lots", "--clover-experiment-rate=-2"]
+)
 def test_bad_regression_thresholds_are_usage_errors(project: Project, flag: str) -> None:
     result = project.run(flag)
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -117,3 +117,18 @@ def test_restore_gives_back_the_exact_original() -> None:
 def test_bad_fault_requests_say_what_to_do(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(BackendError, match=message):
         fault_document([CANARY], "http-lb", **kwargs)
+
+
+def test_source_scoped_fault_is_a_copy_of_the_route_for_those_callers_placed_first() -> None:
+    doc = fault_document([CANARY], "http-lb", abort_status=503, source_labels={"app": "proxy", "version": "v2"})
+    first, original = doc["spec"]["http"]
+    assert first["match"] == [{"sourceLabels": {"app": "proxy", "version": "v2"}}]
+    assert first["fault"] == {"abort": {"httpStatus": 503, "percentage": {"value": 100.0}}}
+    assert first["route"] == CANARY["spec"]["http"][0]["route"] and "name" not in first
+    assert "fault" not in original  # every other caller keeps the unfaulted route
+    both = fault_document([CANARY], "http-lb", delay="1s", headers={"end-user": "jason"}, source_labels={"v": "2"})
+    assert both["spec"]["http"][0]["match"] == [
+        {"headers": {"end-user": {"exact": "jason"}}, "sourceLabels": {"v": "2"}}
+    ]
+    _valid(doc)
+    _valid(both)
