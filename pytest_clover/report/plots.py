@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import matplotlib
 import numpy as np
 import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -59,7 +60,7 @@ OK_COLOR = "#34495e"
 """Successful responses."""
 NEVER_COLOR = "#7b0c0c"
 """Trend: a recovery that never happened."""
-NO_PHASE = "(no phase)"
+NO_PHASE = "(between phases)"
 """Label of the traffic outside any phase (before the first, between two)."""
 NO_PHASE_COLOR = "#a6a6a6"
 LATENCY_COLORS = {"p50": "#9c8fd0", "p95": "#6a4fb0", "p99": "#2e0f6e"}
@@ -349,6 +350,7 @@ def _timeline(
     open_phases: dict[str, float] = {}
     faults: dict[Any, _Span] = {}
     open_faults: dict[Any, _Span] = {}
+    targets: dict[Any, tuple[Any, Any]] = {}
     verdicts: dict[Any, bool] = {}
     notes: list[tuple[float, str]] = []
     for event in ordered:
@@ -364,15 +366,30 @@ def _timeline(
         elif kind == "phase-end":
             phases.append(_Span("phase", name, open_phases.pop(name, data_start), t))
         elif kind == "fault-start":
+            target = event.get("target")
+            if event.get("fault") == "shift" and target:
+                # A new traffic split replaces the one in force on the same service.
+                for other_key, open_span in list(open_faults.items()):
+                    if targets.get(other_key) == (target, "shift"):
+                        open_span.end = t
+                        del open_faults[other_key]
             span = _Span("fault", name, t, data_end, id=event.get("id"))
             open_faults[key] = span
+            targets[key] = (target, event.get("fault"))
             faults[(key, t)] = span
         elif kind == "fault-end":
             span_or_none = open_faults.pop(key, None)
-            if span_or_none is None:
-                faults[(key, t)] = _Span("fault", name, data_start, t, id=event.get("id"))
-            else:
+            if span_or_none is not None:
                 span_or_none.end = t
+            elif event.get("fault") == "clear":
+                # "Every fault cleared" (clear_faults): it ends what is open on its target, it is no fault itself.
+                target = event.get("target")
+                for other_key, open_span in list(open_faults.items()):
+                    if not target or targets.get(other_key, (None, None))[0] in (None, "", target):
+                        open_span.end = t
+                        del open_faults[other_key]
+            else:
+                faults[(key, t)] = _Span("fault", name, data_start, t, id=event.get("id"))
         elif kind == "fault-verified":
             verdicts[key] = True
         elif kind == "fault-inconclusive":
@@ -1412,10 +1429,14 @@ def to_png_bytes(fig: Figure, *, dpi: int = _DPI) -> bytes:
     buffer = io.BytesIO()
     # savefig lays out a figure that has a layout engine by drawing it once without rendering, then draws it again
     # for real. Running the layout once here and saving with the positions frozen makes that one draw, not two.
+    # The engine must be removed (None), not set to "none": that leaves a placeholder engine, and savefig still
+    # makes its dry draw for any engine at all (a tenth of the time the plots take). With the rc settings off,
+    # None removes it whatever the user's matplotlibrc asks for.
     engine = fig.get_layout_engine()
     if engine is not None:
         engine.execute(fig)
-        fig.set_layout_engine("none")
+        with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+            fig.set_layout_engine(None)
     try:
         fig.savefig(buffer, format="png", dpi=dpi, facecolor="white", metadata={"Software": "pytest-clover"})
     finally:

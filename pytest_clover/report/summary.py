@@ -256,7 +256,7 @@ def fault_events(test: SavedTest) -> list[dict[str, Any]]:
             continue
         key = str(event.get("id") or event.get("name"))
         entry = faults.get(key)
-        if kind == "fault-end" and entry is None:
+        if kind == "fault-end" and entry is None and event.get("fault") == "clear":
             # "Every fault cleared" (Chaos Toolkit's clear_faults): it ends whatever is open on its target.
             target = event.get("target") or ""
             for open_fault in faults.values():
@@ -279,6 +279,12 @@ def fault_events(test: SavedTest) -> list[dict[str, Any]]:
             )
         if kind == "fault-start":
             entry["start"] = float(event["time"])
+            if entry["kind"] == "shift" and entry["target"]:
+                # A new traffic split replaces the one in force on the same service.
+                for other in faults.values():
+                    if other is not entry and other["kind"] == "shift" and other["target"] == entry["target"]:
+                        if other["end"] is None:
+                            other["end"] = entry["start"]
         elif kind == "fault-end":
             entry["end"] = float(event["time"])
         elif kind == "fault-verified":

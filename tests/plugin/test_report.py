@@ -265,3 +265,31 @@ def test_clover_report_on_a_folder_that_is_not_a_run_names_it(tmp_path: Path) ->
     done = _clover("report", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 1
     assert f"{tmp_path}/run.json: missing" in done.stderr
+
+
+def test_dry_run_records_faults_without_touching_the_mesh_and_reports_slo_misses(project: Project) -> None:
+    _setup(
+        project,
+        """
+        import pytest
+
+        @pytest.mark.slo(phase="fault", p99_ms=100)
+        def test_dry(load, faults, mesh, slo):
+            run = load.start(rate=40)
+            with faults.delay("http-lb", "300ms") as delay:
+                delay.verify()
+                run.phase("fault", seconds=2)
+            with faults.kill("clover-server"):
+                pass
+            result = run.stop()
+            slo.check(result, phase="fault", p99_ms=100)  # missed, but a dry run reports it only
+            assert mesh.backend.history == ["deploy"]  # no apply, no kill
+        """,
+    )
+    result = project.run("--clover-dry-run")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["clover: DRY RUN: *"])
+    test = _summary(project.run_dirs()[0])["tests"][0]
+    assert [f["description"] for f in test["faults"]] == ["delay 300ms 100% on http-lb", "kill 1 pod of clover-server"]
+    assert all(f["verified"] is None for f in test["faults"])
+    assert [c["ok"] for c in test["slo"]] == [False, False]  # both misses are in the report

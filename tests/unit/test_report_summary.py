@@ -196,3 +196,73 @@ def test_the_regression_message_has_both_numbers_and_the_limit() -> None:
     message = history.regression_message(checks, "r1")
     assert "regressed against run r1 (1 metric; --clover-compare)" in message
     assert "500.0 ms" in message and "803.0 ms" in message and "625.0 ms" in message
+
+
+def test_a_clear_ends_the_open_faults_and_a_new_shift_replaces_the_last(tmp_path: Path) -> None:
+    """Chaos Toolkit's clear_faults and successive shifts, as the extension records them (no ids)."""
+    import pandas
+
+    from pytest_clover.report import plots
+    from pytest_clover.report.summary import SavedTest, fault_events
+
+    t0 = 1_795_270_500.0
+    events = [
+        {
+            "time": t0 + 1,
+            "kind": "fault-start",
+            "name": "shift http-lb to v1 90/v2 10",
+            "fault": "shift",
+            "target": "http-lb",
+        },
+        {
+            "time": t0 + 2,
+            "kind": "fault-start",
+            "name": "abort 503 on clover-server",
+            "fault": "abort",
+            "target": "clover-server",
+        },
+        {
+            "time": t0 + 5,
+            "kind": "fault-start",
+            "name": "shift http-lb to v1 100/v2 0",
+            "fault": "shift",
+            "target": "http-lb",
+        },
+        {
+            "time": t0 + 8,
+            "kind": "fault-end",
+            "name": "faults cleared from VirtualService/http-lb",
+            "fault": "clear",
+            "target": "http-lb",
+        },
+        {"time": t0 + 9, "kind": "fault-end", "name": "faults cleared", "fault": "clear"},
+    ]
+    test = SavedTest(folder=tmp_path, record={}, events=events)
+    spans = {f["description"]: (f["start"] - t0, f["end"] - t0) for f in fault_events(test)}
+    assert spans == {
+        "shift http-lb to v1 90/v2 10": (1, 5),
+        "abort 503 on clover-server": (2, 9),
+        "shift http-lb to v1 100/v2 0": (5, 8),
+    }
+    windows = pandas.DataFrame(
+        [
+            {
+                "start": t0 + i,
+                "end": t0 + i + 1,
+                "phase": "method",
+                "requests": 10,
+                "errors": 0,
+                "late": 0,
+                "error_rate": 0.0,
+                "throughput_rps": 10.0,
+                "p50_ms": 5.0,
+                "p95_ms": 6.0,
+                "p99_ms": 7.0,
+                "max_ms": 8.0,
+            }
+            for i in range(10)
+        ]
+    )
+    fig = plots.timeseries(windows, events, "t")
+    drawn = {s["name"]: (s["start_s"], s["end_s"]) for s in fig.clover_spans if s["kind"] == "fault"}
+    assert drawn == spans  # the plot shows the same intervals, and no "cleared" pseudo-fault
