@@ -8,11 +8,13 @@ imports in the build and its plot workers are part of what a user pays), and the
 ``clover report <run_dir>``, in another fresh process.
 
 The figure is the wall time of that first process, from start to exit. Also printed: the build's own stages
-(from ``BuiltReport.stages``; the plots render in worker processes while the main process writes
-``windows.csv``, so those two overlap), the CPU time of the process tree, its peak memory (sum over the
-build process, the forkserver and the plot workers, sampled every 50 ms with psutil: RSS, and PSS, which
-counts shared pages once), the size of ``index.html`` and ``windows.csv``, and the load average (other
-work on the machine shares the 2 cores; the CPU time is what the build itself used).
+(``BuiltReport.stages``: the plots render in worker processes while the main process reads the tests and
+writes ``windows.csv``, so they overlap), the CPU time of the process tree (the build, the forkserver and the
+plot workers), its peak memory (PSS summed over the tree: pages shared between processes counted once), the
+size of ``index.html`` and ``windows.csv``, and the load average: other work on the machine shares its 2 cores,
+so the wall time depends on it; CPU time / cores is the least the build could take with nothing else running.
+
+Run: ``python benchmarks/bench_report.py`` (or ``python benchmarks/run_all.py report``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -47,17 +48,16 @@ MB = 1024.0 * 1024.0
 
 # Run as `python -c`: no __main__ file for the forkserver's workers to re-import.
 BUILD = """
-import json, sys, time
-t0 = time.perf_counter()
+import json, resource, sys
 from pathlib import Path
 from pytest_clover.report.build import build_report
 built = build_report(Path(sys.argv[1]))
 print(json.dumps({
     "build_s": built.seconds,
-    "import_s": time.perf_counter() - t0 - built.seconds,
     "stages": getattr(built, "stages", {}),
     "problems": built.problems,
     "windows": [t["load"]["windows"] for t in built.summary["tests"]],
+    "main_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
 }))
 """
 
@@ -66,33 +66,47 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-class TreeMemory:
-    """Peak memory of a process and all its descendants, sampled on a thread until :meth:`stop`."""
+class TreeMonitor:
+    """A process and all its descendants, sampled on a thread until :meth:`stop`: CPU time (every 50 ms: each
+    process's last sample, so up to 50 ms of each process's end is missed) and peak memory (every 250 ms, as
+    reading it costs ~2 ms per process: summed over the processes alive at a sample; RSS, and PSS, which counts
+    pages shared between them once, e.g. the modules the forkserver imported for its workers)."""
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
+    def __init__(self, pid: int, interval: float = 0.05, memory_every: int = 5) -> None:
         self.root = psutil.Process(pid)
         self.interval = interval
+        self.memory_every = memory_every
         self.peak_rss = self.peak_pss = self.peak_single_rss = 0.0
         self.peak_processes = 0
+        self._cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    @property
+    def cpu(self) -> float:
+        return sum(self._cpu.values())
+
     def _run(self) -> None:
+        tick = 0
         while not self._stop.is_set():
             with contextlib.suppress(psutil.Error):
                 procs = [self.root, *self.root.children(recursive=True)]
                 rss = pss = single = 0.0
                 for proc in procs:
-                    with contextlib.suppress(psutil.Error):
-                        info = proc.memory_full_info()
-                        rss += info.rss
-                        pss += getattr(info, "pss", info.rss)
-                        single = max(single, info.rss)
+                    with contextlib.suppress(psutil.Error), proc.oneshot():
+                        times = proc.cpu_times()
+                        self._cpu[(proc.pid, proc.create_time())] = times.user + times.system
+                        if tick % self.memory_every == 0:
+                            info = proc.memory_full_info()
+                            rss += info.rss
+                            pss += getattr(info, "pss", info.rss)
+                            single = max(single, info.rss)
                 self.peak_rss = max(self.peak_rss, rss)
                 self.peak_pss = max(self.peak_pss, pss)
                 self.peak_single_rss = max(self.peak_single_rss, single)
                 self.peak_processes = max(self.peak_processes, len(procs))
+            tick += 1
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
@@ -100,28 +114,25 @@ class TreeMemory:
         self._thread.join()
 
 
-def timed_process(argv: list[str]) -> tuple[float, float, TreeMemory, str]:
-    """Run ``argv`` in a new session; (wall s, CPU s of it and its descendants, memory peaks, stdout)."""
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def timed_process(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, TreeMonitor, str]:
+    """Run ``argv`` in a new session; (wall s, its process tree's CPU time and memory peaks, stdout)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True
     )
-    memory = TreeMemory(proc.pid)
+    monitor = TreeMonitor(proc.pid)
     try:
         out, _ = proc.communicate(timeout=600)
     finally:
-        memory.stop()
+        monitor.stop()
         if proc.poll() is None:  # interrupted: take the build's workers down with it (its own session)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     wall = time.perf_counter() - start
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[:3]} … exited with {proc.returncode}; output:\n{out}")
-    return wall, cpu, memory, out
+    return wall, monitor, out
 
 
 def clover_command() -> list[str]:
@@ -149,7 +160,7 @@ def main() -> None:
         )
 
         print(f"  load average before the build: {load()}", flush=True)
-        wall, cpu, memory, out = timed_process([sys.executable, "-c", BUILD, str(run_dir)])
+        wall, tree, out = timed_process([sys.executable, "-c", BUILD, str(run_dir)])
         load_after = load()
         child: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         if child["problems"]:
@@ -158,27 +169,35 @@ def main() -> None:
             raise RuntimeError(f"summary.json counts windows {child['windows']}, expected {TESTS} × {WINDOWS}")
         index_mb = (run_dir / "index.html").stat().st_size / MB
         csv_mb = (run_dir / "windows.csv").stat().st_size / MB
-        csv_rows = sum(1 for _ in (run_dir / "windows.csv").open(encoding="utf-8")) - 1
+        with (run_dir / "windows.csv").open(encoding="utf-8") as fh:
+            csv_rows = sum(1 for _ in fh) - 1
         if csv_rows != TESTS * WINDOWS:
             raise RuntimeError(f"windows.csv has {csv_rows} rows, expected {TESTS * WINDOWS}")
+        cores = os.cpu_count() or 1
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in child["stages"].items()) or "(not reported)"
         print(
-            f"  build_report (fresh process): {wall:.2f} s wall ({child['import_s']:.2f} s interpreter + imports, "
-            f"{child['build_s']:.2f} s in build_report), {cpu:.1f} s CPU; load average after {load_after}",
+            f"  build_report (fresh process): {wall:.2f} s wall, of which {child['build_s']:.2f} s in build_report "
+            f"(the rest: interpreter start, import, exit); load average after {load_after}",
             flush=True,
         )
         print(f"  stages: {stages}", flush=True)
         print(
-            f"  memory: peak {memory.peak_rss / MB:.0f} MB RSS / {memory.peak_pss / MB:.0f} MB PSS over "
-            f"{memory.peak_processes} processes; largest one {memory.peak_single_rss / MB:.0f} MB RSS",
+            f"  CPU: {tree.cpu:.1f} s over the process tree → {tree.cpu / cores:.1f} s on {cores} cores: the least "
+            f"wall time this build can take on this machine with nothing else running",
+            flush=True,
+        )
+        print(
+            f"  memory: peak {tree.peak_pss / MB:.0f} MB PSS ({tree.peak_rss / MB:.0f} MB RSS summed) over "
+            f"{tree.peak_processes} processes; largest process {tree.peak_single_rss / MB:.0f} MB RSS; the build "
+            f"process {child['main_rss_mb']:.0f} MB",
             flush=True,
         )
         print(f"  index.html {index_mb:.1f} MB, windows.csv {csv_mb:.1f} MB ({csv_rows} rows)", flush=True)
 
-        cli_wall, cli_cpu, cli_memory, cli_out = timed_process([*clover_command(), "report", str(run_dir)])
+        cli_wall, cli_tree, cli_out = timed_process([*clover_command(), "report", str(run_dir)])
         print(
-            f"  clover report (fresh process, rebuilds the same folder): {cli_wall:.2f} s wall, {cli_cpu:.1f} s CPU, "
-            f"peak {cli_memory.peak_pss / MB:.0f} MB PSS; load average after {load()}",
+            f"  clover report (fresh process, rebuilds the same folder): {cli_wall:.2f} s wall, "
+            f"{cli_tree.cpu:.1f} s CPU, peak {cli_tree.peak_pss / MB:.0f} MB PSS; load average after {load()}",
             flush=True,
         )
         for line in cli_out.strip().splitlines():
@@ -186,18 +205,20 @@ def main() -> None:
         report(
             "report",
             f"report: {TESTS} tests × 8 h of 1-s windows built in {wall:.1f} s (clover report {cli_wall:.1f} s) — "
-            f"target {TARGET_S:.0f} s → ratio {wall / TARGET_S:.2f}; peak {memory.peak_pss / MB:.0f} MB PSS",
+            f"target {TARGET_S:.0f} s → ratio {wall / TARGET_S:.2f}; CPU {tree.cpu:.1f} s; peak "
+            f"{tree.peak_pss / MB:.0f} MB PSS; load average {load_after}",
             figure=wall,
             unit="s",
             target=TARGET_S,
             cli=cli_wall,
-            cpu=cpu,
+            cpu=tree.cpu,
             stages=child["stages"],
-            peak_rss_mb=memory.peak_rss / MB,
-            peak_pss_mb=memory.peak_pss / MB,
-            peak_single_rss_mb=memory.peak_single_rss / MB,
+            peak_pss_mb=tree.peak_pss / MB,
+            peak_rss_mb=tree.peak_rss / MB,
+            peak_single_rss_mb=tree.peak_single_rss / MB,
+            main_rss_mb=child["main_rss_mb"],
             index_mb=index_mb,
-            loadavg=os.getloadavg(),
+            loadavg=load_after,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,10 @@ again at any later time, without rerunning anything.
 
 Plots are rendered per test, in worker processes when there are several tests and cores: matplotlib
 holds the GIL while it rasterises, so threads would not help, and a test's three figures are independent
-of every other test's.
+of every other test's. The tests are handled as they are read: a test's plots start and its windows are
+written to ``windows.csv`` before the next test is read, and its windows are then released, so a run of
+many long tests is built holding one test's windows at a time (``benchmarks/bench_report.py``: 10 tests of
+8 h of 1-s windows).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import history
 from .summary import RunData, SavedTest, build_summary, load_run
@@ -135,6 +139,10 @@ def render_test_plots(
     return files, problems
 
 
+_WORKER_IMPORTS = ("pandas", "hdrh.histogram")
+"""What the plot workers import besides this package's modules (the forkserver preloads them for all)."""
+
+
 def _render_pickled(folder: Path, title: str, result_dir: str, saved: bytes) -> tuple[dict[str, str], list[str]]:
     """:func:`render_test_plots` in a worker process, for a test pickled by the main process (see :class:`_Plots`)."""
     test: SavedTest = pickle.loads(saved)
@@ -187,7 +195,10 @@ class _Plots:
             import multiprocessing
 
             # forkserver, not fork: the caller may be a pytest process with threads (a fork could copy held locks).
+            # The forkserver imports matplotlib and pandas once (~1.3 s of CPU) and every worker forked from it
+            # inherits them, instead of each worker importing its own (no effect if the forkserver already runs).
             context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__, f"{__package__}.plots", f"{__package__}.hops", *_WORKER_IMPORTS])
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context)
             assert self._held is not None
             self._submit(*self._held)
@@ -199,7 +210,10 @@ class _Plots:
 
     def _submit(self, key: str, job: tuple[Path, str, str, bytes]) -> None:
         assert self._pool is not None
-        self._futures[key] = self._pool.submit(_render_pickled, *job)
+        try:
+            self._futures[key] = self._pool.submit(_render_pickled, *job)
+        except Exception as exc:  # the pool broke (a worker was killed): this test's plots fail, the report goes on
+            self._results[key] = {}, [f"{Path(key).name}: plots failed: {type(exc).__name__}: {exc}"]
 
     def finish(self) -> tuple[dict[str, dict[str, str]], list[str]]:
         """Wait for every test's plots: ({test folder: {plot: file relative to it}}, problems), in test order."""
@@ -242,9 +256,9 @@ WINDOW_CSV_COLUMNS = (
 """Columns of the run's ``windows.csv``: the test's node id, then a window of its load result."""
 
 
-def _csv_number(value: Any, *, exact: bool = False) -> str:
-    """A number for ``windows.csv``: an integer as is, a float to 6 significant digits (``exact``: all of them,
-    for unix times), a numeric string as its number; empty for anything else (None, NaN, a non-number)."""
+def _csv_number(value: Any) -> str:
+    """A measurement for ``windows.csv``: an integer as is, a float to 6 significant digits, a numeric string as
+    its number; empty for anything else (None, NaN, not a number)."""
     if isinstance(value, str):
         try:
             value = float(value)
@@ -253,64 +267,103 @@ def _csv_number(value: Any, *, exact: bool = False) -> str:
     if isinstance(value, int):  # bool included: True is 1
         return str(int(value))
     if isinstance(value, float):
-        if value != value:
-            return ""
-        return repr(value) if exact else "%.6g" % value
+        return "" if math.isnan(value) else f"{value:.6g}"
     return ""
 
 
+def _csv_text(value: Any) -> str:
+    """A text field for ``windows.csv``, quoted as the csv module quotes (minimal); empty for None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value)
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _csv_time(value: Any) -> str:
+    """A unix time for ``windows.csv``, to the µs ("%.6g" would cut it to ~3 hours: 1.79528e+09); empty if not one."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return f"{number:.6f}" if math.isfinite(number) else ""
+
+
+def _windows_csv_rows(test: SavedTest) -> str:
+    """The test's lines of ``windows.csv`` (empty if it has no windows)."""
+    windows = (test.result or {}).get("windows") or []
+    if not windows:
+        return ""
+    # Column by column, joined by hand (only the test and the phase can need quoting): ~10× faster than a
+    # DataFrame's to_csv and ~5× faster than csv.writer, ~0.3 s for an 8-h test; one test's cells at a time.
+    cells: list[list[str]] = [[_csv_text(test.nodeid)] * len(windows)]
+    for column in WINDOW_CSV_COLUMNS[1:]:
+        values = [w.get(column) for w in windows]
+        if column == "phase":
+            cells.append([_csv_text(v) for v in values])
+        elif column in ("start", "end"):
+            cells.append([_csv_time(v) for v in values])
+        else:  # the common case (a finite float) inline: this runs for every cell
+            cells.append([f"{v:.6g}" if type(v) is float and v == v else _csv_number(v) for v in values])
+    return "\n".join(map(",".join, zip(*cells, strict=True))) + "\n"
+
+
 class _WindowsCsv:
-    """The run's ``windows.csv``, written a test at a time (so a test's windows can be released once written)
-    into a temporary file that :meth:`commit` moves into place."""
+    """The run's ``windows.csv``, written a test at a time (so each test's windows can be released once written)
+    into a temporary file that :meth:`commit` moves into place.
+
+    Never raises: the first error is kept in :attr:`problem`, and the file is then left as it was.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.problem: str | None = None
         self.seconds = 0.0
         """Time spent formatting and writing rows."""
         self._tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self._file = self._tmp.open("w", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._file, lineterminator="\n")
-        self._writer.writerow(WINDOW_CSV_COLUMNS)
+        self._file: TextIO | None = None
 
     def add(self, test: SavedTest) -> None:
         """Append the test's windows (none if it has no load result)."""
         started = time.monotonic()
-        windows = (test.result or {}).get("windows") or []
-        if windows:
-            # Column by column: one list comprehension per column is several times faster than a DataFrame's
-            # to_csv (~0.15 s for an 8-h test), and never holds more than one test's cells.
-            cells: list[list[str]] = []
-            for column in WINDOW_CSV_COLUMNS[1:]:
-                values = [w.get(column) for w in windows]
-                if column == "phase":
-                    cells.append(["" if v is None else str(v) for v in values])
-                elif column in ("start", "end"):
-                    cells.append([_csv_number(v, exact=True) for v in values])
-                else:
-                    cells.append([("%.6g" % v if v == v else "") if type(v) is float else _csv_number(v) for v in values])
-            self._writer.writerows(zip(itertools.repeat(test.nodeid), *cells, strict=False))
+        self._attempt(lambda out: out.write(_windows_csv_rows(test)))
         self.seconds += time.monotonic() - started
 
     def commit(self) -> None:
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        def close(out: TextIO) -> None:
+            out.close()
+            os.replace(self._tmp, self.path)
+
+        self._attempt(close)
 
     def discard(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         self._tmp.unlink(missing_ok=True)
+
+    def _attempt(self, step: Callable[[TextIO], Any]) -> None:
+        if self.problem is not None:
+            return
+        try:
+            if self._file is None:
+                self._file = self._tmp.open("w", newline="", encoding="utf-8")
+                self._file.write(",".join(WINDOW_CSV_COLUMNS) + "\n")
+            step(self._file)
+        except Exception as exc:
+            self.problem = f"windows.csv: {type(exc).__name__}: {exc}"
+            self.discard()
 
 
 def write_windows_csv(data: RunData, path: Path) -> None:
-    """Every window of every test: test, start, end (unix s), phase, requests, errors, late, error_rate,
+    """Every window of every test: test, start, end (unix s, to the µs), phase, requests, errors, late, error_rate,
     throughput_rps, p50/p95/p99/max (ms). The tests' windows must not have been released."""
     out = _WindowsCsv(path)
-    try:
-        for test in data.tests:
-            out.add(test)
-    except BaseException:
-        out.discard()
-        raise
+    for test in data.tests:
+        out.add(test)
     out.commit()
+    if out.problem is not None:
+        raise OSError(out.problem)
 
 
 def write_events(data: RunData, path: Path) -> None:
@@ -357,39 +410,21 @@ def build_report(
         jobs = min(4, os.cpu_count() or 1)
     # Each test, as soon as it is read: its plots start (in a worker), its windows go to windows.csv, then they
     # are released, so however long and many the tests, one test's windows are in memory here at a time.
-    csv_problems: list[str] = []
-    windows_csv: _WindowsCsv | None = None
-    try:
-        windows_csv = _WindowsCsv(run_dir / "windows.csv")
-    except OSError as exc:
-        csv_problems.append(f"windows.csv: {type(exc).__name__}: {exc}")
+    windows_csv = _WindowsCsv(run_dir / "windows.csv")
     with _Plots(jobs) as plots:
 
         def take(test: SavedTest) -> None:
-            nonlocal windows_csv
             plots.add(test)
-            if windows_csv is not None:
-                try:
-                    windows_csv.add(test)
-                except Exception as exc:
-                    csv_problems.append(f"windows.csv: {type(exc).__name__}: {exc}")
-                    windows_csv.discard()
-                    windows_csv = None
+            windows_csv.add(test)
             test.release_windows()
 
         try:
             data = load_run(run_dir, on_test=take)
-            stages = {"read": time.monotonic() - started}
-            if windows_csv is not None:
-                try:
-                    windows_csv.commit()
-                except OSError as exc:
-                    csv_problems.append(f"windows.csv: {type(exc).__name__}: {exc}")
-                stages["windows.csv"] = windows_csv.seconds
-                windows_csv = None
-        finally:
-            if windows_csv is not None:
-                windows_csv.discard()
+        except BaseException:
+            windows_csv.discard()
+            raise
+        windows_csv.commit()
+        stages = {"read": time.monotonic() - started, "windows.csv": windows_csv.seconds}
         if extra_runs:
             data.run.update(extra_runs)
         if not (run_dir / "events.ndjson").is_file():
@@ -397,7 +432,8 @@ def build_report(
         plot_files, problems = plots.finish()
     stages["plots"] = plots.seconds
     lap = time.monotonic()
-    problems += csv_problems
+    if windows_csv.problem is not None:
+        problems.append(windows_csv.problem)
     for test in data.tests:
         files = {name: f"{test.folder.name}/{rel}" for name, rel in plot_files.get(str(test.folder), {}).items()}
         test.record["files"] = {**_data_files(test), **files}

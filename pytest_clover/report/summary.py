@@ -138,7 +138,9 @@ def _result_path(folder: Path, record: Mapping[str, Any]) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def load_saved_test(folder: Path) -> SavedTest:
+def load_saved_test(folder: Path, streamed: Mapping[str, list[dict[str, Any]]] | None = None) -> SavedTest:
+    """One test's folder. ``streamed``: the run's ``events.ndjson`` by test folder, used when the test never got
+    to write its ``timeline.json`` (a run killed while it ran)."""
     record_path = folder / "test.json"
     record: dict[str, Any] = read_json(record_path) if record_path.is_file() else {"verdict": "interrupted"}
     if not isinstance(record, dict):
@@ -155,9 +157,33 @@ def load_saved_test(folder: Path) -> SavedTest:
     if timeline.is_file():
         loaded = read_json(timeline)
         events = sorted((e for e in loaded if isinstance(e, dict) and "time" in e), key=lambda e: float(e["time"]))
-    elif result is not None:
+    elif result is not None and result.get("events"):
         events = sorted(result.get("events") or [], key=lambda e: float(e["time"]))
+    elif streamed and streamed.get(folder.name):
+        events = sorted(streamed[folder.name], key=lambda e: float(e["time"]))
+    if not record.get("nodeid") and events and events[0].get("test"):
+        record["nodeid"] = str(events[0]["test"])
     return SavedTest(folder=folder, record=record, result=result, events=events)
+
+
+def streamed_events(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """``events.ndjson`` grouped by test folder name (a torn last line, from a kill mid-write, is skipped)."""
+    from ..fixtures import sanitize_nodeid
+
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    path = folder / "events.ndjson"
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return grouped
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("test") and finite(event.get("time")) is not None:
+            grouped.setdefault(sanitize_nodeid(str(event["test"])), []).append(event)
+    return grouped
 
 
 def load_run(folder: Path, *, on_test: Callable[[SavedTest], None] | None = None) -> RunData:
@@ -176,9 +202,15 @@ def load_run(folder: Path, *, on_test: Callable[[SavedTest], None] | None = None
     if not isinstance(run, dict):
         raise ReportDataError(f"{run_path}: expected a JSON object")
     tests = []
+    streamed = streamed_events(folder) if not run.get("finished") else {}
     for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if (child / "test.json").is_file() or (child / "result.json").is_file() or (child / "timeline.json").is_file():
-            test = load_saved_test(child)
+        if (
+            (child / "test.json").is_file()
+            or (child / "result.json").is_file()
+            or (child / "timeline.json").is_file()
+            or child.name in streamed
+        ):
+            test = load_saved_test(child, streamed)
             if on_test is not None:
                 on_test(test)
             tests.append(test)

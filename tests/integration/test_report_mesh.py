@@ -63,18 +63,19 @@ phase where the load generator acted on it."""
 DELAY_NODE = "test_mesh_report.py::test_delay"
 ABORT_NODE = "test_mesh_report.py::test_abort"
 
-# No p99 objective on the recovery phase: a window holds the requests that COMPLETED in it, so the requests sent
-# while the delay was still being reverted finish (300 ms late) in the first recovery window. The suites judge
-# recovery with recovery_seconds() instead, and so does this test.
+# The objectives separate "delayed" from "not delayed" and "aborting" from "not", with room for a busy 2-core
+# machine (another suite running beside this one has put a baseline p99 at 250 ms). A window holds the requests
+# that COMPLETED in it, so the responses to requests sent while a fault was being reverted land in the first
+# recovery window: 300 ms late (hence p50, not p99, after the delay), or a 503 (hence 5 %, not 0, after the abort).
 INNER_TESTS = f"""
 import pytest
 
 RATE = {RATE}
 
 
-@pytest.mark.slo(phase="baseline", p99_ms=200, max_error_rate=0.01)
-@pytest.mark.slo(phase="fault", p99_ms=1000, max_error_rate=0.01)
-@pytest.mark.slo(phase="recovery", max_error_rate=0.01)
+@pytest.mark.slo(phase="baseline", p50_ms=150, max_error_rate=0.01)
+@pytest.mark.slo(phase="fault", p99_ms=1500, max_error_rate=0.01)
+@pytest.mark.slo(phase="recovery", p50_ms=150, max_error_rate=0.01)
 def test_delay(load, faults):
     run = load.start(rate=RATE)
     run.phase("baseline", seconds=4)
@@ -82,18 +83,18 @@ def test_delay(load, faults):
         run.phase("fault", seconds=6)
     run.phase("recovery", seconds=4)
     result = run.stop()
-    result.recovery_seconds("fault", p99_ms=200, window_seconds=1)
+    result.recovery_seconds("fault", p50_ms=150, window_seconds=1)
 
 
 @pytest.mark.slo(phase="baseline", max_error_rate=0.01)
 @pytest.mark.slo(phase="fault", max_error_rate=0.6)
-@pytest.mark.slo(phase="recovery", max_error_rate=0.01)
+@pytest.mark.slo(phase="recovery", max_error_rate=0.05)
 def test_abort(load, faults):
     run = load.start(rate=RATE)
     run.phase("baseline", seconds=3)
     with faults.abort("clover-server", 503, percent={ABORT_PERCENT}):
         run.phase("fault", seconds=8)
-    run.phase("recovery", seconds=3)
+    run.phase("recovery", seconds=4)
     run.stop()
 """
 
@@ -205,7 +206,10 @@ def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> MeshRun:
     result = pytest.RunResult(
         done.returncode, done.stdout.splitlines(), done.stderr.splitlines(), time.monotonic() - started
     )
-    assert report_dir.is_dir(), "\n".join(result.outlines[-80:] + result.errlines[-40:])
+    if result.ret != 0 or not report_dir.is_dir():
+        # Nothing below means anything then: every test of the module errors with the inner run's output.
+        output = "\n".join(result.outlines[-150:] + result.errlines[-40:])
+        pytest.fail(f"the inner run on the mesh did not pass (exit code {result.ret}):\n{output}", pytrace=False)
     return MeshRun(result, report_dir, runtime)
 
 
@@ -270,15 +274,21 @@ def test_summary_validates_and_describes_both_tests(mesh_run: MeshRun) -> None:
             ("fault", "max_error_rate"),
             ("recovery", "max_error_rate"),
         }
-        assert all(c["ok"] and c["observed"] is not None for c in test["slo"]), test["slo"]
+        for check in test["slo"]:
+            assert check["ok"] and check["window"] == "", check
+            # Judged on the very numbers the summary gives for the phase.
+            phase = test["phases"][check["phase"]]
+            metric = "error_rate" if check["metric"] == "max_error_rate" else check["metric"]
+            assert check["observed"] == pytest.approx(phase[metric]), (check, phase)
 
     delay = mesh_run.tests[DELAY_NODE]
-    assert ("fault", "p99_ms") in {(c["phase"], c["metric"]) for c in delay["slo"]}
-    # Every request of the fault phase waited the 300 ms; none of the baseline did.
+    assert {(c["phase"], c["metric"]) for c in delay["slo"]} >= {("fault", "p99_ms"), ("baseline", "p50_ms")}
+    # Every request of the fault phase waited the 300 ms; the baseline's did not.
     assert 300.0 <= delay["phases"]["fault"]["p50_ms"] < 450.0, delay["phases"]["fault"]
-    assert delay["phases"]["baseline"]["p99_ms"] < 200.0
+    assert delay["phases"]["fault"]["max_ms"] >= 300.0
+    assert delay["phases"]["baseline"]["p50_ms"] < 150.0
     assert delay["phases"]["fault"]["errors"] == 0
-    # Back under 200 ms in the second recovery window at the latest (the first holds the fault's stragglers).
+    # The median is back under 150 ms in the first recovery window, or the second at the latest.
     assert delay["recovery_s"]["fault"] is not None and delay["recovery_s"]["fault"] < 2.5, delay["recovery_s"]
     abort = mesh_run.tests[ABORT_NODE]
     assert set(abort["phases"]["fault"]["status_counts"]) == {"200", "503"}
@@ -405,10 +415,16 @@ def test_the_abort_plot_shows_the_injected_error_rate_in_the_fault_phase_only(me
     summary_fault = mesh_run.tests[ABORT_NODE]["phases"]["fault"]
     assert (summary_fault["requests"], summary_fault["errors"]) == (requests, errors)
     assert summary_fault["status_counts"]["503"] == errors
-    for phase in ("baseline", "recovery"):
-        requests, errors = totals[phase]
-        # No abort was in force: at most a stray error (none is expected).
-        assert requests >= 40 and errors <= 1, (phase, errors, requests)
+    # No abort was in force before the fault phase: no error at all.
+    requests, errors = totals["baseline"]
+    assert requests >= 40 and errors == 0, totals["baseline"]
+    # Nor after it; but a 503 answered to a request sent while the abort was being reverted may complete in the
+    # first recovery window (windows hold what completed in them). None later.
+    requests, errors = totals["recovery"]
+    assert requests >= 60 and errors <= max(1, 0.05 * requests), totals["recovery"]
+    recovery = [w for w in windows if w["phase"] == "recovery"]
+    assert [int(w["errors"]) for w in recovery[1:]] == [0] * (len(recovery) - 1), recovery
+    assert set(mesh_run.tests[ABORT_NODE]["phases"]["recovery"]["status_counts"]) <= {"200", "503"}
 
 
 def _segment_means(mesh_run: MeshRun, nodeid: str) -> tuple[Any, dict[str, dict[str, float]]]:

@@ -266,3 +266,19 @@ def test_a_clear_ends_the_open_faults_and_a_new_shift_replaces_the_last(tmp_path
     fig = plots.timeseries(windows, events, "t")
     drawn = {s["name"]: (s["start_s"], s["end_s"]) for s in fig.clover_spans if s["kind"] == "fault"}
     assert drawn == spans  # the plot shows the same intervals, and no "cleared" pseudo-fault
+
+
+def test_a_test_killed_midway_is_reported_from_the_streamed_events(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=1, finished=False)
+    nodeid = "suites/test_zz.py::test_killed"
+    (run / "suites_test_zz.py__test_killed").mkdir()  # what the load fixture had created when the kill came
+    lines = [
+        {"test": nodeid, "time": 1_795_270_900.0, "kind": "phase-start", "name": "baseline"},
+        {"test": nodeid, "time": 1_795_270_905.0, "kind": "fault-start", "name": "delay 1s on http-lb", "id": 3},
+    ]
+    (run / "events.ndjson").write_text("".join(json.dumps(e) + "\n" for e in lines) + '{"test": "torn')
+    summary = build_summary(load_run(run))
+    jsonschema.validate(summary, SCHEMA)
+    killed = next(t for t in summary["tests"] if t["nodeid"] == nodeid)
+    assert killed["outcome"] == "interrupted"
+    assert [(f["description"], f["end"]) for f in killed["faults"]] == [("delay 1s on http-lb", None)]
