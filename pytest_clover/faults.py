@@ -116,29 +116,36 @@ def _subset_of(cluster: str) -> str:
     return parts[2] if len(parts) == 4 else cluster
 
 
-def route_weights(backend: Backend, service: str) -> tuple[list[dict[str, int]], str]:
-    """Every route's subset → weight split for ``service`` in a caller's Envoy (``/config_dump``)."""
+def caller_routes(backend: Backend, service: str) -> tuple[list[dict[str, Any]], str]:
+    """The Envoy routes a caller of ``service`` holds for it (``/config_dump``), and that caller's name."""
     caller = _caller(backend, service)
     dump = admin_json(backend, caller, "/config_dump")
-    found: list[dict[str, int]] = []
+    routes: list[dict[str, Any]] = []
     for config in dump.get("configs", []):
         for dynamic in config.get("dynamic_route_configs", []):
             for vhost in (dynamic.get("route_config") or {}).get("virtual_hosts", []):
-                if not _host_is(str(vhost.get("name", "")).split(":")[0], service):
-                    continue
-                for route in vhost.get("routes", []):
-                    action = route.get("route") or {}
-                    if "weighted_clusters" in action:
-                        split = {
-                            _subset_of(str(c["name"])): int(c.get("weight", 0))
-                            for c in action["weighted_clusters"].get("clusters", [])
-                        }
-                    elif "cluster" in action:
-                        split = {_subset_of(str(action["cluster"])): 100}
-                    else:
-                        continue
-                    found.append(split)
-    return found, caller.name
+                if _host_is(str(vhost.get("name", "")).split(":")[0], service):
+                    routes.extend(vhost.get("routes", []))
+    return routes, caller.name
+
+
+def route_weights(backend: Backend, service: str) -> tuple[list[dict[str, int]], str]:
+    """Every route's subset → weight split for ``service`` in a caller's Envoy (``/config_dump``)."""
+    routes, caller = caller_routes(backend, service)
+    found: list[dict[str, int]] = []
+    for route in routes:
+        action = route.get("route") or {}
+        if "weighted_clusters" in action:
+            split = {
+                _subset_of(str(c["name"])): int(c.get("weight", 0))
+                for c in action["weighted_clusters"].get("clusters", [])
+            }
+        elif "cluster" in action:
+            split = {_subset_of(str(action["cluster"])): 100}
+        else:
+            continue
+        found.append(split)
+    return found, caller
 
 
 # --------------------------------------------------------------------------- handles

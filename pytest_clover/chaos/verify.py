@@ -14,7 +14,7 @@ from typing import Any
 
 from ..backend import Backend
 from ..errors import BackendError
-from ..faults import POLL_SECONDS, FaultInconclusive, _caller, _host_is, admin_json
+from ..faults import POLL_SECONDS, FaultInconclusive, caller_routes
 from ..topology import parse_duration
 from ..translate import FAULT_FILTER
 
@@ -23,19 +23,9 @@ _DENOMINATORS = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
 
 def envoy_route_faults(backend: Backend, service: str) -> tuple[list[dict[str, Any]], str]:
     """The fault filter settings on each route a caller's Envoy holds for ``service`` (``/config_dump``)."""
-    caller = _caller(backend, service)
-    dump = admin_json(backend, caller, "/config_dump")
-    found: list[dict[str, Any]] = []
-    for config in dump.get("configs", []):
-        for dynamic in config.get("dynamic_route_configs", []):
-            for vhost in (dynamic.get("route_config") or {}).get("virtual_hosts", []):
-                if not _host_is(str(vhost.get("name", "")).split(":")[0], service):
-                    continue
-                for route in vhost.get("routes", []):
-                    fault = (route.get("typed_per_filter_config") or {}).get(FAULT_FILTER)
-                    if fault:
-                        found.append(fault)
-    return found, caller.name
+    routes, caller = caller_routes(backend, service)
+    found = [fault for route in routes if (fault := (route.get("typed_per_filter_config") or {}).get(FAULT_FILTER))]
+    return found, caller
 
 
 def _percent(fraction: Any) -> float:

@@ -53,7 +53,7 @@ each, instead of the ~190 kB of counts a decoded one holds."""
 _EDGE_SLACK_S = 0.05
 """A window overlapping a time range by less than this is outside it (window cuts are a timer tick late)."""
 
-_ROW_COLUMNS = (
+ROW_COLUMNS: tuple[str, ...] = (
     "start",
     "end",
     "phase",
@@ -198,7 +198,7 @@ class _Row(NamedTuple):
         return self.requests / self.duration if self.duration > 0 else math.nan
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _ROW_COLUMNS}
+        return {name: getattr(self, name) for name in ROW_COLUMNS}
 
 
 class _RecentWindow(NamedTuple):
@@ -413,7 +413,7 @@ class LoadResult:
         """:meth:`window_rows` as a pandas DataFrame (pandas is imported only here)."""
         import pandas
 
-        return pandas.DataFrame(self.window_rows(), columns=list(_ROW_COLUMNS))
+        return pandas.DataFrame(self.window_rows(), columns=list(ROW_COLUMNS))
 
     def recovery_seconds(
         self,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..load.result import ROW_COLUMNS
 from . import history
 from .summary import RunData, SavedTest, build_summary, load_run
 
@@ -54,10 +55,10 @@ class BuiltReport:
 def _windows_frame(result: Mapping[str, Any]) -> Any:
     import pandas  # type: ignore[import-untyped,unused-ignore]
 
-    from ..load.result import _ROW_COLUMNS
+    from ..load.result import ROW_COLUMNS
 
-    frame = pandas.DataFrame(result.get("windows") or [], columns=list(_ROW_COLUMNS))
-    for column in _ROW_COLUMNS:
+    frame = pandas.DataFrame(result.get("windows") or [], columns=list(ROW_COLUMNS))
+    for column in ROW_COLUMNS:
         if column != "phase":
             frame[column] = pandas.to_numeric(frame[column], errors="coerce")
     return frame
@@ -238,21 +239,7 @@ class _Plots:
         return out, problems
 
 
-WINDOW_CSV_COLUMNS = (
-    "test",
-    "start",
-    "end",
-    "phase",
-    "requests",
-    "errors",
-    "late",
-    "error_rate",
-    "throughput_rps",
-    "p50_ms",
-    "p95_ms",
-    "p99_ms",
-    "max_ms",
-)
+WINDOW_CSV_COLUMNS = ("test", *ROW_COLUMNS)
 """Columns of the run's ``windows.csv``: the test's node id, then a window of its load result."""
 
 
