@@ -156,13 +156,20 @@ def clear_faults(backend: Backend) -> list[str]:
     """Put every VirtualService a fault touched back exactly as it was (or delete it if we created it)."""
     import yaml
 
-    cleared = []
+    removed: list[str] = []
+    restored: list[dict[str, Any]] = []
     for doc in faulted_virtual_services(backend.istio_objects()):
-        name = doc["metadata"]["name"]
-        restored = restored_document(doc)
-        if restored is None:
-            backend.remove("VirtualService", name)
+        original = restored_document(doc)
+        if original is None:
+            removed.append(doc["metadata"]["name"])
         else:
-            backend.apply(yaml.safe_dump(restored), source=f"clear faults on {name}")
-        cleared.append(name)
-    return cleared
+            restored.append(original)
+    # Objects that exist only for a fault go first, then every other one is put back in a single apply (one
+    # push): restoring a canary split while another service's fault is still in force would let that fault
+    # act on traffic it never saw during the experiment.
+    for name in removed:
+        backend.remove("VirtualService", name)
+    if restored:
+        names = ", ".join(d["metadata"]["name"] for d in restored)
+        backend.apply(yaml.safe_dump_all(restored), source=f"clear faults on {names}")
+    return removed + [d["metadata"]["name"] for d in restored]
