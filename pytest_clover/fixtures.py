@@ -580,8 +580,9 @@ def report_data(item: pytest.Item) -> dict[str, Any]:
         data["experiment"] = experiment.get("experiment") or {}
     marker = item.get_closest_marker("resilience")
     if marker is not None:
-        weight = marker.kwargs.get("weight", marker.args[0] if marker.args else 1.0)
-        data["weight"] = float(weight)
+        from .slo import marker_weight
+
+        data["weight"] = marker_weight(marker)
     return data
 
 

@@ -94,7 +94,6 @@ class RunProgress:
     that uses none of pytest-clover pays for none of it)."""
 
     def __init__(self) -> None:
-        self.args: tuple[str, ...] = ()
         self.collected: int | None = None
         self.finished: set[str] = set()
 
@@ -159,7 +158,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if settings is None:
         return
     progress = _progress(session.config)
-    progress.args = tuple(session.config.invocation_params.args)
     if not hasattr(session.config, "workerinput") and session.items:
         progress.collected = len(session.items)
     if settings.topology_explicit:
@@ -320,12 +318,12 @@ def slo(clover_settings: CloverSettings) -> SLO:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     weight = item.get_closest_marker("resilience")
     if weight is not None:
-        value = weight.kwargs.get("weight", weight.args[0] if weight.args else 1.0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            pytest.fail(
-                f"@pytest.mark.resilience(weight={value!r}): the weight must be a number ≥ 0, e.g. weight=2",
-                pytrace=False,
-            )
+        from .slo import marker_weight
+
+        try:
+            marker_weight(weight)
+        except ValueError as exc:
+            pytest.fail(str(exc), pytrace=False)
     markers = list(item.iter_markers("slo"))
     if not markers:
         return

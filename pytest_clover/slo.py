@@ -230,3 +230,11 @@ def marker_objectives(kwargs: Mapping[str, Any], args: Sequence[Any]) -> tuple[s
     if bad:
         raise ValueError(f"@pytest.mark.slo: objectives must be numbers, got {bad}")
     return phase, {k: float(v) for k, v in objectives.items()}
+
+
+def marker_weight(marker: Any) -> float:
+    """The weight of ``@pytest.mark.resilience(weight=…)`` (default 1); ValueError saying what to write."""
+    value = marker.kwargs.get("weight", marker.args[0] if marker.args else 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"@pytest.mark.resilience(weight={value!r}): the weight must be a number ≥ 0, e.g. weight=2")
+    return float(value)
