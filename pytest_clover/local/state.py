@@ -258,6 +258,12 @@ def kill_recorded(state: MeshState, grace: float = 2.0) -> int:
 
 
 def remove_state(state: MeshState) -> None:
+    # A control socket outside the state dir (a deep state dir's short path) goes too: a supervisor that was
+    # killed never unlinked it.
+    with contextlib.suppress(OSError, BackendError):
+        socket_path = state.socket_path
+        if state.root not in socket_path.parents:
+            socket_path.unlink(missing_ok=True)
     shutil.rmtree(state.root, ignore_errors=True)
 
 

@@ -189,3 +189,13 @@ def test_a_deep_state_dir_gets_a_short_control_socket(tmp_path: Path) -> None:
     assert len(str(path).encode()) <= MAX_SOCKET_PATH
     assert path != deep.root / "control.sock" and path == MeshState(tmp_path / ("d" * 120)).socket_path
     assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_removing_a_deep_state_dir_removes_its_short_socket_too(tmp_path: Path) -> None:
+    from pytest_clover.local.state import remove_state
+
+    deep = MeshState(tmp_path / ("d" * 120))
+    deep.root.mkdir()
+    deep.socket_path.touch()  # what a SIGKILLed supervisor leaves
+    remove_state(deep)
+    assert not deep.socket_path.exists() and not deep.root.exists()
