@@ -40,6 +40,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
+from .summary import fault_intervals
+from .summary import finite as _finite
+
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped,unused-ignore]
     from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped,unused-ignore]
@@ -234,14 +237,6 @@ def _message_figure(title: str, message: str) -> PlotFigure:
     return fig
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _phase_name(value: Any) -> str | None:
     # pandas gives NaN (float) or pd.NA for a missing phase; only a non-empty string names a phase.
     return value if isinstance(value, str) and value else None
@@ -348,16 +343,11 @@ def _timeline(
     ordered = sorted((e for e in events if _finite(e.get("time")) is not None), key=lambda e: float(e["time"]))
     phases: list[_Span] = []
     open_phases: dict[str, float] = {}
-    faults: dict[Any, _Span] = {}
-    open_faults: dict[Any, _Span] = {}
-    targets: dict[Any, tuple[Any, Any]] = {}
-    verdicts: dict[Any, bool] = {}
     notes: list[tuple[float, str]] = []
     for event in ordered:
         t = float(event["time"])
         kind = str(event.get("kind", ""))
         name = str(event.get("name", ""))
-        key = event.get("id") if event.get("id") is not None else name
         if kind == "phase-start":
             for other, since in list(open_phases.items()):
                 phases.append(_Span("phase", other, since, t))
@@ -365,44 +355,18 @@ def _timeline(
             open_phases[name] = t
         elif kind == "phase-end":
             phases.append(_Span("phase", name, open_phases.pop(name, data_start), t))
-        elif kind == "fault-start":
-            target = event.get("target")
-            if event.get("fault") == "shift" and target:
-                # A new traffic split replaces the one in force on the same service.
-                for other_key, open_span in list(open_faults.items()):
-                    if targets.get(other_key) == (target, "shift"):
-                        open_span.end = t
-                        del open_faults[other_key]
-            span = _Span("fault", name, t, data_end, id=event.get("id"))
-            open_faults[key] = span
-            targets[key] = (target, event.get("fault"))
-            faults[(key, t)] = span
-        elif kind == "fault-end":
-            span_or_none = open_faults.pop(key, None)
-            if span_or_none is not None:
-                span_or_none.end = t
-            elif event.get("fault") == "clear":
-                # "Every fault cleared" (clear_faults): it ends what is open on its target, it is no fault itself.
-                target = event.get("target")
-                for other_key, open_span in list(open_faults.items()):
-                    if not target or targets.get(other_key, (None, None))[0] in (None, "", target):
-                        open_span.end = t
-                        del open_faults[other_key]
-            else:
-                faults[(key, t)] = _Span("fault", name, data_start, t, id=event.get("id"))
-        elif kind == "fault-verified":
-            verdicts[key] = True
-        elif kind == "fault-inconclusive":
-            verdicts[key] = False
         elif kind == "note":
             notes.append((t, name))
     for name, since in open_phases.items():
         phases.append(_Span("phase", name, since, max(data_end, since)))
-    fault_list = sorted(faults.values(), key=lambda s: s.start)
-    for span in fault_list:
-        span.end = max(span.end, span.start)
-        key = span.id if span.id is not None else span.name
-        span.verified = verdicts.get(key)
+    fault_list = []
+    for interval in fault_intervals(ordered):
+        start = data_start if interval["start"] is None else interval["start"]
+        end = data_end if interval["end"] is None else interval["end"]
+        span = _Span("fault", interval["description"], start, max(end, start), id=interval["id"])
+        span.verified = interval["verified"]
+        fault_list.append(span)
+    fault_list.sort(key=lambda s: s.start)
     phases.sort(key=lambda s: s.start)
     return phases, fault_list, notes
 

@@ -278,65 +278,80 @@ def _offset(value: Any, t0: float | None) -> float | None:
     return round(number - t0, 3)
 
 
+def fault_intervals(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A timeline's fault events as intervals, in start order: the one reading the summary and the plots share.
+
+    Each ``fault-start`` opens an interval (a repeated fault opens another); a ``fault-end`` closes the open
+    one with the same ``id`` (else name). An end with nothing open is a fault that began before the data
+    (``start`` None) — except a ``clear`` (Chaos Toolkit's clear_faults), which ends whatever is open on its
+    target. A new traffic shift ends the shift in force on the same service. ``end`` None: still open.
+    """
+    out: list[dict[str, Any]] = []
+    open_by_key: dict[Any, dict[str, Any]] = {}
+    last_by_key: dict[Any, dict[str, Any]] = {}
+    ordered = sorted((e for e in events if finite(e.get("time")) is not None), key=lambda e: float(e["time"]))
+    for event in ordered:
+        kind = str(event.get("kind", ""))
+        if not kind.startswith("fault-"):
+            continue
+        t = float(event["time"])
+        key = event.get("id") if event.get("id") is not None else event.get("name")
+        target = str(event.get("target") or "")
+        if kind == "fault-start":
+            if event.get("fault") == "shift" and target:
+                for other_key, other in list(open_by_key.items()):
+                    if other["kind"] == "shift" and other["target"] == target:
+                        other["end"] = t
+                        del open_by_key[other_key]
+            entry = _interval(event, start=t, end=None)
+            out.append(entry)
+            open_by_key[key] = last_by_key[key] = entry
+        elif kind == "fault-end":
+            opened = open_by_key.pop(key, None)
+            if opened is not None:
+                opened["end"] = t
+            elif event.get("fault") == "clear":
+                for other_key, other in list(open_by_key.items()):
+                    if not target or other["target"] in ("", target):
+                        other["end"] = t
+                        del open_by_key[other_key]
+            else:
+                entry = _interval(event, start=None, end=t)
+                out.append(entry)
+                last_by_key[key] = entry
+        elif kind in ("fault-verified", "fault-inconclusive") and key in last_by_key:
+            last_by_key[key]["verified"] = kind == "fault-verified"
+            last_by_key[key]["detail"] = str(event.get("detail") or "")
+    return sorted(out, key=lambda e: (e["start"] is None, e["start"] or 0.0))
+
+
+def _interval(event: Mapping[str, Any], *, start: float | None, end: float | None) -> dict[str, Any]:
+    return {
+        "id": event.get("id"),
+        "kind": event.get("fault") or "fault",
+        "description": str(event.get("name", "")),
+        "target": str(event.get("target") or ""),
+        "start": start,
+        "end": end,
+        "verified": None,
+        "detail": "",
+    }
+
+
 def fault_events(test: SavedTest) -> list[dict[str, Any]]:
     """Faults as intervals: kind, description, target, start/end (unix s and s since load start), verified."""
     t0 = load_start(test)
-    faults: dict[str, dict[str, Any]] = {}
-    for event in test.events:
-        kind = event.get("kind", "")
-        if not str(kind).startswith("fault-"):
-            continue
-        key = str(event.get("id") or event.get("name"))
-        entry = faults.get(key)
-        if kind == "fault-end" and entry is None and event.get("fault") == "clear":
-            # "Every fault cleared" (Chaos Toolkit's clear_faults): it ends whatever is open on its target.
-            target = event.get("target") or ""
-            for open_fault in faults.values():
-                if open_fault["end"] is None and (not target or open_fault["target"] in ("", target)):
-                    open_fault["end"] = float(event["time"])
-            continue
-        if kind == "fault-start" or entry is None:
-            entry = faults.setdefault(
-                key,
-                {
-                    "id": event.get("id"),
-                    "kind": event.get("fault") or "fault",
-                    "description": event.get("name", ""),
-                    "target": event.get("target") or "",
-                    "start": None,
-                    "end": None,
-                    "verified": None,
-                    "detail": "",
-                },
-            )
-        if kind == "fault-start":
-            entry["start"] = float(event["time"])
-            if entry["kind"] == "shift" and entry["target"]:
-                # A new traffic split replaces the one in force on the same service.
-                for other in faults.values():
-                    if other is not entry and other["kind"] == "shift" and other["target"] == entry["target"]:
-                        if other["end"] is None:
-                            other["end"] = entry["start"]
-        elif kind == "fault-end":
-            entry["end"] = float(event["time"])
-        elif kind == "fault-verified":
-            entry["verified"] = True
-            entry["detail"] = event.get("detail", "")
-        elif kind == "fault-inconclusive":
-            entry["verified"] = False
-            entry["detail"] = event.get("detail", "")
+    faults = fault_intervals(test.events)
     # The test's own account (verified after the body, the final detail) wins over the timeline's.
     for recorded in test.record.get("faults") or []:
-        for entry in faults.values():
+        for entry in faults:
             if entry["description"] == recorded.get("description") and recorded.get("verified") is not None:
                 entry["verified"] = recorded["verified"]
                 entry["detail"] = recorded.get("detail") or entry["detail"]
-    out = []
-    for entry in faults.values():
+    for entry in faults:
         entry["start_s"] = _offset(entry["start"], t0)
         entry["end_s"] = _offset(entry["end"], t0)
-        out.append(entry)
-    return sorted(out, key=lambda e: (e["start"] is None, e["start"] or 0.0))
+    return faults
 
 
 def slo_checks(test: SavedTest) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from pytest_clover.report.hops import (
     record_hops,
     target_service,
 )
+from pytest_clover.report.sample import SEGMENTS as SAMPLE_SEGMENTS
 
 GATEWAY = "istio-ingressgateway-5flm5wmzdz-ngq2c"
 PROXY = "proxy-access-control-62mwl8hxzv-d9wfp"
@@ -46,14 +47,7 @@ CLUSTER = {
     "clover-server": "outbound|9180||clover-server.default.svc.cluster.local",
 }
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC).timestamp()
-SDC_SEGMENTS = [
-    "ingress → proxy-access-control",
-    "proxy-access-control",
-    "proxy-access-control → http-lb",
-    "http-lb",
-    "http-lb → clover-server",
-    "clover-server",
-]
+SDC_SEGMENTS = list(SAMPLE_SEGMENTS)
 
 
 def stamp(unix: float) -> str:

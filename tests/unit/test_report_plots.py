@@ -23,6 +23,7 @@ from matplotlib.patches import Rectangle
 
 from pytest_clover.load.result import new_histogram
 from pytest_clover.report import plots
+from pytest_clover.report.sample import SEGMENTS as SAMPLE_SEGMENTS
 
 T0 = 1_795_270_500.0
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -294,14 +295,7 @@ def test_latency_by_phase_draws_a_curve_per_phase_with_the_histograms_percentile
 
 # -- hops --------------------------------------------------------------------------------------------------------
 
-SEGMENTS = (
-    "ingress → proxy-access-control",
-    "proxy-access-control",
-    "proxy-access-control → http-lb",
-    "http-lb",
-    "http-lb → clover-server",
-    "clover-server",
-)
+SEGMENTS = SAMPLE_SEGMENTS
 
 
 def hop_rows(delay_ms: float = 500.0, share: float = 0.5) -> pandas.DataFrame:
