@@ -699,7 +699,9 @@ def finish_report(
     run_dir = settings.run_report_dir
     status = int(exitstatus)
     reasons = []
-    if status == int(pytest.ExitCode.INTERRUPTED):
+    if progress.terminated:
+        reasons.append("the run was stopped by SIGTERM (a cancelled or timed-out job?)")
+    elif status == int(pytest.ExitCode.INTERRUPTED):
         reasons.append("the run was interrupted (Ctrl-C or a signal)")
     if session.shouldfail or session.shouldstop:
         reasons.append(f"the run stopped early: {session.shouldfail or session.shouldstop}")

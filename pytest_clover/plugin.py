@@ -12,7 +12,10 @@ former): the test could not judge the system, which is different from the system
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Generator, Iterator
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -59,6 +62,40 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_SummaryRows(config), "clover-summary")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistHooks(settings), "clover-xdist")
+    _take_sigterm(config)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as pytest-clover receives it: the run ends the way Ctrl-C ends it."""
+
+
+def _take_sigterm(config: pytest.Config) -> None:
+    """Make SIGTERM end the run like Ctrl-C: fixtures tear down, open faults are reverted and a partial report
+    is written. CI systems stop a cancelled or timed-out job with SIGTERM, and by default it ends pytest on the
+    spot: faults stay in force on a cluster and the run leaves no report. A second SIGTERM ends the process at
+    once. A handler someone else installed is left alone, and so is every thread but the main one (Python
+    only lets the main thread install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _progress(config).terminated = True
+        raise Terminated("SIGTERM: tearing down, reverting faults, writing a partial report (again to stop at once)")
+
+    signal.signal(signal.SIGTERM, terminate)
+    config.stash[SIGTERM_KEY] = terminate
+
+
+def _give_back_sigterm(config: pytest.Config) -> None:
+    ours = config.stash.get(SIGTERM_KEY, None)
+    if ours is not None and signal.getsignal(signal.SIGTERM) is ours:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+SIGTERM_KEY = pytest.StashKey[Callable[[int, "FrameType | None"], None]]()
 
 
 class _XdistHooks:
@@ -96,6 +133,8 @@ class RunProgress:
     def __init__(self) -> None:
         self.collected: int | None = None
         self.finished: set[str] = set()
+        self.terminated = False
+        """True once SIGTERM ended the run (the report says so, rather than "Ctrl-C")."""
 
 
 PROGRESS_KEY = pytest.StashKey[RunProgress]()
@@ -459,16 +498,26 @@ def _short_message(report: pytest.TestReport) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """After the fixtures' teardown: revert anything still open (Ctrl-C at a bad moment), then build the run's
-    report (controller only) — before junitxml writes its file, so the score reaches it."""
+    """After the fixtures' teardown (done here for an interrupted run): revert anything still open (Ctrl-C at a
+    bad moment), then build the run's report (controller only) — before junitxml writes its file, so the score
+    reaches it."""
     from .fixtures import SESSION_KEY
 
     state = session.config.stash.get(SESSION_KEY, None)
     if state is None:
         return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED):
+        # pytest finalizes an interrupted test's fixtures only in its own sessionfinish, after this hook. Done
+        # here first, the faults fixture reverts in order and the load fixture saves the test's result, so the
+        # report has the interrupted test's plots, phases and faults.
+        try:
+            session._setupstate.teardown_exact(None)
+        except Exception as exc:  # the report must still be written
+            if reporter is not None:
+                reporter.write_line(f"clover: tearing down the interrupted test failed: {exc!r}", red=True)
     if state.open_faults:
         problems = state.revert_open_faults()
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line("clover: reverted the faults still open at session end")
             for line in problems:
@@ -488,6 +537,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(SESSION_KEY, None)
     if state is not None and state.open_faults:
         state.revert_open_faults()
+    _give_back_sigterm(config)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -202,7 +202,8 @@ def load_run(folder: Path, *, on_test: Callable[[SavedTest], None] | None = None
     if not isinstance(run, dict):
         raise ReportDataError(f"{run_path}: expected a JSON object")
     tests = []
-    streamed = streamed_events(folder) if not run.get("finished") else {}
+    # Read even for a finished run: an interrupted test may never have written its timeline.
+    streamed = streamed_events(folder)
     for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if (
             (child / "test.json").is_file()
