@@ -113,6 +113,14 @@ class _XdistHooks:
         progress = _progress(node.config)
         progress.collected = max(progress.collected or 0, len(ids))
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        # An interrupted xdist run: xdist's own sessionfinish has now waited for the workers, which tear down
+        # their interrupted tests (reverting faults, saving load results) on the way out. Built earlier, the
+        # report would miss what they saved.
+        if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED):
+            _build_report(session, exitstatus)
+
 
 def _check_reference(settings: CloverSettings) -> None:
     """--clover-compare must name a run the history holds: a typo is found before the first test, not after."""
@@ -524,10 +532,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 reporter.write_line(f"  could not revert: {line}", red=True)
     if hasattr(session.config, "workerinput"):
         return
+    if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) and session.config.pluginmanager.has_plugin("dsession"):
+        return  # the workers are still tearing down their tests: _XdistHooks builds the report once they are gone
+    _build_report(session, exitstatus)
+
+
+def _build_report(session: pytest.Session, exitstatus: int) -> None:
+    from .fixtures import SESSION_KEY, finish_report
+
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is None:
+        return
     if not state.rows and not state.settings.run_report_dir.is_dir():
         return  # no test used pytest-clover: leave no report folder behind
-    from .fixtures import finish_report
-
     finish_report(session, state, exitstatus, _progress(session.config))
 
 

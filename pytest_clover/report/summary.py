@@ -139,8 +139,8 @@ def _result_path(folder: Path, record: Mapping[str, Any]) -> Path | None:
 
 
 def load_saved_test(folder: Path, streamed: Mapping[str, list[dict[str, Any]]] | None = None) -> SavedTest:
-    """One test's folder. ``streamed``: the run's ``events.ndjson`` by test folder, used when the test never got
-    to write its ``timeline.json`` (a run killed while it ran)."""
+    """One test's folder. ``streamed``: the run's ``events.ndjson`` by test folder; its events complete the
+    test's saved timeline (a test killed before saving it, a fault reverted only at the session's end)."""
     record_path = folder / "test.json"
     record: dict[str, Any] = read_json(record_path) if record_path.is_file() else {"verdict": "interrupted"}
     if not isinstance(record, dict):
@@ -159,11 +159,20 @@ def load_saved_test(folder: Path, streamed: Mapping[str, list[dict[str, Any]]] |
         events = sorted((e for e in loaded if isinstance(e, dict) and "time" in e), key=lambda e: float(e["time"]))
     elif result is not None and result.get("events"):
         events = sorted(result.get("events") or [], key=lambda e: float(e["time"]))
-    elif streamed and streamed.get(folder.name):
-        events = sorted(streamed[folder.name], key=lambda e: float(e["time"]))
+    if streamed and streamed.get(folder.name):
+        # events.ndjson also has what happened after the timeline was saved: the revert of a fault that an
+        # interrupted teardown left to the session's end, or everything, for a test killed before saving.
+        seen = {_event_key(e) for e in events}
+        extra = [e for e in streamed[folder.name] if _event_key(e) not in seen]
+        if extra:
+            events = sorted([*events, *extra], key=lambda e: float(e["time"]))
     if not record.get("nodeid") and events and events[0].get("test"):
         record["nodeid"] = str(events[0]["test"])
     return SavedTest(folder=folder, record=record, result=result, events=events)
+
+
+def _event_key(event: Mapping[str, Any]) -> tuple[str, str, float]:
+    return str(event.get("kind")), str(event.get("name")), round(float(event["time"]), 6)
 
 
 def streamed_events(folder: Path) -> dict[str, list[dict[str, Any]]]:

@@ -7,14 +7,18 @@ pytest-clover already holds SIGTERM, which an in-process run leaves alone.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
-from .conftest import QUIET, Project, by_key, pristine_istio
+from pytest_clover.testing import FakeBackend
+
+from .conftest import PROJECT_CONFTEST, QUIET, Project, by_key, pristine_istio
 
 
 def wait_for(condition: object, timeout: float, what: str) -> None:
@@ -25,59 +29,95 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_mid_test_reverts_the_faults_and_writes_a_partial_report(project: Project) -> None:
-    project.pytester.makepyfile(
-        """
-        import pathlib
-        import time
+UNDER_FAULT = """
+import os
+import pathlib
+import time
 
-        def test_under_fault(mesh, load, faults):
-            run = load.start(rate=10)
-            run.phase("baseline", seconds=1)
-            faults.delay("http-lb", "500ms")
-            faults.scale("clover-server", 1)
-            pathlib.Path("in-fault").write_text("")
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                time.sleep(0.05)
-            raise AssertionError("no SIGTERM came")
+import pytest
 
-        def test_never_runs(load):
-            pass
-        """
-    )
+@pytest.mark.parametrize("n", range({tests}))
+def test_under_fault(mesh, load, faults, n):
+    run = load.start(rate=10)
+    run.phase("baseline", seconds=1)
+    faults.delay("http-lb", "500ms")
+    faults.scale("clover-server", 1)
+    pathlib.Path(f"in-fault-{{os.getpid()}}").write_text("")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise AssertionError("no SIGTERM came")
+"""
+
+
+def terminate_under_fault(project: Project, *args: str, in_fault: int = 1) -> str:
+    """Run pytest in a subprocess, SIGTERM it once ``in_fault`` tests hold their faults; its output."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", *QUIET, "-p", "no:randomly"],
+        [sys.executable, "-m", "pytest", *QUIET, "-p", "no:randomly", *args],
         cwd=project.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group: a test that fails here leaves no xdist worker behind
     )
     try:
-        wait_for(lambda: (project.path / "in-fault").exists() or proc.poll() is not None, 60, "the fault")
+        wait_for(
+            lambda: len(list(project.path.glob("in-fault-*"))) >= in_fault or proc.poll() is not None, 60, "the faults"
+        )
         assert proc.poll() is None, proc.communicate()[0]
-        assert project.mesh().desired["clover-server"] == 1  # the fault really is in force
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
     assert "Terminated: SIGTERM" in out
+    return out
+
+
+def interrupted_tests(project: Project) -> list[dict[str, Any]]:
+    [run_dir] = project.run_dirs()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    run = summary["run"]
+    assert run["partial"] is True and "SIGTERM" in run["partial_reason"], run["partial_reason"]
+    tests: list[dict[str, Any]] = summary["tests"]
+    for test in tests:
+        assert test["outcome"] == "interrupted" and list(test["phases"]) == ["baseline"], test
+        assert [(f["kind"], f["end"] is not None) for f in test["faults"]] == [("delay", True), ("scale", True)]
+    return tests
+
+
+def test_sigterm_mid_test_reverts_the_faults_and_writes_a_partial_report(project: Project) -> None:
+    project.pytester.makepyfile(UNDER_FAULT.format(tests=2))
+    out = terminate_under_fault(project)
     mesh = project.mesh()
     assert by_key(mesh.istio_objects()) == by_key(pristine_istio())
     assert mesh.desired["clover-server"] == 3
     assert mesh.history[-1] == "teardown"
     assert project.open_ledger_entries() == []
-    [run_dir] = project.run_dirs()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    run = summary["run"]
-    assert run["partial"] is True and "SIGTERM" in run["partial_reason"], run["partial_reason"]
-    [test] = summary["tests"]
-    assert test["outcome"] == "interrupted" and list(test["phases"]) == ["baseline"]
-    assert [(f["kind"], f["end"] is not None) for f in test["faults"]] == [("delay", True), ("scale", True)]
-    assert "resilience score: " in out and "PARTIAL: the run was stopped by SIGTERM" in out
+    assert len(interrupted_tests(project)) == 1  # the second never ran
+    assert "PARTIAL: the run was stopped by SIGTERM" in out
+
+
+def test_sigterm_under_xdist_waits_for_the_workers_before_the_report(project: Project) -> None:
+    # A fake mesh per worker: they would share one state file otherwise.
+    project.pytester.makeconftest(
+        PROJECT_CONFTEST.replace(
+            'HERE / "mesh-state.json"', "HERE / f\"mesh-{os.environ['PYTEST_XDIST_WORKER']}.json\""
+        ).replace("import json\n", "import json\nimport os\n", 1)
+    )
+    project.pytester.makepyfile(UNDER_FAULT.format(tests=2))
+    out = terminate_under_fault(project, "-n", "2", in_fault=2)
+    states = sorted(project.path.glob("mesh-gw*.json"))
+    assert [p.name for p in states] == ["mesh-gw0.json", "mesh-gw1.json"]
+    for state in states:
+        mesh = FakeBackend(state_file=state)
+        assert by_key(mesh.istio_objects()) == by_key(pristine_istio()), state.name
+        assert mesh.desired["clover-server"] == 3 and mesh.history[-1] == "teardown", state.name
+    assert project.open_ledger_entries() == []
+    assert len(interrupted_tests(project)) == 2
+    assert "PARTIAL: the run was stopped by SIGTERM" in out
 
 
 def test_the_handler_is_given_back_after_the_run(project: Project) -> None:

@@ -282,3 +282,28 @@ def test_a_test_killed_midway_is_reported_from_the_streamed_events(tmp_path: Pat
     killed = next(t for t in summary["tests"] if t["nodeid"] == nodeid)
     assert killed["outcome"] == "interrupted"
     assert [(f["description"], f["end"]) for f in killed["faults"]] == [("delay 1s on http-lb", None)]
+
+
+def test_events_after_the_saved_timeline_complete_it(tmp_path: Path) -> None:
+    # An interrupted teardown saved the timeline before a fault's revert, which came at the session's end.
+    run = _run(tmp_path, tests=1, finished=True)
+    nodeid = "suites/test_zz.py::test_interrupted"
+    folder = run / "suites_test_zz.py__test_interrupted"
+    folder.mkdir()
+    start = {
+        "test": nodeid,
+        "time": 1_795_270_905.123456,
+        "kind": "fault-start",
+        "name": "delay 1s on http-lb",
+        "id": 3,
+    }
+    end = {**start, "time": 1_795_270_911.5, "kind": "fault-end"}
+    (folder / "test.json").write_text(json.dumps({"nodeid": nodeid, "folder": folder.name, "verdict": "interrupted"}))
+    (folder / "timeline.json").write_text(json.dumps([start]))
+    (run / "events.ndjson").write_text(json.dumps(start) + "\n" + json.dumps(end) + "\n")
+    summary = build_summary(load_run(run))
+    jsonschema.validate(summary, SCHEMA)
+    test = next(t for t in summary["tests"] if t["nodeid"] == nodeid)
+    assert [(f["description"], f["start"], f["end"]) for f in test["faults"]] == [
+        ("delay 1s on http-lb", start["time"], end["time"])  # once, not twice: the start is in both files
+    ]
