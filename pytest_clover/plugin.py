@@ -118,7 +118,7 @@ class _XdistHooks:
         # An interrupted xdist run: xdist's own sessionfinish has now waited for the workers, which tear down
         # their interrupted tests (reverting faults, saving load results) on the way out. Built earlier, the
         # report would miss what they saved.
-        if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED):
+        if _deferred_to_xdist(session, exitstatus):
             _build_report(session, exitstatus)
 
 
@@ -532,9 +532,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 reporter.write_line(f"  could not revert: {line}", red=True)
     if hasattr(session.config, "workerinput"):
         return
-    if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) and session.config.pluginmanager.has_plugin("dsession"):
+    if _deferred_to_xdist(session, exitstatus):
         return  # the workers are still tearing down their tests: _XdistHooks builds the report once they are gone
     _build_report(session, exitstatus)
+
+
+def _deferred_to_xdist(session: pytest.Session, exitstatus: int) -> bool:
+    """An interrupted run distributed by xdist (its controller's ``dsession`` plugin is active, not just
+    installed): the report is built after xdist has waited for its workers."""
+    interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+    return interrupted and session.config.pluginmanager.has_plugin("dsession")
 
 
 def _build_report(session: pytest.Session, exitstatus: int) -> None:

@@ -137,6 +137,10 @@ def test_an_interrupted_run_writes_a_partial_report_of_what_completed(project: P
     second = next(t for t in summary["tests"] if t["nodeid"].endswith("test_second"))
     assert list(second["phases"]) == ["baseline"] and second["phases"]["baseline"]["requests"] > 0
     assert "timeseries" in second["files"]
+    # Built once (xdist is installed here, but this run is not distributed): one history record for the
+    # completed test, none for the interrupted one.
+    history = (project.report_dir / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["nodeid"].split("::")[1] for line in history] == ["test_first"]
     assert "Partial report." in (run_dir / "index.html").read_text()
     result.stdout.fnmatch_lines(["resilience score: * (PARTIAL: *"])
 
