@@ -410,7 +410,7 @@ def test_the_abort_plot_shows_the_injected_error_rate_in_the_fault_phase_only(me
     requests, errors = totals["fault"]
     low, high = binomial_interval(requests, ABORT_PERCENT / 100)
     assert requests >= 100 and low <= errors <= high, (
-        f"{errors} of {requests} aborted; the 99 % interval for {ABORT_PERCENT} % is {low:.0f}..{high:.0f}"
+        f"{errors} of {requests} aborted; the 99.9 % interval for {ABORT_PERCENT} % is {low:.0f}..{high:.0f}"
     )
     summary_fault = mesh_run.tests[ABORT_NODE]["phases"]["fault"]
     assert (summary_fault["requests"], summary_fault["errors"]) == (requests, errors)
