@@ -30,6 +30,7 @@ from .settings import SETTINGS_KEY, CloverSettings
 from .timeline import Timeline
 
 if TYPE_CHECKING:
+    from .plugin import RunProgress
     from .progress import Progress
 
 # --------------------------------------------------------------------------- mesh
@@ -689,7 +690,7 @@ def html_extras(state: CloverSession, nodeid: str) -> list[Any]:
 
 
 def finish_report(
-    session: pytest.Session, state: CloverSession, exitstatus: int | pytest.ExitCode, progress: Any
+    session: pytest.Session, state: CloverSession, exitstatus: int | pytest.ExitCode, progress: RunProgress
 ) -> None:
     """Session end on the controller: finish ``run.json``, build the report, append the history, point ``latest``."""
     from .report import history

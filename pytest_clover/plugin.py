@@ -65,6 +65,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _take_sigterm(config)
 
 
+SIGTERM_KEY = pytest.StashKey[Callable[[int, "FrameType | None"], None]]()
+"""The SIGTERM handler this configuration installed, to give back at unconfigure."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, as pytest-clover receives it: the run ends the way Ctrl-C ends it."""
 
@@ -93,9 +97,6 @@ def _give_back_sigterm(config: pytest.Config) -> None:
     ours = config.stash.get(SIGTERM_KEY, None)
     if ours is not None and signal.getsignal(signal.SIGTERM) is ours:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-SIGTERM_KEY = pytest.StashKey[Callable[[int, "FrameType | None"], None]]()
 
 
 class _XdistHooks:
@@ -515,7 +516,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state is None:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED):
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
         # pytest finalizes an interrupted test's fixtures only in its own sessionfinish, after this hook. Done
         # here first, the faults fixture reverts in order and the load fixture saves the test's result, so the
         # report has the interrupted test's plots, phases and faults.
@@ -540,7 +541,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _deferred_to_xdist(session: pytest.Session, exitstatus: int) -> bool:
     """An interrupted run distributed by xdist (its controller's ``dsession`` plugin is active, not just
     installed): the report is built after xdist has waited for its workers."""
-    interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     return interrupted and session.config.pluginmanager.has_plugin("dsession")
 
 

@@ -155,17 +155,15 @@ def load_saved_test(folder: Path, streamed: Mapping[str, list[dict[str, Any]]] |
     events: list[dict[str, Any]] = []
     timeline = folder / "timeline.json"
     if timeline.is_file():
-        loaded = read_json(timeline)
-        events = sorted((e for e in loaded if isinstance(e, dict) and "time" in e), key=lambda e: float(e["time"]))
-    elif result is not None and result.get("events"):
-        events = sorted(result.get("events") or [], key=lambda e: float(e["time"]))
+        events = [e for e in read_json(timeline) if isinstance(e, dict) and "time" in e]
+    elif result is not None:
+        events = list(result.get("events") or [])
     if streamed and streamed.get(folder.name):
         # events.ndjson also has what happened after the timeline was saved: the revert of a fault that an
         # interrupted teardown left to the session's end, or everything, for a test killed before saving.
         seen = {_event_key(e) for e in events}
-        extra = [e for e in streamed[folder.name] if _event_key(e) not in seen]
-        if extra:
-            events = sorted([*events, *extra], key=lambda e: float(e["time"]))
+        events += [e for e in streamed[folder.name] if _event_key(e) not in seen]
+    events.sort(key=lambda e: float(e["time"]))
     if not record.get("nodeid") and events and events[0].get("test"):
         record["nodeid"] = str(events[0]["test"])
     return SavedTest(folder=folder, record=record, result=result, events=events)

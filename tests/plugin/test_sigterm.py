@@ -11,23 +11,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
 
 from pytest_clover.testing import FakeBackend
+from tests.helpers import wait_for
 
 from .conftest import PROJECT_CONFTEST, QUIET, Project, by_key, pristine_istio
-
-
-def wait_for(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
 
 UNDER_FAULT = """
 import os
@@ -62,7 +53,9 @@ def terminate_under_fault(project: Project, *args: str, in_fault: int = 1) -> st
     )
     try:
         wait_for(
-            lambda: len(list(project.path.glob("in-fault-*"))) >= in_fault or proc.poll() is not None, 60, "the faults"
+            lambda: len(list(project.path.glob("in-fault-*"))) >= in_fault or proc.poll() is not None,
+            timeout=60,
+            what="the faults",
         )
         assert proc.poll() is None, proc.communicate()[0]
         proc.send_signal(signal.SIGTERM)
