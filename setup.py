@@ -49,6 +49,9 @@ LINT_REQUIRES = [
     "mypy>=1.10",
     "types-PyYAML",
     "types-psutil",
+    "types-requests",
+    # The layer rules in .importlinter (run in CI).
+    "import-linter>=2.1",
 ]
 
 EXTRAS_REQUIRE = {
@@ -85,6 +88,8 @@ setup(
         "protobuf>=4.25",
         "xds-protos>=1.60",
         "psutil>=5.9",
+        # Synchronous HTTP to Envoy admin APIs and the VNF's control API (pytest_clover.httpclient).
+        "requests>=2.31",
         # The sample VNF runs on uvloop when it is there (about 30 % less CPU per request).
         "uvloop>=0.19; sys_platform != 'win32'",
         # Load generation runs locust as a library in a child process (it monkey-patches whatever imports it).
@@ -103,7 +108,12 @@ setup(
             "clover = pytest_clover.cli:main",
         ],
         "pytest11": [
-            "clover = pytest_clover.plugin",
+            "clover = pytest_clover.plugin.hooks",
+        ],
+        # Backends by name (--clover-backend, fault ledgers, experiments); a third party adds its own here.
+        "pytest_clover.backends": [
+            "local = pytest_clover.backends.local.client:LocalBackend",
+            "fake = pytest_clover.testing.fake_backend:FakeBackend",
         ],
     },
     classifiers=[

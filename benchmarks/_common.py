@@ -31,7 +31,7 @@ RESULT_PREFIX = "BENCH-RESULT "
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pytest_clover.local.backend import LocalBackend  # noqa: E402
+from pytest_clover.backends.local.client import LocalBackend  # noqa: E402
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -2,7 +2,7 @@
 
 How: one SDC mesh. A keep-alive client on the ingress gateway (the path gateway → proxy-access-control →
 http-lb → clover-server). Repeated 20 times: build the clover-server VirtualService with a 100 % abort
-(503) with ``pytest_clover.inject.fault_document``, take t0 right before ``backend.apply()``, then send
+(503) with ``pytest_clover.istio.documents.fault_document``, take t0 right before ``backend.apply()``, then send
 requests one after another on the already-open connection until one returns 503 (t1). The figure is
 t1 − t0 (median, p90, max); ``apply()`` alone is timed too (it returns once every Envoy ACKed the new
 config). Then the fault is cleared the way the plugin does it (``faulted_virtual_services`` +
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 
 from benchmarks._common import isolated_runtime, percentile, report, sdc_mesh
-from pytest_clover.inject import fault_document, faulted_virtual_services, restored_document
-from pytest_clover.local.backend import LocalBackend
+from pytest_clover.backends.local.client import LocalBackend
+from pytest_clover.istio.documents import fault_document, faulted_virtual_services, restored_document
 from tests.helpers import Client, median
 
 REPEATS = 20

@@ -31,9 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 
 from benchmarks._common import isolated_runtime, percentile, report, sdc_mesh
-from pytest_clover.backend import PodInfo
-from pytest_clover.local.backend import LocalBackend
-from pytest_clover.local.envoy import admin_get
+from pytest_clover.backends.local.client import LocalBackend
+from pytest_clover.backends.protocol import PodInfo
 from tests.helpers import Client, wait_for
 
 TARGET_MS = 0.5
@@ -63,12 +62,9 @@ def app_address(backend: LocalBackend, pod: PodInfo) -> str:
     return url
 
 
-def outbound_address(pod: PodInfo) -> str:
+def outbound_address(mesh: LocalBackend, pod: PodInfo) -> str:
     """``http://ip:port`` of the pod sidecar's outbound listener, from its Envoy admin API."""
-    assert pod.admin_url is not None
-    status, body = admin_get(pod.admin_url, "/listeners?format=json")
-    if status != 200:
-        raise RuntimeError(f"{pod.name}'s Envoy admin answered {status} for /listeners")
+    body = mesh.envoy_admin(pod.name, "/listeners?format=json")
     for listener in json.loads(body)["listener_statuses"]:
         if listener["name"] == "virtualOutbound":
             sock = listener["local_address"]["socket_address"]
@@ -96,7 +92,7 @@ def main() -> None:
         paths: dict[str, tuple[Client, dict[str, str]]] = {
             "direct": (Client(app_address(backend, pod)), {}),
             "sidecar": (Client(pod.url(9180)), {}),
-            "two sidecars": (Client(outbound_address(lb)), {"host": f"{SERVER}:9180"}),
+            "two sidecars": (Client(outbound_address(backend, lb)), {"host": f"{SERVER}:9180"}),
             "gateway": (Client(backend.ingress_url()), {"host": GATEWAY_HOST}),
         }
         samples: dict[str, list[float]] = {name: [] for name in paths}

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import SDC, isolated_runtime, report, teardown_checked
-from pytest_clover.local.backend import LocalBackend
+from pytest_clover.backends.local.client import LocalBackend
 from tests.helpers import median
 
 CYCLES = 3

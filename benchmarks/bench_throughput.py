@@ -25,7 +25,7 @@ import aiohttp
 import psutil
 
 from benchmarks._common import isolated_runtime, percentile, report, sdc_mesh
-from pytest_clover.local.state import MeshState
+from pytest_clover.backends.local.state import MeshState
 
 RATE = 300.0
 SECONDS = 10.0

@@ -1,17 +1,72 @@
-"""One exception tree for everything pytest-clover raises on purpose.
+"""Everything pytest-clover raises on purpose, in one tree.
 
-Library errors (OSError, yaml errors, HTTP errors) are translated at the boundary with
-``raise ... from exc`` so that a user always sees what failed and what to do about it.
+Two roots, because a run can end in two different ways and users, CI drivers and the report must tell them
+apart::
+
+    CloverError(Exception)            the run could not judge the system (the test ERRORS)
+    ├── ConfigError                   Kubernetes/Istio YAML that cannot be used; carries every Problem
+    ├── BackendError                  a mesh operation failed (process, port, Envoy or cluster trouble)
+    │   ├── BackendNotFound           no backend is registered under the name asked for
+    │   ├── MeshNotRunning            nothing answers where the mesh should be
+    │   ├── ConfigRejected            an Envoy refused a configuration; the previous one stays in force
+    │   ├── ReadinessTimeout          pods not ready in time; says which, and where their logs are
+    │   └── RevertFailed              a fault could not be put back; it stays in the ledger for a sweep
+    ├── InvalidFault                  a fault cannot be built as asked; nothing was changed
+    ├── FaultInconclusive             a fault's effect was never seen (the test is INCONCLUSIVE)
+    ├── LoadGeneratorError            the load generator died, could not start, or did not stop
+    ├── ExperimentError               a Chaos Toolkit experiment could not be carried out
+    ├── ReportDataError               a run folder cannot be read; names the file
+    └── NoReferenceRun                --clover-compare names a run the history does not hold
+
+    CloverFailure(AssertionError)     the system failed an objective (the test FAILS)
+    ├── SLOViolation                  an SLO was missed; the message is the table of numbers
+    ├── Regression                    p99, error rate or recovery regressed against an earlier run
+    └── ExperimentFailed              a Chaos Toolkit steady-state hypothesis was not met
+
+``CloverFailure`` derives from ``AssertionError`` so that pytest reports it as a failure, like a plain
+``assert``. Library errors (OSError, YAML, HTTP, gRPC) are translated at the boundary where they happen with
+``raise … from exc``: a user sees what failed and what to do about it, never a bare traceback.
+
+``CloverWarning`` is for what a user should know that did not decide the verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BackendError",
+    "BackendNotFound",
+    "CloverError",
+    "CloverFailure",
+    "CloverWarning",
+    "ConfigError",
+    "ConfigRejected",
+    "ExperimentError",
+    "ExperimentFailed",
+    "FaultInconclusive",
+    "InvalidFault",
+    "LoadGeneratorError",
+    "MeshNotRunning",
+    "NoReferenceRun",
+    "Problem",
+    "ReadinessTimeout",
+    "Regression",
+    "ReportDataError",
+    "RevertFailed",
+    "SLOViolation",
+]
 
 
 class CloverError(Exception):
     """Base of every error pytest-clover raises on purpose; the message says what to do."""
+
+
+class CloverFailure(AssertionError):
+    """Base of every verdict pytest-clover reaches against the system under test: the test FAILS."""
 
 
 @dataclass(frozen=True)
@@ -28,12 +83,18 @@ class Problem:
     """What is wrong and what to do about it."""
     severity: str = "error"
     """``error`` (the object is rejected) or ``warning`` (accepted; something will not behave as written)."""
+    scope: str = ""
+    """Which backend the problem concerns: empty for every backend; ``local`` for what only the embedded mesh
+    cannot honour (a field Istio applies on a cluster), which a cluster backend leaves out."""
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.obj}"
         if self.field:
             where += f": {self.field}"
         return f"{where}: {self.severity}: {self.message}"
+
+
+# --------------------------------------------------------------------------- the run could not judge
 
 
 class ConfigError(CloverError):
@@ -55,8 +116,12 @@ class BackendError(CloverError):
     """A mesh operation failed (process, port, Envoy or cluster trouble)."""
 
 
+class BackendNotFound(BackendError):
+    """No backend is registered under the name asked for (``--clover-backend``, a ledger, an experiment)."""
+
+
 class MeshNotRunning(BackendError):
-    """No mesh answers at the given state directory."""
+    """No mesh answers where the mesh record points."""
 
 
 class ConfigRejected(BackendError):
@@ -65,6 +130,82 @@ class ConfigRejected(BackendError):
 
 class ReadinessTimeout(BackendError):
     """Pods did not become ready in time; the message lists which and where their logs are."""
+
+
+class RevertFailed(BackendError):
+    """A fault could not be reverted; it stays in the fault ledger, and the next run or ``clover cleanup`` sweeps it."""
+
+
+class InvalidFault(CloverError, ValueError):
+    """A fault cannot be built as asked (a malformed duration, a percentage out of range, weights not adding up
+    to 100, a subset no route sends traffic to); nothing was changed."""
+
+
+class FaultInconclusive(CloverError):
+    """A fault's effect was not seen, so the test says nothing about resilience to it: the test errors."""
+
+
+class LoadGeneratorError(CloverError):
+    """The load generator died, could not start, or did not stop cleanly.
+
+    Carries the child's ``pid``, its ``exit_code`` (negative: killed by that signal; None: still running when
+    given up on), the last lines of its log (``stderr_tail``) and, when the run got that far, the partial
+    ``result`` measured until then.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pid: int | None = None,
+        exit_code: int | None = None,
+        stderr_tail: str = "",
+        log_path: Path | None = None,
+        result: Any = None,
+    ) -> None:
+        self.pid = pid
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+        self.log_path = log_path
+        self.result = result
+        """The :class:`~pytest_clover.load.result.LoadResult` measured until the failure, or None."""
+        text = message
+        if stderr_tail:
+            where = f" ({log_path})" if log_path else ""
+            text += f"\nlast lines of the load generator's log{where}:\n{stderr_tail}"
+        super().__init__(text)
+
+
+class ExperimentError(CloverError):
+    """The experiment could not be carried out (an action or rollback failed, the run was interrupted)."""
+
+
+class ReportDataError(CloverError):
+    """A run folder cannot be read (missing or malformed files); the message names the file."""
+
+
+class NoReferenceRun(CloverError, LookupError):
+    """``--clover-compare`` names a run that ``history.jsonl`` does not hold."""
+
+
+# --------------------------------------------------------------------------- the system failed
+
+
+class SLOViolation(CloverFailure):
+    """An objective was not met; the message is a table with the numbers. Fails the test."""
+
+    def __init__(self, message: str, checks: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.checks = list(checks)
+        """The :class:`~pytest_clover.slo.SLOCheck` rows, met and missed."""
+
+
+class Regression(CloverFailure):
+    """p99, error rate or recovery regressed against the ``--clover-compare`` run. Fails the test."""
+
+
+class ExperimentFailed(CloverFailure):
+    """The steady-state hypothesis was not met: the system failed the experiment. Fails the test."""
 
 
 class CloverWarning(UserWarning):

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .errors import SLOViolation
+
 # metric → (attribute of the phase stats / key of a window row, "max" (observed ≤ threshold) or "min")
 METRICS: dict[str, tuple[str, str]] = {
     "p50_ms": ("p50_ms", "max"),
@@ -58,14 +60,6 @@ class SLOCheck:
             "window": self.window,
             "note": self.note,
         }
-
-
-class SLOViolation(AssertionError):
-    """An objective was not met; the message is a table with the numbers. Fails the test."""
-
-    def __init__(self, message: str, checks: Sequence[SLOCheck]) -> None:
-        super().__init__(message)
-        self.checks = list(checks)
 
 
 def _fmt(metric: str, value: float | None) -> str:

@@ -23,13 +23,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .. import inject
-from ..backend import Backend
+from ..backends.protocol import Backend
 from ..errors import CloverError
-from ..faults import FaultHandle, Faults
-from ..inject import ORIGINAL_ANNOTATION, faulted_virtual_services, restored_document
-from . import loads
-from .mesh import ActivityFailed, backend_from_configuration, failures
+from ..faults import FaultHandle, Faults, IstioFault
+from ..faults import clear_faults as clear_istio_faults
+from ..istio.documents import ORIGINAL_ANNOTATION, faulted_virtual_services, restored_document
+from . import load_sessions
+from .mesh import ActivityFailed, backend_from_configuration, failures, record_from_configuration
 from .verify import check_envoy_clean, check_envoy_fault, poll
 
 __all__ = [
@@ -102,7 +102,7 @@ def _verify_mode(value: Any) -> str:
 
 
 def _faults(backend: Backend) -> Faults:
-    session = loads.find(backend)
+    session = load_sessions.find(backend)
     timeline = session.timeline if session is not None and session.summary is None else None
     return Faults(backend, timeline=timeline)
 
@@ -127,7 +127,7 @@ def _known_service(backend: Backend, service: str) -> None:
 
 
 def _load_running(backend: Backend) -> bool:
-    session = loads.find(backend)
+    session = load_sessions.find(backend)
     return session is not None and session.running
 
 
@@ -173,7 +173,7 @@ def _http_fault(
             handle = faults.abort(
                 service, value["status"], percent=pct, headers=scope, subset=subset, source_labels=labels
             )
-    loads.touched(backend)
+    load_sessions.touched(backend)
     checks = [mode]
     if mode == "auto":
         # Traffic moves Envoy's fault counters only if it carries the fault's headers; the load sends none.
@@ -198,7 +198,7 @@ def _http_fault(
             details.append(handle.detail)
     except CloverError as exc:
         raise _fail_and_revert(handle, exc) from exc
-    doc = getattr(handle, "applied", [{}])[0]
+    doc = handle.applied[0] if isinstance(handle, IstioFault) and handle.applied else {}
     return {
         "fault": kind,
         "service": service,
@@ -302,7 +302,7 @@ def shift_traffic(
     _known_service(backend, service)
     with failures(f"shift traffic of {service}"):
         handle = _faults(backend).shift(service, split)
-    loads.touched(backend)
+    load_sessions.touched(backend)
     try:
         handle.verify(timeout=limit)
     except CloverError as exc:
@@ -328,9 +328,10 @@ def clear_faults(timeout: float = 10.0, configuration: Configuration = None) -> 
     with failures("clear faults"):
         before = faulted_virtual_services(backend.istio_objects())
         expected = {d["metadata"]["name"]: restored_document(d) for d in before}
-        cleared = inject.clear_faults(backend)
+        cleared = clear_istio_faults(backend)
     for name in cleared:
-        loads.mark(backend, "fault-end", f"faults cleared from VirtualService/{name}", fault="clear", target=name)
+        what = f"faults cleared from VirtualService/{name}"
+        load_sessions.mark(backend, "fault-end", what, fault="clear", target=name)
     # Envoy must show no fault for the hosts of every VirtualService put back without a fault of its own.
     services: set[str] = set()
     for doc in before:
@@ -398,7 +399,7 @@ def kill_pods(
     backend = backend_from_configuration(configuration)
     with failures(f"kill pods of {service}"):
         handle = _faults(backend).kill(service, count=n, percent=pct, grace=grace)
-    loads.touched(backend)
+    load_sessions.touched(backend)
     with failures(f"kill pods of {service}"):
         if wait_ready:
             handle.verify(timeout=limit)
@@ -435,7 +436,7 @@ def scale_deployment(
     with failures(f"scale {deployment} to {count}"):
         handle = _faults(backend).scale(deployment, count)
         handle.verify(timeout=limit)
-    loads.touched(backend)
+    load_sessions.touched(backend)
     return {
         "deployment": deployment,
         "replicas": count,
@@ -476,7 +477,7 @@ def start_load(
     seconds = _number("duration", duration, low=0) if duration is not None else None
     backend = backend_from_configuration(configuration)
     with failures("start load"):
-        session = loads.start(
+        session = load_sessions.start(
             backend,
             configuration or {},
             rate=r,
@@ -493,14 +494,14 @@ def start_load(
             if not session.run.alive or time.monotonic() > deadline:
                 why = "exited" if not session.run.alive else f"sent no measurement within {FIRST_WINDOW_S:g} s"
                 with contextlib.suppress(ActivityFailed):
-                    loads.stop(backend)
+                    load_sessions.stop(backend)
                 raise ActivityFailed(f"the load generator {why}; see {session.report_dir / 'load-worker.log'}")
             time.sleep(0.05)
     first = session.run.result.window_rows()[0]
     return {
-        **loads.clean_dict(session.request),
+        **load_sessions.clean_dict(session.request),
         "mesh": session.mesh,
-        "first_window": loads.stats(first),
+        "first_window": load_sessions.stats(first),
     }
 
 
@@ -509,6 +510,6 @@ def stop_load(configuration: Configuration = None) -> dict[str, Any]:
     error_rate, throughput_rps, p50/p95/p99/max in ms), ``stages`` when the control saw the experiment's
     stages, and where its files are. Raises ActivityFailed when no load runs or the generator failed.
     Works also when the mesh itself is gone."""
-    backend = backend_from_configuration(configuration, require_running=False)
+    record = record_from_configuration(configuration)
     with failures("stop load"):
-        return loads.stop(backend)
+        return load_sessions.stop(record)

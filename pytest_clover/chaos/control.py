@@ -23,8 +23,8 @@ import logging
 import threading
 from typing import Any
 
-from . import loads
-from .mesh import ActivityFailed, InterruptExecution, backend_from_configuration, mesh_key
+from . import load_sessions
+from .mesh import KEY_DRY_RUN, ActivityFailed, InterruptExecution, mesh_key, record_from_configuration
 
 log = logging.getLogger("chaostoolkit")
 
@@ -55,7 +55,7 @@ def before_experiment_control(context: Any, configuration: dict[str, Any] | None
     """Start the load; interrupt the experiment if it cannot start."""
     from .actions import start_load
 
-    if (configuration or {}).get("clover_dry_run"):
+    if (configuration or {}).get(KEY_DRY_RUN):
         log.info("pytest_clover.chaos.control: dry run, no load started")
         return
     load = {k: v for k, v in arguments.items() if k in LOAD_ARGUMENTS}
@@ -64,7 +64,7 @@ def before_experiment_control(context: Any, configuration: dict[str, Any] | None
     except ActivityFailed as exc:
         log.error("pytest_clover.chaos.control: the load did not start: %s", exc)
         raise InterruptExecution(f"pytest_clover.chaos.control: the load did not start: {exc}") from exc
-    key = mesh_key(backend_from_configuration(configuration, require_running=False))
+    key = mesh_key(record_from_configuration(configuration))
     with _lock:
         _started[_key(configuration)] = key
     log.info("load started on %s (%s); files in %s", started["mesh"], _what(started), started["report_dir"])
@@ -132,20 +132,20 @@ def cleanup_control() -> None:
 
 
 def _key(configuration: dict[str, Any] | None) -> str:
-    from .mesh import KEY_BACKEND, KEY_STATE_DIR, KEY_STATE_FILE
+    from .mesh import KEY_BACKEND, KEY_LOCATION, KEY_STATE_DIR
 
     config = configuration or {}
-    return repr([config.get(k) for k in (KEY_BACKEND, KEY_STATE_DIR, KEY_STATE_FILE)])
+    return repr([config.get(k) for k in (KEY_BACKEND, KEY_LOCATION, KEY_STATE_DIR)])
 
 
 def _what(started: dict[str, Any]) -> str:
     return f"{started['rate']:g} requests/s" if started.get("rate") is not None else f"{started['users']} users"
 
 
-def _session(configuration: dict[str, Any] | None) -> loads.LoadSession | None:
+def _session(configuration: dict[str, Any] | None) -> load_sessions.LoadSession | None:
     with _lock:
         key = _started.get(_key(configuration))
-    session = loads.find_key(key) if key is not None else None
+    session = load_sessions.find_key(key) if key is not None else None
     return session if session is not None and session.summary is None else None
 
 
@@ -157,7 +157,7 @@ def _stage(configuration: dict[str, Any] | None, name: str, *, end: bool) -> Non
 
 def _stop(key: str) -> dict[str, Any] | None:
     try:
-        summary = loads.stop_key(key)
+        summary = load_sessions.stop_key(key)
     except ActivityFailed as exc:
         log.warning("pytest_clover.chaos.control: %s", exc)
         return None

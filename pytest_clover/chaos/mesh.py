@@ -3,14 +3,13 @@
 Configuration keys (all optional)::
 
     configuration:
-      clover_backend: local              # "local" (the default); "k8s" is not supported yet
-      clover_state_dir: /tmp/my-mesh     # the local mesh's state dir, as `clover up` prints it
+      clover_backend: local              # a registered backend's name (default: local)
+      clover_location: /tmp/my-mesh      # where that backend keeps the mesh, as `clover status` shows it
       clover_report_dir: reports/chaos   # where start_load writes the load's files
 
-``clover_state_dir`` defaults to what the ``clover`` command uses: ``$CLOVER_STATE_DIR``, else a per-user
-folder in the temp dir. ``clover_backend: fake`` with ``clover_state_file`` reaches a
-:class:`pytest_clover.testing.FakeBackend` persisted in that file (for tests). Keys for the cluster backend
-(``clover_k8s_context``, ``clover_k8s_namespace``) are reserved.
+``clover_state_dir`` is the local backend's name for ``clover_location`` (the state folder ``clover up``
+prints). Without a location, the backend's default mesh is used: for the local backend ``$CLOVER_STATE_DIR``,
+else a per-user folder in the temp dir — the same one the ``clover`` command uses.
 """
 
 from __future__ import annotations
@@ -21,25 +20,34 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed, InterruptExecution  # type: ignore[import-untyped,unused-ignore]
 
-from ..backend import Backend
+from ..backends.protocol import Backend, MeshRecord
+from ..backends.registry import backend_class
 from ..errors import CloverError
 
-__all__ = ["KEYS", "ActivityFailed", "InterruptExecution", "backend_from_configuration", "failures", "mesh_key"]
+__all__ = [
+    "KEYS",
+    "ActivityFailed",
+    "InterruptExecution",
+    "backend_from_configuration",
+    "failures",
+    "mesh_key",
+    "record_from_configuration",
+]
 
 log = logging.getLogger("chaostoolkit")
 
+DEFAULT_BACKEND = "local"
 KEY_BACKEND = "clover_backend"
+KEY_LOCATION = "clover_location"
 KEY_STATE_DIR = "clover_state_dir"
-KEY_STATE_FILE = "clover_state_file"
 KEY_REPORT_DIR = "clover_report_dir"
-KEYS = (KEY_BACKEND, KEY_STATE_DIR, KEY_STATE_FILE, KEY_REPORT_DIR, "clover_k8s_context", "clover_k8s_namespace")
-"""Every configuration key the extension reads or reserves."""
-BACKENDS = ("local", "k8s", "fake")
+KEY_DRY_RUN = "clover_dry_run"
+KEYS = (KEY_BACKEND, KEY_LOCATION, KEY_STATE_DIR, KEY_REPORT_DIR, KEY_DRY_RUN)
+"""Every configuration key the extension reads."""
 
 
 def _text(configuration: Mapping[str, Any], key: str) -> str | None:
@@ -65,61 +73,56 @@ def check_configuration(configuration: Mapping[str, Any] | None) -> dict[str, An
     return dict(configuration)
 
 
-def backend_from_configuration(configuration: Mapping[str, Any] | None, *, require_running: bool = True) -> Backend:
+def _record_and_source(configuration: Mapping[str, Any] | None) -> tuple[MeshRecord, str]:
+    config = check_configuration(configuration)
+    name = (_text(config, KEY_BACKEND) or DEFAULT_BACKEND).lower()
+    try:
+        cls = backend_class(name)
+    except CloverError as exc:
+        raise ActivityFailed(f"{KEY_BACKEND}: {exc}") from exc
+    for key in (KEY_LOCATION, KEY_STATE_DIR):
+        location = _text(config, key)
+        if location is not None:
+            return MeshRecord(name, location), f"configuration {key}"
+    try:
+        return MeshRecord(name, cls.default_location()), f"the {name} backend's default"
+    except CloverError as exc:
+        raise ActivityFailed(f"{KEY_BACKEND}: {name}: {exc}; set {KEY_LOCATION}") from exc
+
+
+def record_from_configuration(configuration: Mapping[str, Any] | None) -> MeshRecord:
+    """The mesh the configuration names (not connected: it may be gone)."""
+    return _record_and_source(configuration)[0]
+
+
+def backend_from_configuration(configuration: Mapping[str, Any] | None) -> Backend:
     """The running mesh the experiment names (see the module docstring for the keys).
 
-    Raises ActivityFailed when the backend is unknown or not supported yet, or when no mesh runs where the
-    configuration points (the message names the state dir and says to run ``clover up``).
-    ``require_running=False`` skips that last check (to name a mesh that may be gone, e.g. to stop its load).
+    Raises ActivityFailed when the backend is not installed, or when no mesh runs where the configuration points
+    (the message names the place, where that came from, and how to start a mesh there).
     """
-    config = check_configuration(configuration)
-    kind = (_text(config, KEY_BACKEND) or "local").lower()
-    if kind == "local":
-        from ..local.backend import LocalBackend
-        from ..local.state import STATE_ENV, default_state_dir
-
-        given = _text(config, KEY_STATE_DIR)
-        state_dir = Path(given).expanduser() if given else default_state_dir()
-        backend = LocalBackend(state_dir=state_dir)
-        if require_running and not backend.state.running():
-            source = f"configuration {KEY_STATE_DIR}" if given else f"the default (${STATE_ENV} or the per-user one)"
-            raise ActivityFailed(
-                f"no clover mesh is running at {backend.state.root} ({source}): start one with "
-                f"`clover up --state-dir {backend.state.root}`, or point {KEY_STATE_DIR} at the state dir "
-                "`clover up` printed"
-            )
-        return backend
-    if kind == "k8s":
+    record, source = _record_and_source(configuration)
+    try:
+        backend = backend_class(record.backend).connect(record)
+    except CloverError as exc:
+        raise ActivityFailed(f"cannot reach {record}: {exc}") from exc
+    if backend is None:
         raise ActivityFailed(
-            f"{KEY_BACKEND}: k8s is not supported by pytest_clover.chaos yet; use the local mesh "
-            f"({KEY_BACKEND}: local, started with `clover up`)"
+            f"no clover mesh is running at {record.location} ({source}): start one with "
+            f"`clover --backend {record.backend} up --location {record.location}`, or point {KEY_LOCATION} "
+            f"(for the local backend: {KEY_STATE_DIR}) at the mesh `clover up` printed"
         )
-    if kind == "fake":
-        from ..testing import FakeBackend
-
-        state_file = _text(config, KEY_STATE_FILE)
-        if state_file is None:
-            raise ActivityFailed(f"{KEY_BACKEND}: fake needs {KEY_STATE_FILE}, the FakeBackend's state file")
-        if not require_running:
-            return FakeBackend(state_file=state_file)
-        fake = FakeBackend.connect({"state_file": state_file})
-        if fake is None:
-            raise ActivityFailed(f"no fake mesh is deployed in {state_file}")
-        return fake
-    raise ActivityFailed(f"{KEY_BACKEND}: unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
+    return backend
 
 
-def mesh_key(backend: Backend) -> str:
-    """A stable name for the mesh (its backend and state dir), to key per-mesh state in this process."""
-    from ..faults import mesh_record
+def mesh_key(mesh: Backend | MeshRecord) -> str:
+    """A stable name for a mesh (its backend and location), to key per-mesh state in this process."""
+    record = mesh if isinstance(mesh, MeshRecord) else mesh.record()
+    return json.dumps(record.as_dict(), sort_keys=True)
 
-    return json.dumps(mesh_record(backend), sort_keys=True)
 
-
-def mesh_text(backend: Backend) -> str:
-    state = getattr(backend, "state", None)
-    root = getattr(state, "root", None) or getattr(backend, "state_file", None)
-    return f"the {backend.name} mesh" + (f" at {root}" if root else "")
+def mesh_text(mesh: Backend | MeshRecord) -> str:
+    return str(mesh if isinstance(mesh, MeshRecord) else mesh.record())
 
 
 @contextlib.contextmanager

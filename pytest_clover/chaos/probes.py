@@ -35,8 +35,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from .. import slo
-from ..backend import Backend
-from . import loads
+from ..backends.protocol import Backend
+from ..envoy.views import service_stats
+from . import load_sessions
 from .mesh import ActivityFailed, backend_from_configuration, failures
 
 __all__ = ["envoy_counter", "load_stats", "pods_ready", "slo_met"]
@@ -60,19 +61,19 @@ def _seconds(value: Any) -> float:
     return seconds
 
 
-def _recent(backend: Backend, seconds: float, wait: bool) -> tuple[loads.LoadSession, dict[str, Any]]:
+def _recent(backend: Backend, seconds: float, wait: bool) -> tuple[load_sessions.LoadSession, dict[str, Any]]:
     """The running load's statistics over its last ``seconds`` s, once it has run that long (if ``wait``)."""
-    session = loads.current(backend)
+    session = load_sessions.current(backend)
     deadline = session.started + seconds + WAIT_EXTRA_S
     while True:
         raw = session.run.result.recent(seconds)
         if not wait or raw["seconds"] >= seconds - COVERAGE_SLACK_S or time.time() >= deadline:
             return session, raw
         time.sleep(0.1)
-        session = loads.current(backend)  # raises if the generator died meanwhile
+        session = load_sessions.current(backend)  # raises if the generator died meanwhile
 
 
-def _rows_of(session: loads.LoadSession, raw: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+def _rows_of(session: load_sessions.LoadSession, raw: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
     if raw["start"] is None:
         return []
     lo, hi = float(raw["start"]) - 1e-6, float(raw["end"]) + 1e-6
@@ -151,7 +152,7 @@ def slo_met(
         "met": met,
         "verdict": "met" if met else "violated",
         "last_seconds": seconds,
-        "observed": loads.stats(raw),
+        "observed": load_sessions.stats(raw),
         "thresholds": thresholds,
         "violations": violations,
     }
@@ -175,7 +176,7 @@ def load_stats(last_seconds: float = 10.0, wait: bool = True, configuration: Con
             f"no request completed in the last {seconds:g} s of the load ({raw['windows']} windows): "
             "the service answered nothing, so there is no latency or error rate to report"
         )
-    return {**loads.stats(raw), "last_seconds": seconds}
+    return {**load_sessions.stats(raw), "last_seconds": seconds}
 
 
 def pods_ready(service: str, min_ready: int | None = None, configuration: Configuration = None) -> int | bool:
@@ -202,7 +203,7 @@ def envoy_counter(service: str, stat: str, configuration: Configuration = None) 
     with failures(f"envoy_counter {service} {stat}"):
         if not backend.pods(service):
             raise ActivityFailed(f"no pods of service {service!r}")
-        values = backend.service_stats(service)
+        values = service_stats(backend, service)
     if stat not in values:
         close = difflib.get_close_matches(stat, list(values), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -1,4 +1,4 @@
-"""Checks the actions make before they return, where pytest_clover.faults has none: Envoy's route config.
+"""Checks the actions make before they return, beside the fault handles' own: Envoy's route configuration.
 
 A delay or an abort injected while no load runs cannot move Envoy's fault counters (the check
 :class:`pytest_clover.faults.HttpFault` makes), so it is verified in a caller's Envoy instead: the route
@@ -10,50 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-from ..backend import Backend
-from ..errors import BackendError
-from ..faults import POLL_SECONDS, FaultInconclusive, caller_routes
-from ..topology import parse_duration
-from ..translate import FAULT_FILTER
-
-_DENOMINATORS = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
-
-
-def envoy_route_faults(backend: Backend, service: str) -> tuple[list[dict[str, Any]], str]:
-    """The fault filter settings on each route a caller's Envoy holds for ``service`` (``/config_dump``)."""
-    routes, caller = caller_routes(backend, service)
-    found = [fault for route in routes if (fault := (route.get("typed_per_filter_config") or {}).get(FAULT_FILTER))]
-    return found, caller
-
-
-def _percent(fraction: Any) -> float:
-    fraction = fraction or {}
-    denominator = _DENOMINATORS.get(str(fraction.get("denominator", "HUNDRED")), 100)
-    return float(fraction.get("numerator", 0)) * 100.0 / denominator
-
-
-def fault_matches(
-    fault: dict[str, Any], kind: str, *, delay: str | None = None, status: int | None = None, percent: float
-) -> bool:
-    """True if one route's fault filter settings hold this delay (or abort status) at this percentage."""
-    if kind == "delay":
-        got = fault.get("delay") or {}
-        want_ms = parse_duration(delay)
-        got_ms = parse_duration(got.get("fixed_delay"))
-        same_value = want_ms is not None and got_ms is not None and abs(want_ms - got_ms) < 0.5
-    else:
-        got = fault.get("abort") or {}
-        same_value = got.get("http_status") == status
-    # Istio truncates to a MILLIONth (0.57 % → 5699 per million): compare to a hundredth of a percent.
-    return bool(got) and same_value and abs(_percent(got.get("percentage")) - percent) < 0.01
+from ..backends.protocol import Backend
+from ..envoy.views import fault_matches, route_faults
+from ..errors import BackendError, FaultInconclusive
+from ..faults.handles import POLL_SECONDS
 
 
 def check_envoy_fault(
     backend: Backend, service: str, kind: str, *, delay: str | None = None, status: int | None = None, percent: float
 ) -> tuple[bool, str]:
-    faults, caller = envoy_route_faults(backend, service)
+    faults, caller = route_faults(backend, service)
     what = f"delay {delay}" if kind == "delay" else f"abort {status}"
     if any(fault_matches(f, kind, delay=delay, status=status, percent=percent) for f in faults):
         return True, f"{caller}'s Envoy routes to {service} carry the fault filter's {what} at {percent:g}%"
@@ -62,7 +29,7 @@ def check_envoy_fault(
 
 
 def check_envoy_clean(backend: Backend, service: str) -> tuple[bool, str]:
-    faults, caller = envoy_route_faults(backend, service)
+    faults, caller = route_faults(backend, service)
     if faults:
         return False, f"{caller}'s Envoy still has {len(faults)} routes with a fault for {service}"
     return True, f"{caller}'s Envoy routes to {service} carry no fault"

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from ..errors import CloverError
+from ..errors import LoadGeneratorError
 from ..timeline import Event, Timeline
 from .result import LoadResult
 
@@ -47,36 +47,6 @@ STOP_GRACE_S = 5.0
 """After ``{"stop": true}`` the generator gets this long to send its last windows and exit, then SIGTERM, then
 (again this long later) SIGKILL."""
 TAIL_BYTES = 4000
-
-
-class LoadGeneratorError(CloverError):
-    """The load generator died, could not start, or did not stop cleanly.
-
-    Carries the child's ``pid``, its ``exit_code`` (negative: killed by that signal; None: still running when
-    given up on), the last lines of its log (``stderr_tail``) and, when the run got that far, the partial
-    ``result`` measured until then.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        pid: int | None = None,
-        exit_code: int | None = None,
-        stderr_tail: str = "",
-        log_path: Path | None = None,
-        result: LoadResult | None = None,
-    ) -> None:
-        self.pid = pid
-        self.exit_code = exit_code
-        self.stderr_tail = stderr_tail
-        self.log_path = log_path
-        self.result = result
-        text = message
-        if stderr_tail:
-            where = f" ({log_path})" if log_path else ""
-            text += f"\nlast lines of the load generator's log{where}:\n{stderr_tail}"
-        super().__init__(text)
 
 
 def _describe_exit(code: int | None) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import NoReferenceRun
 from .summary import finite
 
 HISTORY_FILE = "history.jsonl"
@@ -106,10 +107,6 @@ def run_ids(records: Iterable[Mapping[str, Any]]) -> list[str]:
     for r in records:
         seen.setdefault(str(r["run_id"]), None)
     return list(seen)
-
-
-class NoReferenceRun(LookupError):
-    """``--clover-compare`` names a run the history does not hold."""
 
 
 def reference_run(records: Sequence[Mapping[str, Any]], compare: str, current_run_id: str) -> str:

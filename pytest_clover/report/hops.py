@@ -34,10 +34,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..backends.protocol import LogFiles
 from ..errors import CloverError
 
 if TYPE_CHECKING:
-    from ..backend import Backend
+    from ..backends.protocol import AccessLogSource
 
 COLUMNS = ("request_id", "time", "segment", "order", "ms", "status", "flags")
 """Columns of ``hops.csv``; ``flags`` holds the Envoy response flags of the segment's entries (``DI``, ``UO``…)."""
@@ -112,13 +113,12 @@ class AccessLogCursor:
     file (and their service, for the join).
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: AccessLogSource) -> None:
         self.backend = backend
         pods = backend.pods()
         self.pod_service: dict[str, str] = {p.name: p.service for p in pods}
         """Every pod seen by the cursor → its service (``app`` label), including pods since killed."""
-        log_path = getattr(backend, "log_path", None)
-        self._log_path = log_path if callable(log_path) else None
+        self._log_path = backend.log_path if isinstance(backend, LogFiles) else None
         self._files: dict[str, tuple[Path, int]] = {}
         for pod in pods:
             self._track(pod.name, at_end=True)
@@ -417,7 +417,7 @@ def _request_end(row: Mapping[str, Any], totals: Mapping[str, float]) -> float:
 
 def record_hops(
     cursor: AccessLogCursor,
-    backend: Backend,
+    backend: AccessLogSource,
     path: Path,
     *,
     max_requests: int = DEFAULT_MAX_REQUESTS,

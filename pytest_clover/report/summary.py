@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ReportDataError
+
 SCHEMA = "pytest-clover/summary"
 SCHEMA_VERSION = 1
 """Bumped on any incompatible change of ``summary.json``; readers check it (``history.jsonl`` has its own)."""
@@ -39,10 +41,6 @@ SCORE_FORMULA = (
     "assertion of its own); a passed test without checks counts 1; an error or inconclusive test counts 0; "
     "skipped and interrupted tests are left out"
 )
-
-
-class ReportDataError(Exception):
-    """A run folder cannot be read (missing or malformed files); the message names the file."""
 
 
 def read_json(path: Path) -> Any:
@@ -175,7 +173,7 @@ def _event_key(event: Mapping[str, Any]) -> tuple[str, str, float]:
 
 def streamed_events(folder: Path) -> dict[str, list[dict[str, Any]]]:
     """``events.ndjson`` grouped by test folder name (a torn last line, from a kill mid-write, is skipped)."""
-    from ..fixtures import sanitize_nodeid
+    from .layout import folder_for_test
 
     grouped: dict[str, list[dict[str, Any]]] = {}
     path = folder / "events.ndjson"
@@ -189,7 +187,7 @@ def streamed_events(folder: Path) -> dict[str, list[dict[str, Any]]]:
         except ValueError:
             continue
         if isinstance(event, dict) and event.get("test") and finite(event.get("time")) is not None:
-            grouped.setdefault(sanitize_nodeid(str(event["test"])), []).append(event)
+            grouped.setdefault(folder_for_test(str(event["test"])), []).append(event)
     return grouped
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_clover.local.backend import LocalBackend
+from pytest_clover.backends.local.client import LocalBackend
 from tests.helpers import Client, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,12 +88,7 @@ def pod_client() -> Iterator[object]:
 
 def lb_clusters(mesh: LocalBackend, pod: str) -> dict[str, list[dict[str, object]]]:
     """Envoy's view of each outbound cluster's hosts in one pod's sidecar (/clusters?format=json)."""
-    from pytest_clover.local.envoy import admin_get
-
-    info = next(p for p in mesh.pods() if p.name == pod)
-    assert info.admin_url
-    status, body = admin_get(info.admin_url, "/clusters?format=json")
-    assert status == 200
+    body = mesh.envoy_admin(pod, "/clusters?format=json")
     return {c["name"]: c.get("host_statuses", []) for c in json.loads(body)["cluster_statuses"]}
 
 
@@ -103,7 +98,7 @@ def endpoint_ips(mesh: LocalBackend, pod: str, cluster: str) -> set[str]:
 
 
 def access_log_ids(mesh: LocalBackend, pod: str) -> set[str]:
-    return {e.get("request_id") for e in mesh.access_log(pod)}
+    return {str(e["request_id"]) for e in mesh.access_log(pod) if e.get("request_id")}
 
 
 __all__ = ["access_log_ids", "endpoint_ips", "lb_clusters", "wait_for"]

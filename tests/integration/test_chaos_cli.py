@@ -19,8 +19,8 @@ import psutil
 import pytest
 import yaml
 
-from pytest_clover.local.backend import LocalBackend
-from pytest_clover.local.state import MeshState
+from pytest_clover.backends.local.client import LocalBackend
+from pytest_clover.backends.local.state import MeshState
 
 from .conftest import SDC
 
@@ -251,7 +251,7 @@ def test_an_experiment_against_no_mesh_says_to_run_clover_up(up: tuple[Path, dic
     (run,) = journal["run"]
     assert run["status"] == "failed", output
     assert f"no clover mesh is running at {nowhere}" in run_failures(run)
-    assert f"`clover up --state-dir {nowhere}`" in run_failures(run)
+    assert f"`clover --backend local up --location {nowhere}`" in run_failures(run)
 
 
 SHIPPED = sorted((ROOT / "faults").glob("*.yaml"))

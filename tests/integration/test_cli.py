@@ -16,9 +16,9 @@ from typing import Any
 import psutil
 import pytest
 
+from pytest_clover.backends.local.client import LocalBackend
+from pytest_clover.backends.local.state import MeshState
 from pytest_clover.errors import ReadinessTimeout
-from pytest_clover.local.backend import LocalBackend
-from pytest_clover.local.state import MeshState
 from tests.helpers import Client, wait_for
 
 from .conftest import SDC
@@ -66,6 +66,7 @@ def _listening(ip: str, port: int) -> bool:
 
 def _footprint(status: dict[str, Any], state_dir: Path) -> tuple[list[psutil.Process], list[tuple[str, int]]]:
     state = MeshState(state_dir)
+    status = LocalBackend(state_dir=state_dir).status()  # the local backend's own status: admin ports too
     procs = [psutil.Process(r.pid) for r in state.read_pids()]
     owner = state.owner()
     assert owner is not None

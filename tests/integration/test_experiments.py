@@ -175,7 +175,7 @@ def test_a_dry_run_touches_nothing(pytester: pytest.Pytester, runtime_dir: Path)
                 run.phase("fault", seconds=2)
             result = run.stop()
             assert result.phases["fault"].p50_ms < 100  # nothing was injected
-            from pytest_clover.inject import faulted_virtual_services
+            from pytest_clover.istio.documents import faulted_virtual_services
 
             assert faulted_virtual_services(mesh.istio_objects()) == []
         """

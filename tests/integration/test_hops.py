@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_clover.inject import clear_faults, inject_fault
-from pytest_clover.local.backend import LocalBackend
+from pytest_clover.backends.local.client import LocalBackend
+from pytest_clover.faults import clear_faults, inject_fault
 from pytest_clover.report.hops import SETTLE_SECONDS, AccessLogCursor, load_hops, record_hops
 from tests.helpers import Client, Reply
 

@@ -24,8 +24,9 @@ import psutil
 import pytest
 from aiohttp import web
 
+from pytest_clover.errors import LoadGeneratorError
 from pytest_clover.load.result import LoadResult, PhaseStats
-from pytest_clover.load.run import LoadGenerator, LoadGeneratorError, LoadRun
+from pytest_clover.load.run import LoadGenerator, LoadRun
 from pytest_clover.timeline import Timeline
 
 pytestmark = pytest.mark.integration

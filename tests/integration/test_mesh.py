@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
 
+from pytest_clover.backends.local.client import LocalBackend
+from pytest_clover.envoy.views import service_stats
 from pytest_clover.errors import ConfigError, ConfigRejected
-from pytest_clover.inject import clear_faults, inject_fault
-from pytest_clover.local.backend import LocalBackend
+from pytest_clover.faults import clear_faults, inject_fault
 from tests.helpers import BackgroundLoad, Client, binomial_interval, median, wait_for
 
 from .conftest import access_log_ids, endpoint_ips
@@ -17,6 +20,18 @@ from .conftest import access_log_ids, endpoint_ips
 pytestmark = pytest.mark.integration
 
 SERVER_CLUSTER = "outbound|9180||clover-server.default.svc.cluster.local"
+
+
+def _logged(mesh: LocalBackend, pod: str, request_id: str) -> bool:
+    return request_id in access_log_ids(mesh, pod)
+
+
+def _endpoints_are(mesh: LocalBackend, caller: str, expected: set[str]) -> bool:
+    return endpoint_ips(mesh, caller, SERVER_CLUSTER) == expected
+
+
+def _more_than(count: Callable[[], int], threshold: int) -> bool:
+    return bool(count() > threshold)
 
 
 def _server_rule(traffic_policy: str) -> str:
@@ -72,9 +87,7 @@ def test_request_travels_proxy_lb_server_with_one_request_id(sdc: LocalBackend, 
     gateway = next(p.name for p in sdc.pods("istio-ingressgateway"))
     # Every hop's sidecar logged the same request id (inbound and outbound legs).
     for pod in [gateway, *pods]:
-        wait_for(
-            lambda pod=pod: "clover-trace-0001" in access_log_ids(sdc, pod), 5, what=f"request id in {pod}'s access log"
-        )
+        wait_for(partial(_logged, sdc, pod, "clover-trace-0001"), 5, what=f"request id in {pod}'s access log")
 
     def lb_entries() -> list[dict[str, Any]]:
         return [e for e in sdc.access_log(pods[1]) if e["request_id"] == "clover-trace-0001"]
@@ -122,9 +135,9 @@ def test_delay_on_clover_server_adds_200ms_at_the_median(sdc: LocalBackend, ingr
     added_ms = (after - before) * 1000
     assert abs(added_ms - 200) <= 0.02 * 200 + 2, f"median rose by {added_ms:.1f} ms (before {before * 1000:.1f} ms)"
     # The fault sits on the caller's outbound route: the lb sidecars count it, the server's inbound does not.
-    lb_delays = sdc.service_stats("http-lb").get("http.outbound.fault.delays_injected", 0)
+    lb_delays = service_stats(sdc, "http-lb").get("http.outbound.fault.delays_injected", 0)
     assert lb_delays >= 60
-    assert sdc.service_stats("clover-server").get("http.outbound.fault.delays_injected", 0) == 0
+    assert service_stats(sdc, "clover-server").get("http.outbound.fault.delays_injected", 0) == 0
 
 
 def test_abort_50_percent_error_rate_is_inside_the_binomial_interval(sdc: LocalBackend, ingress: Client) -> None:
@@ -137,7 +150,7 @@ def test_abort_50_percent_error_rate_is_inside_the_binomial_interval(sdc: LocalB
         f"{errors} of {len(replies)} aborted; 99.9 % interval for 50 % is {low:.0f}..{high:.0f}"
     )
     # Aborts are not retried (Istio semantics): the lb sidecars injected exactly as many as failed.
-    assert sdc.service_stats("http-lb")["http.outbound.fault.aborts_injected"] >= errors
+    assert service_stats(sdc, "http-lb")["http.outbound.fault.aborts_injected"] >= errors
 
 
 def test_header_scoped_fault_hits_only_matching_requests(sdc: LocalBackend, ingress: Client) -> None:
@@ -171,7 +184,7 @@ def test_outlier_detection_ejects_a_failing_server_pod(sdc: LocalBackend, ingres
     pod_client(bad).put_json("/clover/control", {"error_rate": 1.0})
     first = ingress.many(200, "/o", workers=4)
     assert any(r.status == 503 for r in first), "the bad pod never answered: the test did not exercise it"
-    stats = sdc.service_stats("http-lb")
+    stats = service_stats(sdc, "http-lb")
     assert stats[f"cluster.{SERVER_CLUSTER}.outlier_detection.ejections_enforced_consecutive_5xx"] >= 1
     assert stats[f"cluster.{SERVER_CLUSTER}.outlier_detection.ejections_active"] >= 1
     after = ingress.many(300, "/o", workers=4)
@@ -208,7 +221,7 @@ def test_connection_pool_limit_overflows_fast_with_503_uo(sdc: LocalBackend, ing
         what="UO in the lb sidecars' access logs",
     )
     assert (
-        sdc.service_stats("http-lb")[f"cluster.{SERVER_CLUSTER}.upstream_rq_pending_overflow"] >= len(overflowed)
+        service_stats(sdc, "http-lb")[f"cluster.{SERVER_CLUSTER}.upstream_rq_pending_overflow"] >= len(overflowed)
         or flags
     )
 
@@ -244,9 +257,9 @@ def test_scaling_3_5_1_updates_endpoints_without_errors(sdc: LocalBackend, ingre
             pods = [p for p in sdc.pods("clover-server") if p.deployment == "clover-server"]
             assert len(pods) == replicas and all(p.ready for p in pods)
             expected = {p.ip for p in sdc.pods("clover-server")}
-            wait_for(lambda expected=expected: endpoint_ips(sdc, lb, SERVER_CLUSTER) == expected, 5, what="endpoints")
+            wait_for(partial(_endpoints_are, sdc, lb, expected), 5, what="endpoints")
             seen = load.count()
-            wait_for(lambda seen=seen: load.count() > seen + 30, 20, what="traffic at this size")
+            wait_for(partial(_more_than, load.count, seen + 30), 20, what="traffic at this size")
     bad = [r for r in load.replies if r.status != 200]
     assert load.errors == [] and not bad, f"{len(bad)} errors while scaling, e.g. {bad[:1]}"
 
@@ -314,7 +327,7 @@ def test_route_retries_on_5xx_mask_a_failing_pod_but_istio_default_does_not(
     sdc.apply(_server_route("retries: {attempts: 3, retryOn: 5xx}"))
     retried = ingress.many(200, "/retry", workers=4)
     assert all(r.status == 200 for r in retried), f"{sum(r.status != 200 for r in retried)} errors despite retries"
-    assert sdc.service_stats("http-lb")[f"cluster.{SERVER_CLUSTER}.upstream_rq_retry_success"] >= 1
+    assert service_stats(sdc, "http-lb")[f"cluster.{SERVER_CLUSTER}.upstream_rq_retry_success"] >= 1
 
 
 def test_virtual_service_timeout_turns_a_slow_server_into_a_fast_504(
@@ -349,7 +362,7 @@ def test_a_crashed_container_restarts_in_place(sdc: LocalBackend, ingress: Clien
         15,
         what="the same pod back, ready, with one restart",
     )
-    assert again.ip == pod.ip and len(sdc.pods("clover-server")) == 4
+    assert again is not None and again.ip == pod.ip and len(sdc.pods("clover-server")) == 4
     assert all(r.status == 200 for r in ingress.many(50, "/crash"))
 
 

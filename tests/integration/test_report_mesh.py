@@ -30,7 +30,7 @@ import numpy as np
 import psutil
 import pytest
 
-from pytest_clover.local.state import MeshState, registry_dir, sweep
+from pytest_clover.backends.local.state import MeshState, registry_dir, sweep
 from pytest_clover.report import build
 from pytest_clover.report.hops import assign_phases, load_hops
 from tests.helpers import binomial_interval, wait_for
@@ -161,7 +161,7 @@ class MeshRun:
         return "\n".join(self.result.outlines[-80:] + self.result.errlines[-40:])
 
     def folder(self, nodeid: str) -> Path:
-        return self.run_dir / self.tests[nodeid]["folder"]
+        return self.run_dir / str(self.tests[nodeid]["folder"])
 
     def figures(self, nodeid: str) -> dict[str, Any]:
         """The test's figures, drawn from its saved data the way the report draws them (once per module)."""
@@ -379,8 +379,8 @@ def test_the_pngs_are_valid_images_of_those_figures(mesh_run: MeshRun, nodeid: s
         with Image.open(path) as image:
             image.load()  # decodes every row: a truncated or corrupt file raises
             assert image.size == size
-            low, high = image.convert("L").getextrema()
-            assert high - low > 100, f"{file} is blank"
+            extrema: Any = image.convert("L").getextrema()  # (low, high): one band
+            assert extrema[1] - extrema[0] > 100, f"{file} is blank"
     assert figures["timeseries"].get_size_inches()[0] == pytest.approx(11.0)
 
 
@@ -562,7 +562,7 @@ def test_a_killed_run_leaves_its_completed_test_for_a_partial_report_and_no_proc
     path = pytester.path
     report_dir = path / "reports"
     basetemp = path / "basetemp"
-    log = (path / "inner.log").open("wb")
+    log = (path / "inner.log").open("w", encoding="utf-8")
     proc = pytester.popen(
         [
             sys.executable,

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from pytest_clover.errors import BackendError, ConfigError
-from pytest_clover.faults import FaultInconclusive, Faults, Ledger, read_ledger, shift_document, sweep_ledger
+from pytest_clover.errors import ConfigError, FaultInconclusive, InvalidFault
+from pytest_clover.faults import Faults, Ledger, read_ledger, sweep_ledger
+from pytest_clover.istio.documents import shift_document
 from pytest_clover.testing import FakeBackend
 from pytest_clover.timeline import Timeline
 
@@ -93,7 +94,7 @@ def test_a_verified_fault_lands_on_the_timeline(injector: Faults) -> None:
 @pytest.mark.parametrize(
     ("inject", "message"),
     [
-        (lambda f: f.delay("http-lb", "1s"), "http.outbound.fault.delays_injected did not move in any of 9 pods"),
+        (lambda f: f.delay("http-lb", "1s"), "http.*.fault.delays_injected did not move in any of 9 pods"),
         (lambda f: f.abort("http-lb", 500, headers={"end-user": "jason"}), "carry the headers"),
         (lambda f: f.scale("clover-server", 1), "3 of 1 pods of clover-server ready"),
         (lambda f: f.shift("http-lb", {"v1": 90, "v2": 10}), "routes http-lb as v1 50/v2 50, not v1 90/v2 10"),
@@ -131,7 +132,7 @@ def test_scale_is_verified_in_a_callers_endpoints_and_reverted_to_the_previous_r
         handle.verify()
         assert "has 2 endpoints for clover-server" in handle.detail  # 1 v1 pod + the v2 deployment's pod
         assert len(fake.pods("clover-server")) == 2
-    assert fake.status()["desired"]["clover-server"] == 3
+    assert fake.desired_replicas()["clover-server"] == 3
     assert len(fake.pods("clover-server")) == 4
 
 
@@ -153,7 +154,7 @@ def test_shift_creates_the_virtual_service_when_there_is_none_and_removes_it_on_
 
 
 def test_shift_rewrites_only_the_default_routes_of_the_service() -> None:
-    objects = [
+    objects: list[dict[str, Any]] = [
         {
             "apiVersion": "networking.istio.io/v1",
             "kind": "VirtualService",
@@ -189,7 +190,7 @@ def test_shift_rewrites_only_the_default_routes_of_the_service() -> None:
         ({"v1": 100.0}, "whole percentages"),
         ({}, "at least one subset"),
     ]:
-        with pytest.raises(BackendError, match=message):
+        with pytest.raises(InvalidFault, match=message):
             shift_document(objects, "reviews", weights)  # type: ignore[arg-type]
 
 
@@ -217,7 +218,7 @@ def test_apply_puts_back_what_the_file_replaced_and_refuses_non_istio_kinds(
 
 
 def test_a_fault_the_backend_refuses_leaves_no_ledger_entry(fake: FakeBackend, injector: Faults) -> None:
-    with pytest.raises(BackendError, match="not a duration"):
+    with pytest.raises(InvalidFault, match="not a duration"):
         injector.delay("http-lb", "soon")
     assert injector.handles == [] and injector.ledger is not None and not injector.ledger.path.exists()
 
@@ -259,7 +260,7 @@ def faulted_entry(fake: FakeBackend, fault_id: str = "a") -> dict[str, Any]:
         "id": fault_id,
         "kind": "delay",
         "description": "delay 2s 100% on http-lb",
-        "mesh": fake.ledger_record(),
+        "mesh": fake.record().as_dict(),
         "revert": {"restore": [{"kind": "VirtualService", "name": "http-lb", "doc": original}]},
     }
 
@@ -281,7 +282,7 @@ def test_sweep_drops_faults_whose_mesh_died_and_leaves_live_owners_alone(fake: F
     write_ledger(folder / "ledger-gw0-2.jsonl", owner_pid=os.getpid(), entries=[entry])
     # The owner line of a live process needs its real start time to count as alive.
     live = Ledger(folder / "ledger-main-live.jsonl")
-    live.open("b", "delay", "held by a running session", fake.ledger_record(), entry["revert"])
+    live.open("b", "delay", "held by a running session", fake.record(), entry["revert"])
     fake.teardown()
     messages = sweep_ledger(folder)
     assert messages == [

@@ -81,9 +81,9 @@ def test_relative_paths_resolve_against_the_rootdir_not_the_current_directory(pr
     [
         (
             ["--clover-backend=k8s"],
-            "*--clover-backend=k8s: the Kubernetes backend arrives in a later release; use --clover-backend=local*",
+            "*--clover-backend=k8s: no backend named 'k8s' is installed; installed: fake, local*",
         ),
-        (["--clover-backend=docker"], "*--clover-backend='docker' is not a backend; use --clover-backend=local*"),
+        (["--clover-backend=locall"], "*--clover-backend=locall: no backend named 'locall' is installed; did you mean local?*"),
         (["--clover-time-scale=0"], "*--clover-time-scale='0' must be a finite number > 0*"),
         (["--clover-time-scale=-1"], "*--clover-time-scale='-1' must be a finite number > 0*"),
         (["--clover-time-scale=nan"], "*--clover-time-scale='nan' must be a finite number > 0*"),
@@ -111,7 +111,7 @@ def test_a_bad_option_stops_the_run_before_any_test_and_says_what_to_do(
     [
         ("clover_time_scale = 0", "ERROR: clover_time_scale (ini)='0' must be a finite number > 0*"),
         ("clover_seed = twelve", "ERROR: clover_seed (ini)='twelve' is not an integer*"),
-        ("clover_backend = k8s", "ERROR: clover_backend (ini)=k8s: the Kubernetes backend arrives in a later release*"),
+        ("clover_backend = k8s", "ERROR: clover_backend (ini)=k8s: no backend named 'k8s' is installed*"),
         ("clover_topology = missing", "ERROR: clover_topology (ini): topology */missing does not exist*"),
     ],
 )
@@ -175,10 +175,11 @@ def test_the_plugin_imports_nothing_heavy_in_a_run_that_does_not_use_it(pytester
         import sys
 
         def test_modules():
-            heavy = ["locust", "gevent", "pandas", "yaml", "pytest_clover.faults", "pytest_clover.topology",
-                     "pytest_clover.local.backend", "pytest_clover.load.run", "pytest_clover.fixtures"]
+            heavy = ["locust", "gevent", "grpc", "pandas", "yaml", "requests", "pytest_clover.faults",
+                     "pytest_clover.istio", "pytest_clover.envoy", "pytest_clover.backends.local",
+                     "pytest_clover.load.run", "pytest_clover.report.build"]
             assert [m for m in heavy if m in sys.modules] == []
-            assert "pytest_clover.plugin" in sys.modules
+            assert "pytest_clover.plugin.hooks" in sys.modules and "pytest_clover.plugin.fixtures" in sys.modules
         """
     )
     # A subprocess: this process has imported all of them already.

@@ -1,4 +1,4 @@
-"""The live progress line and the per-phase summary lines of the ``load`` fixture (pytest_clover.progress)."""
+"""The live progress line and the per-phase summary lines of the ``load`` fixture (pytest_clover.plugin.progress)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pytest_clover import progress
-from pytest_clover.progress import PhaseDisplay, Progress, format_live_line, format_phase_summary
+from pytest_clover.plugin import progress
+from pytest_clover.plugin.progress import PhaseDisplay, Progress, format_live_line, format_phase_summary
 
 from .conftest import Project
 

@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
-from pytest_clover.slo import SLO, SLOViolation, check, evaluate, marker_objectives
+from pytest_clover.errors import SLOViolation
+from pytest_clover.slo import SLO, check, evaluate, marker_objectives
 from pytest_clover.testing import FakeLoadResult, FakePhaseStats
 
 from .conftest import Project, by_key, pristine_istio
 
 
-def row(phase: str, start: float, **values: Any) -> dict[str, Any]:
+def row(phase: str | None, start: float, **values: Any) -> dict[str, Any]:
     window = {
         "start": start, "end": start + 1.0, "phase": phase, "requests": 100, "errors": 0, "late": 0,
         "error_rate": 0.0, "throughput_rps": 100.0, "p50_ms": 8.0, "p95_ms": 12.0, "p99_ms": 20.0, "max_ms": 30.0,
@@ -32,7 +33,7 @@ def a_result() -> FakeLoadResult:
         p50_ms=250.0, p95_ms=600.0, p99_ms=912.4, max_ms=1500.0,
     )  # fmt: skip
     windows = [row("baseline", 100.0 + i) for i in range(10)]
-    windows += [row(None, 109.5, requests=3)]  # between phases: belongs to none  # type: ignore[arg-type]
+    windows += [row(None, 109.5, requests=3)]  # between phases: belongs to none
     windows += [
         row("fault", 110.0, error_rate=0.05, throughput_rps=101.0),
         row("fault", 111.0, p99_ms=300.0, requests=0, throughput_rps=0.0),

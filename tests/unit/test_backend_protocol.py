@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_clover.backend import Backend, PodInfo
+from pytest_clover.backends.local.client import LocalBackend
+from pytest_clover.backends.protocol import Backend, PodInfo
 from pytest_clover.errors import ConfigError, MeshNotRunning
-from pytest_clover.local.backend import LocalBackend
 
 
 def test_local_backend_is_a_backend(tmp_path: Path) -> None:
@@ -26,7 +26,6 @@ def test_pod_info_round_trips_through_json() -> None:
         "127.1.2.3",
         2,
         {"app": "svc"},
-        "http://127.1.2.3:15000",
         {9180: 9180},
         1.5,
     )

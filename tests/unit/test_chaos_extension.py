@@ -1,7 +1,7 @@
 """The Chaos Toolkit extension without a mesh: configuration, actions on a FakeBackend, probes on a fake load.
 
 The actions reach a :class:`pytest_clover.testing.FakeBackend` through the experiment configuration
-(``clover_backend: fake`` + ``clover_state_file``); the probes read a LoadResult fed with synthetic window
+(``clover_backend: fake`` + ``clover_location``, its state file); the probes read a LoadResult fed with synthetic window
 messages, registered as the mesh's running load. No processes, no network, no locust.
 """
 
@@ -13,17 +13,17 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chaoslib.exceptions import ActivityFailed, InterruptExecution, InvalidActivity
 
-from pytest_clover.chaos import actions, control, discover, loads, probes
+from pytest_clover.chaos import actions, control, discover, load_sessions, probes
 from pytest_clover.chaos.mesh import backend_from_configuration, mesh_key
 from pytest_clover.errors import CloverError
-from pytest_clover.inject import ORIGINAL_ANNOTATION
+from pytest_clover.istio.documents import ORIGINAL_ANNOTATION
 from pytest_clover.load.result import LoadResult, new_histogram, window_message
 from pytest_clover.testing import FakeBackend
 from pytest_clover.timeline import Timeline
@@ -46,7 +46,7 @@ def fake(tmp_path: Path) -> FakeBackend:
 def config(fake: FakeBackend, tmp_path: Path) -> dict[str, Any]:
     return {
         "clover_backend": "fake",
-        "clover_state_file": str(fake.state_file),
+        "clover_location": str(fake.state_file),
         "clover_report_dir": str(tmp_path / "r"),
     }
 
@@ -54,8 +54,8 @@ def config(fake: FakeBackend, tmp_path: Path) -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def no_loads_left(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test gets an empty load registry (and the control's), whatever it registers."""
-    monkeypatch.setattr(loads, "_sessions", {})
-    monkeypatch.setattr(loads, "_touched", {})
+    monkeypatch.setattr(load_sessions, "_sessions", {})
+    monkeypatch.setattr(load_sessions, "_touched", {})
     monkeypatch.setattr(control, "_started", {})
     yield
 
@@ -107,8 +107,8 @@ class FakeRun:
 
 def register_load(
     backend: FakeBackend, run: FakeRun, tmp_path: Path, started: float | None = None
-) -> loads.LoadSession:
-    session = loads.LoadSession(
+) -> load_sessions.LoadSession:
+    session = load_sessions.LoadSession(
         mesh_key(backend),
         "the fake mesh",
         run,  # type: ignore[arg-type]
@@ -119,7 +119,7 @@ def register_load(
         "action",
     )
     session.report_dir.mkdir(parents=True, exist_ok=True)
-    loads._sessions[session.key] = session
+    load_sessions._sessions[session.key] = session
     return session
 
 
@@ -127,7 +127,9 @@ def register_load(
 
 
 def test_a_missing_mesh_says_where_it_looked_and_to_run_clover_up(tmp_path: Path) -> None:
-    with pytest.raises(ActivityFailed, match=r"no clover mesh is running at .*nowhere.*clover up --state-dir") as info:
+    with pytest.raises(
+        ActivityFailed, match=r"no clover mesh is running at .*nowhere.*clover --backend local up --location"
+    ) as info:
         backend_from_configuration({"clover_state_dir": str(tmp_path / "nowhere")})
     assert "configuration clover_state_dir" in str(info.value)
 
@@ -135,16 +137,16 @@ def test_a_missing_mesh_says_where_it_looked_and_to_run_clover_up(tmp_path: Path
 def test_the_default_state_dir_is_the_clover_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOVER_STATE_DIR", str(tmp_path / "from-env"))
     for configuration in (None, {}, {"clover_backend": "local"}):
-        with pytest.raises(ActivityFailed, match=r"from-env .*\(the default"):
+        with pytest.raises(ActivityFailed, match=r"from-env \(the local backend's default\)"):
             backend_from_configuration(configuration)
 
 
 @pytest.mark.parametrize(
     ("configuration", "message"),
     [
-        ({"clover_backend": "k8s"}, "k8s is not supported by pytest_clover.chaos yet"),
-        ({"clover_backend": "docker"}, "unknown backend 'docker'; use one of local, k8s, fake"),
-        ({"clover_backend": "fake"}, "fake needs clover_state_file"),
+        ({"clover_backend": "k8s"}, "clover_backend: no backend named 'k8s' is installed; installed: fake, local"),
+        ({"clover_backend": "docker"}, "no backend named 'docker' is installed"),
+        ({"clover_backend": "fake"}, "the fake backend has no default mesh.*set clover_location"),
         ({"clover_state_dir": 42}, "clover_state_dir must be a string, got int 42"),
         ("not a mapping", "configuration must be a mapping"),
     ],
@@ -157,9 +159,10 @@ def test_configuration_errors(configuration: Any, message: str) -> None:
 def test_a_stopped_fake_mesh_is_not_running(fake: FakeBackend, config: dict[str, Any]) -> None:
     assert isinstance(backend_from_configuration(config), FakeBackend)
     fake.teardown()
-    with pytest.raises(ActivityFailed, match="no fake mesh is deployed"):
+    with pytest.raises(
+        ActivityFailed, match=r"no clover mesh is running at .*mesh\.json \(configuration clover_location\)"
+    ):
         backend_from_configuration(config)
-    assert isinstance(backend_from_configuration(config, require_running=False), FakeBackend)
 
 
 def test_an_unknown_clover_key_is_reported_with_a_suggestion(
@@ -191,52 +194,27 @@ def test_inject_delay_verified_by_traffic_then_cleared_exactly(fake: FakeBackend
 
 
 def test_percent_may_come_as_a_string_from_a_var(fake: FakeBackend, config: dict[str, Any]) -> None:
-    out = actions.inject_abort("clover-server", http_status="503", percent="10", verify="traffic", configuration=config)
+    # Values given with `chaos run --var` arrive as strings, whatever the function's annotations say.
+    out = actions.inject_abort("clover-server", http_status="503", percent="10", verify="traffic", configuration=config)  # type: ignore[arg-type]
     assert out["http_status"] == 503 and out["percent"] == 10.0
     cleared = actions.clear_faults(configuration=config)
     assert cleared["removed"] == ["clover-server"]  # clover created it, so clearing deletes it
     assert vs(fake, "clover-server") is None
 
 
-class EnvoyWithFaults(FakeBackend):
-    """A FakeBackend whose Envoy route dump carries the fault filter's settings, as a real sidecar's does."""
-
-    def admin_json(self, pod: str, path: str) -> Any:
-        dump = super().admin_json(pod, path)
-        if path.startswith("/config_dump"):
-            from pytest_clover.translate import FAULT_FILTER
-
-            for config in dump["configs"]:
-                for route_config in config["dynamic_route_configs"]:
-                    for vhost in route_config["route_config"]["virtual_hosts"]:
-                        service = vhost["name"].split(".")[0]
-                        doc = next(
-                            (o for o in self.istio if o["kind"] == "VirtualService" and service in o["spec"]["hosts"]),
-                            None,
-                        )
-                        for http in (doc or {}).get("spec", {}).get("http", []):
-                            delay = (http.get("fault") or {}).get("delay")
-                            if delay:
-                                ms = float(delay["fixedDelay"].removesuffix("ms"))
-                                pct = {"numerator": int(delay["percentage"]["value"] * 10000), "denominator": "MILLION"}
-                                fault = {"delay": {"fixed_delay": f"{ms / 1000:.3f}s", "percentage": pct}}
-                                vhost["routes"][0]["typed_per_filter_config"] = {FAULT_FILTER: fault}
-        return dump
-
-
-def test_without_load_a_delay_is_verified_in_envoys_route_config(
-    fake: FakeBackend, config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    envoy = EnvoyWithFaults(state_file=fake.state_file)
-    monkeypatch.setattr(actions, "backend_from_configuration", lambda configuration, **kw: envoy)
+def test_without_load_a_delay_is_verified_in_envoys_route_config(fake: FakeBackend, config: dict[str, Any]) -> None:
+    # The fake's Envoy route dump carries the fault filter's settings, as a real sidecar's does.
     out = actions.inject_delay("http-lb", "250ms", percent=12.5, configuration=config)
     assert out["verified_by"] == "config"
     assert "routes to http-lb carry the fault filter's delay 250ms at 12.5%" in out["verified"]
     assert actions.clear_faults(configuration=config)["cleared"] == ["http-lb"]
 
 
-def test_a_delay_envoy_does_not_show_fails_and_is_taken_back(fake: FakeBackend, config: dict[str, Any]) -> None:
-    # The plain FakeBackend's route dump never carries a fault: the config check cannot see it.
+def test_a_delay_envoy_does_not_show_fails_and_is_taken_back(tmp_path: Path) -> None:
+    # Without effects the fake's Envoy keeps the routes it had at deploy: the config check cannot see the fault.
+    fake = FakeBackend(SDC, state_file=tmp_path / "frozen.json", effects=False)
+    fake.deploy()
+    config = {"clover_backend": "fake", "clover_location": str(fake.state_file)}
     original = vs(fake, "http-lb")
     with pytest.raises(ActivityFailed) as info:
         actions.inject_delay("http-lb", "300ms", timeout=0.3, configuration=config)
@@ -250,7 +228,7 @@ def test_a_delay_envoy_does_not_show_fails_and_is_taken_back(fake: FakeBackend, 
 def test_a_fault_whose_counters_never_move_fails_by_traffic(tmp_path: Path) -> None:
     frozen = FakeBackend(SDC, state_file=tmp_path / "frozen.json", effects=False)
     frozen.deploy()
-    config = {"clover_backend": "fake", "clover_state_file": str(frozen.state_file)}
+    config = {"clover_backend": "fake", "clover_location": str(frozen.state_file)}
     original = vs(frozen, "http-lb")
     with pytest.raises(ActivityFailed, match=r"did not move in any of .* pods.*Was load reaching http-lb"):
         actions.inject_abort("http-lb", verify="traffic", timeout=0.3, configuration=config)
@@ -281,7 +259,7 @@ def test_an_unknown_service_fails_at_once_with_a_suggestion(config: dict[str, An
             "verify must be one of auto, traffic, config",
         ),
         (
-            lambda c: actions.inject_delay("http-lb", "1s", headers=["x"], configuration=c),
+            lambda c: actions.inject_delay("http-lb", "1s", headers=["x"], configuration=c),  # type: ignore[arg-type]
             "headers must map header names",
         ),
         (
@@ -296,7 +274,7 @@ def test_an_unknown_service_fails_at_once_with_a_suggestion(config: dict[str, An
             lambda c: actions.shift_traffic("http-lb", {"v1": 80, "v2": 10}, configuration=c),
             "weights must add up to 100",
         ),
-        (lambda c: actions.shift_traffic("http-lb", [80, 20], configuration=c), "weights must map subsets"),
+        (lambda c: actions.shift_traffic("http-lb", [80, 20], configuration=c), "weights must map subsets"),  # type: ignore[arg-type]
         (
             lambda c: actions.kill_pods("clover-server", count=1, percent=50, configuration=c),
             "give count or percent, not both",
@@ -349,7 +327,7 @@ def test_kill_pods_waits_for_the_replacements(fake: FakeBackend, config: dict[st
 def test_kill_pods_that_are_never_replaced_fails(tmp_path: Path) -> None:
     frozen = FakeBackend(SDC, state_file=tmp_path / "frozen.json", effects=False)
     frozen.deploy()
-    config = {"clover_backend": "fake", "clover_state_file": str(frozen.state_file)}
+    config = {"clover_backend": "fake", "clover_location": str(frozen.state_file)}
     with pytest.raises(ActivityFailed, match=r"kill 1 pod of clover-server: its effect was not seen"):
         actions.kill_pods("clover-server", timeout=0.3, configuration=config)
     # Without waiting for readiness, the kill itself is what is checked.
@@ -361,7 +339,7 @@ def test_scale_deployment_reports_the_previous_count(config: dict[str, Any]) -> 
     out = actions.scale_deployment("clover-server", 1, configuration=config)
     assert (out["replicas"], out["previous"]) == (1, 3)
     assert "endpoints for clover-server" in out["verified"]
-    assert actions.scale_deployment("clover-server", "3", configuration=config)["previous"] == 1
+    assert actions.scale_deployment("clover-server", "3", configuration=config)["previous"] == 1  # type: ignore[arg-type]
 
 
 def test_actions_mark_the_running_loads_timeline(fake: FakeBackend, config: dict[str, Any], tmp_path: Path) -> None:
@@ -373,11 +351,9 @@ def test_actions_mark_the_running_loads_timeline(fake: FakeBackend, config: dict
 
 
 def test_auto_verification_uses_traffic_while_load_runs(
-    fake: FakeBackend, config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeBackend, config: dict[str, Any], tmp_path: Path
 ) -> None:
-    envoy = EnvoyWithFaults(state_file=fake.state_file)
-    monkeypatch.setattr(actions, "backend_from_configuration", lambda configuration, **kw: envoy)
-    session = register_load(envoy, FakeRun(tmp_path), tmp_path)
+    session = register_load(fake, FakeRun(tmp_path), tmp_path)
     out = actions.inject_delay("http-lb", "300ms", configuration=config)
     assert out["verified_by"] == "config and traffic"
     assert "requests delayed since injection" in out["verified"]
@@ -393,10 +369,11 @@ def test_auto_verification_uses_traffic_while_load_runs(
 
 
 def test_probes_without_load_say_to_start_it(config: dict[str, Any]) -> None:
-    for probe in (
+    calls: tuple[Callable[[], object], ...] = (
         lambda: probes.slo_met(p99_ms=100, configuration=config),
         lambda: probes.load_stats(configuration=config),
-    ):
+    )
+    for probe in calls:
         with pytest.raises(
             ActivityFailed, match=r"start load first \(start_load action or the pytest_clover.chaos.control control\)"
         ):
@@ -500,7 +477,7 @@ def test_probe_argument_errors(config: dict[str, Any]) -> None:
     with pytest.raises(ActivityFailed, match="give at least one objective: p50_ms, p95_ms, p99_ms, max_error_rate"):
         probes.slo_met(configuration=config)
     with pytest.raises(ActivityFailed, match="p99_ms must be a number, got 'fast'"):
-        probes.slo_met(p99_ms="fast", configuration=config)
+        probes.slo_met(p99_ms="fast", configuration=config)  # type: ignore[arg-type]
     with pytest.raises(ActivityFailed, match="last_seconds must be positive"):
         probes.load_stats(last_seconds=0, configuration=config)
 
@@ -546,14 +523,14 @@ class FakeGenerator:
 @pytest.fixture
 def generator(monkeypatch: pytest.MonkeyPatch) -> type[FakeGenerator]:
     FakeGenerator.made = []
-    monkeypatch.setattr(loads, "LoadGenerator", FakeGenerator)
+    monkeypatch.setattr(load_sessions, "LoadGenerator", FakeGenerator)
     return FakeGenerator
 
 
 def test_start_and_stop_load(
     fake: FakeBackend, config: dict[str, Any], generator: type[FakeGenerator], tmp_path: Path
 ) -> None:
-    started = actions.start_load(rate="50", path="/x", headers={"end-user": "jason"}, configuration=config)
+    started = actions.start_load(rate="50", path="/x", headers={"end-user": "jason"}, configuration=config)  # type: ignore[arg-type]
     assert started["mode"] == "open" and started["rate"] == 50.0 and started["path"] == "/x"
     assert started["report_dir"] == str(tmp_path / "r") and started["first_window"]["requests"] == 20
     gen = generator.made[0]
@@ -577,7 +554,7 @@ def test_start_and_stop_load(
         actions.stop_load(configuration=config)
     # A second load in the same report folder gets its own subfolder.
     assert actions.start_load(users=2, configuration=config)["report_dir"] == str(tmp_path / "r" / "load-2")
-    assert loads.stop_all() == [
+    assert load_sessions.stop_all() == [
         f"stopped the load on the fake mesh at {fake.state_file} (its files: {tmp_path / 'r' / 'load-2'})"
     ]
 
@@ -588,12 +565,12 @@ def test_start_load_refusals_are_activity_failures(config: dict[str, Any], gener
     with pytest.raises(ActivityFailed, match="cannot start the load: rate must be a positive number"):
         actions.start_load(rate=0, configuration=config)
     with pytest.raises(ActivityFailed, match="users must be a whole number"):
-        actions.start_load(users=2.5, configuration=config)
+        actions.start_load(users=2.5, configuration=config)  # type: ignore[arg-type]
 
 
 def test_a_load_with_a_duration_stops_by_itself(config: dict[str, Any], generator: type[FakeGenerator]) -> None:
     actions.start_load(rate=10, duration=0.2, configuration=config)
-    session = next(iter(loads._sessions.values()))
+    session = next(iter(load_sessions._sessions.values()))
     assert session.timer is not None
     session.timer.join(timeout=5)
     assert session.summary is not None and not session.run.alive
@@ -608,7 +585,7 @@ def test_the_control_runs_load_around_the_experiment_and_journals_it(
     arguments = {"rate": 25, "path": "/"}
     control.validate_control({"name": "load", "provider": {"type": "python", "module": "x", "arguments": arguments}})
     control.before_experiment_control({}, configuration=config, **arguments)
-    session = loads.find(fake)
+    session = load_sessions.find(fake)
     assert session is not None and session.owner == "action" and session.request["rate"] == 25.0
     for hook in ("hypothesis", "method", "hypothesis", "rollback"):
         getattr(control, f"before_{hook}_control")({}, configuration=config, **arguments)
@@ -622,7 +599,7 @@ def test_the_control_runs_load_around_the_experiment_and_journals_it(
     assert session.run.phases == [step for name in stages for step in (("begin", name), ("end", None))]  # type: ignore[attr-defined]
     assert set(journal["load"]["stages"]) == {"steady-state-before", "method", "steady-state-after", "rollbacks"}
     assert journal["load"]["overall"]["requests"] == 60
-    assert loads.find(fake) is None
+    assert load_sessions.find(fake) is None
     control.cleanup_control()  # nothing left to stop
 
 
@@ -640,10 +617,10 @@ def test_cleanup_control_stops_a_load_the_run_left(
     fake: FakeBackend, config: dict[str, Any], generator: type[FakeGenerator]
 ) -> None:
     control.before_experiment_control({}, configuration=config, users=3)
-    session = loads.find(fake)
+    session = load_sessions.find(fake)
     assert session is not None
     control.cleanup_control()
-    assert session.summary is not None and loads.find(fake) is None
+    assert session.summary is not None and load_sessions.find(fake) is None
 
 
 @pytest.mark.parametrize(
@@ -663,14 +640,14 @@ def test_validate_control(arguments: dict[str, Any], message: str) -> None:
 
 def test_at_exit_faults_left_in_force_are_reported(fake: FakeBackend, config: dict[str, Any]) -> None:
     actions.inject_delay("http-lb", "300ms", verify="traffic", configuration=config)
-    left = loads.faults_left()
+    left = load_sessions.faults_left()
     assert (
         len(left) == 1
         and "VirtualService/http-lb" in left[0]
         and "clear_faults in the experiment's rollbacks" in left[0]
     )
     actions.clear_faults(configuration=config)
-    assert loads.faults_left() == []
+    assert load_sessions.faults_left() == []
 
 
 def test_summary_handles_nan_and_json(tmp_path: Path, fake: FakeBackend) -> None:

@@ -7,15 +7,14 @@ from typing import Any
 
 import pytest
 
-from pytest_clover.experiments import (
-    ExperimentError,
-    ExperimentFailed,
+from pytest_clover.backends.local.state import MAX_SOCKET_PATH, MeshState
+from pytest_clover.errors import ExperimentError, ExperimentFailed
+from pytest_clover.plugin.experiments import (
     is_candidate,
     judge,
     looks_like_experiment,
     validate,
 )
-from pytest_clover.local.state import MAX_SOCKET_PATH, MeshState
 
 SLO_TOLERANCE = {"type": "regex", "target": "verdict", "pattern": "^met$"}
 
@@ -119,7 +118,10 @@ def test_an_interrupted_run_is_an_error() -> None:
 
 
 def test_a_dry_run_judges_no_tolerance() -> None:
-    states = {"before": {"steady_state_met": None, "probes": []}, "after": {"steady_state_met": None, "probes": []}}
+    states: dict[str, Any] = {
+        "before": {"steady_state_met": None, "probes": []},
+        "after": {"steady_state_met": None, "probes": []},
+    }
     assert judge(_journal(steady_states=states, deviated=True), dry=True).failure is None
 
 
@@ -192,7 +194,7 @@ def test_a_deep_state_dir_gets_a_short_control_socket(tmp_path: Path) -> None:
 
 
 def test_removing_a_deep_state_dir_removes_its_short_socket_too(tmp_path: Path) -> None:
-    from pytest_clover.local.state import remove_state
+    from pytest_clover.backends.local.state import remove_state
 
     deep = MeshState(tmp_path / ("d" * 120))
     deep.root.mkdir()

@@ -23,17 +23,11 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from pytest_clover.backends.local.translate import Endpoint, InboundPort, ProxySpec, render_bootstrap, render_resources
 from pytest_clover.errors import Problem
-from pytest_clover.topology import (
-    Document,
-    Source,
-    Topology,
-    build_topology,
-    parse_documents,
-    parse_istio_text,
-    parse_text,
-)
-from pytest_clover.translate import Endpoint, InboundPort, ProxySpec, render_bootstrap, render_resources
+from pytest_clover.istio import Topology, build_topology, parse_documents, parse_istio_text, parse_text
+from pytest_clover.istio.model import Source
+from pytest_clover.istio.parse import Document
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "tests" / "data" / "istio-samples"

@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_clover.errors import BackendError
-from pytest_clover.inject import (
+from pytest_clover.errors import InvalidFault
+from pytest_clover.istio import parse_istio_text
+from pytest_clover.istio.documents import (
     ORIGINAL_ANNOTATION,
     fault_document,
     faulted_virtual_services,
     restored_document,
 )
-from pytest_clover.topology import parse_istio_text
 
 CANARY: dict[str, Any] = {
     "apiVersion": "networking.istio.io/v1",
@@ -86,7 +86,7 @@ def test_subset_scope_only_touches_routes_to_that_subset() -> None:
     two_routes["spec"]["http"][1]["route"] = [{"destination": {"host": "http-lb", "subset": "v2"}}]
     doc = fault_document([two_routes], "http-lb", delay="1s", subset="v2")
     assert "fault" not in doc["spec"]["http"][0] and "fault" in doc["spec"]["http"][1]
-    with pytest.raises(BackendError, match="subset 'v3'"):
+    with pytest.raises(InvalidFault, match="subset 'v3'"):
         fault_document([two_routes], "http-lb", delay="1s", subset="v3")
 
 
@@ -115,7 +115,7 @@ def test_restore_gives_back_the_exact_original() -> None:
     ],
 )
 def test_bad_fault_requests_say_what_to_do(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(BackendError, match=message):
+    with pytest.raises(InvalidFault, match=message):
         fault_document([CANARY], "http-lb", **kwargs)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_clover.backend import PodInfo
+from pytest_clover.backends.protocol import PodInfo
 from pytest_clover.errors import MeshNotRunning
 from pytest_clover.report.hops import (
     COLUMNS,
@@ -369,7 +369,7 @@ def test_misuse_is_a_clear_error(backend: FakeBackend, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="sample_every"):
             cursor.read(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_requests"):
-        record_hops(cursor, backend, tmp_path, max_requests=0)  # type: ignore[arg-type]
+        record_hops(cursor, backend, tmp_path, max_requests=0)
     with pytest.raises(TypeError, match="AccessLogCursor"):
         record_hops(object(), backend, tmp_path)  # type: ignore[arg-type]
 
@@ -390,7 +390,7 @@ def test_record_hops_writes_hops_csv_and_load_hops_types_it(backend: FakeBackend
     backend.write([], raw="{garbage\n")
     out = tmp_path / "report"
     out.mkdir()
-    assert record_hops(cursor, backend, out) == 30  # type: ignore[arg-type]
+    assert record_hops(cursor, backend, out) == 30
     df = load_hops(out)
     assert list(df.columns) == list(COLUMNS)
     assert len(df) == 180
@@ -412,14 +412,14 @@ def test_record_hops_maps_pods_of_a_deployment_gone_since_the_cursor(backend: Fa
     cursor = cursor_at(backend)
     del backend.listed[LB2]  # http-lb-v2 scaled to zero: no living pod shares the prefix any more
     backend.write(sdc_request("via-v2", lb=LB2))
-    assert record_hops(cursor, backend, tmp_path / "h.csv") == 1  # type: ignore[arg-type]
+    assert record_hops(cursor, backend, tmp_path / "h.csv") == 1
     assert list(load_hops(tmp_path / "h.csv")["segment"]) == SDC_SEGMENTS
 
 
 def test_record_hops_bounds_the_requests_joined(backend: FakeBackend, tmp_path: Path) -> None:
     cursor = cursor_at(backend)
     backend.write([e for i in range(1000) for e in sdc_request(f"req-{i}", start=T0 + i / 100)])
-    n = record_hops(cursor, backend, tmp_path / "hops.csv", max_requests=120)  # type: ignore[arg-type]
+    n = record_hops(cursor, backend, tmp_path / "hops.csv", max_requests=120)
     df = load_hops(tmp_path / "hops.csv")
     assert 60 <= n <= 120 and df["request_id"].nunique() == n
     assert all(keeps(rid, 9) for rid in df["request_id"].unique())  # ceil(1000 / 120) = 9
@@ -428,9 +428,9 @@ def test_record_hops_bounds_the_requests_joined(backend: FakeBackend, tmp_path: 
 def test_record_hops_leaves_out_requests_that_just_ended(backend: FakeBackend, tmp_path: Path) -> None:
     cursor = cursor_at(backend, time.time() - 10)
     backend.write(sdc_request("settled", start=time.time() - 5) + sdc_request("just-now", start=time.time() - 0.05))
-    assert record_hops(cursor, backend, tmp_path / "h.csv") == 1  # type: ignore[arg-type]
+    assert record_hops(cursor, backend, tmp_path / "h.csv") == 1
     assert set(load_hops(tmp_path / "h.csv")["request_id"]) == {"settled"}
-    assert record_hops(cursor, backend, tmp_path / "h.csv", settle=0) == 2  # type: ignore[arg-type]
+    assert record_hops(cursor, backend, tmp_path / "h.csv", settle=0) == 2
 
 
 def test_record_hops_leaves_out_requests_that_entered_before_the_cursor(backend: FakeBackend, tmp_path: Path) -> None:
@@ -440,12 +440,12 @@ def test_record_hops_leaves_out_requests_that_entered_before_the_cursor(backend:
     early = [e for e in sdc_request("in-flight") if e["direction"] == "gateway"]
     backend.write(early + sdc_request("after", start=T0 + 2))
     assert ids(cursor.read()) == {"in-flight", "after"}
-    assert record_hops(cursor, backend, tmp_path / "h.csv") == 1  # type: ignore[arg-type]
+    assert record_hops(cursor, backend, tmp_path / "h.csv") == 1
     assert set(load_hops(tmp_path / "h.csv")["request_id"]) == {"after"}
 
 
 def test_no_traffic_writes_a_header_only_csv(backend: FakeBackend, tmp_path: Path) -> None:
-    assert record_hops(AccessLogCursor(backend), backend, tmp_path / "h.csv") == 0  # type: ignore[arg-type]
+    assert record_hops(AccessLogCursor(backend), backend, tmp_path / "h.csv") == 0
     assert (tmp_path / "h.csv").read_text() == ",".join(COLUMNS) + "\n"
     assert load_hops(tmp_path / "h.csv").empty
 

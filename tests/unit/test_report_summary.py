@@ -9,10 +9,10 @@ from typing import Any
 import jsonschema
 import pytest
 
+from pytest_clover.errors import NoReferenceRun, ReportDataError
 from pytest_clover.report import history
 from pytest_clover.report.sample import write_sample_run
 from pytest_clover.report.summary import (
-    ReportDataError,
     build_summary,
     load_run,
     resilience_score,
@@ -157,9 +157,9 @@ def test_the_reference_run_is_the_last_other_run_or_the_one_named() -> None:
     records = [{"run_id": r, "nodeid": "t"} for r in ("r1", "r2", "r3")]
     assert history.reference_run(records, "last", current_run_id="r3") == "r2"
     assert history.reference_run(records, "r1", current_run_id="r3") == "r1"
-    with pytest.raises(history.NoReferenceRun, match="no such run in the history"):
+    with pytest.raises(NoReferenceRun, match="no such run in the history"):
         history.reference_run(records, "r9", current_run_id="r3")
-    with pytest.raises(history.NoReferenceRun, match="no earlier run"):
+    with pytest.raises(NoReferenceRun, match="no earlier run"):
         history.reference_run(records[:1], "last", current_run_id="r1")
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pytest_clover.errors import ConfigError, Problem
-from pytest_clover.topology import load_topology, parse_duration, parse_istio_text, validate
+from pytest_clover.istio import VirtualService, load_topology, parse_duration, parse_istio_text, validate
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "tests" / "data" / "istio-samples"
@@ -1029,9 +1029,9 @@ def _find(problems: list[Problem], file: str, c: Case) -> Problem:
 
 
 def test_bad_input_table_is_broad() -> None:
-    ids = [p.values[0].id for p in BAD_INPUTS]  # type: ignore[attr-defined]
+    ids = [p.values[0].id for p in BAD_INPUTS]
     assert len(ids) == len(set(ids))
-    assert sum(1 for p in BAD_INPUTS if p.values[0].severity == "error") >= 25  # type: ignore[attr-defined]
+    assert sum(1 for p in BAD_INPUTS if p.values[0].severity == "error") >= 25
 
 
 @pytest.mark.parametrize("c", BAD_INPUTS)
@@ -1152,7 +1152,10 @@ def test_deprecated_percent_sample_warns_and_keeps_value() -> None:
     assert any(p.field == "spec.http[0].fault.delay.percent" and p.severity == "warning" for p in problems)
     objs, probs = parse_istio_text(sample.read_text(), str(sample))
     assert not [p for p in probs if p.severity == "error"]
-    delay = objs[0].http[0].fault.delay  # type: ignore[union-attr]
+    first = objs[0]
+    assert isinstance(first, VirtualService) and first.http[0].fault is not None
+    delay = first.http[0].fault.delay
+    assert delay is not None
     assert (delay.percent, delay.percentage, delay.fixed_delay_ms) == (50, None, 5000.0)
 
 
@@ -1230,7 +1233,11 @@ def test_parse_istio_text_parses_fields() -> None:
     )
     objs, problems = parse_istio_text(text)
     assert problems == []
-    h = objs[0].http[0]  # type: ignore[union-attr]
+    first = objs[0]
+    assert isinstance(first, VirtualService)
+    h = first.http[0]
+    assert h.retries is not None and h.fault is not None and h.fault.delay is not None and h.fault.abort is not None
+    assert h.matches[0].uri is not None
     assert h.timeout_ms == 5_400_000.0
     assert (h.retries.attempts, h.retries.per_try_timeout_ms, h.retries.retry_on) == (3, 500.0, "503,5xx")
     assert h.fault.delay.fixed_delay_ms == 1500.0 and h.fault.delay.percentage == 0.57

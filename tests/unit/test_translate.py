@@ -1,4 +1,4 @@
-"""Istio semantics in the Envoy output of ``pytest_clover.translate``, and every rendered config passes
+"""Istio semantics in the Envoy output of ``pytest_clover.backends.local.translate``, and every rendered config passes
 ``envoy --mode validate``.
 
 The expected values come from /work/shared/reference/istio-envoy.md (sections 2.x, 6.4 and 7): what
@@ -7,7 +7,6 @@ istiod emits for the same VirtualService / DestinationRule.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import glob
 import json
@@ -19,11 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_clover.local.envoy import envoy_binary
-from pytest_clover.topology import Topology, load_topology, validate
-from pytest_clover.translate import (
-    ACCESS_LOG_FORMAT,
-    FAULT_FILTER,
+from pytest_clover.backends.local.envoy import envoy_binary
+from pytest_clover.backends.local.render import static_bootstrap as _project_static_bootstrap
+from pytest_clover.backends.local.translate import (
     MAX_UINT32,
     Endpoint,
     InboundPort,
@@ -32,11 +29,9 @@ from pytest_clover.translate import (
     render_bootstrap,
     render_resources,
 )
-
-try:  # the project's own conversion (``clover render``), when present
-    from pytest_clover.local.render import static_bootstrap as _project_static_bootstrap
-except ImportError:  # pragma: no cover - only before render.py exists
-    _project_static_bootstrap = None
+from pytest_clover.envoy.access_log import FORMAT as ACCESS_LOG_FORMAT
+from pytest_clover.envoy.views import FAULT_FILTER
+from pytest_clover.istio import Topology, load_topology, validate
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "tests" / "data" / "istio-samples"
@@ -159,11 +154,13 @@ ENDPOINTS: dict[tuple[str, int], list[Endpoint]] = {
 def render(t: Topology, proxy: ProxySpec) -> dict[str, dict[str, Any]]:
     files = render_resources(t, ENDPOINTS, proxy)
     # Rendered documents are JSON (the writer dumps them): a round trip proves it and detaches them.
-    return json.loads(json.dumps(files))
+    detached: dict[str, dict[str, Any]] = json.loads(json.dumps(files))
+    return detached
 
 
 def resources(files: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return files[name]["resources"]
+    found: list[dict[str, Any]] = files[name]["resources"]
+    return found
 
 
 def vhost(
@@ -172,11 +169,13 @@ def vhost(
     (rc,) = resources(files, rds)
     found = [v for v in rc["virtual_hosts"] if v["name"] == f"{fqdn}:{port}"]
     assert len(found) == 1, [v["name"] for v in rc["virtual_hosts"]]
-    return found[0]
+    first: dict[str, Any] = found[0]
+    return first
 
 
 def routes_for(files: dict[str, dict[str, Any]], host: str = REVIEWS) -> list[dict[str, Any]]:
-    return vhost(files, host)["routes"]
+    routes: list[dict[str, Any]] = vhost(files, host)["routes"]
+    return routes
 
 
 def only_route(files: dict[str, dict[str, Any]], host: str = REVIEWS) -> dict[str, Any]:
@@ -278,7 +277,8 @@ def test_virtual_service_route_without_timeout_has_timeout_disabled(
 
 
 def _grpc_timeout_cap(action: dict[str, Any]) -> str | None:
-    return action.get("max_grpc_timeout") or action.get("max_stream_duration", {}).get("grpc_timeout_header_max")
+    cap = action.get("max_grpc_timeout") or action.get("max_stream_duration", {}).get("grpc_timeout_header_max")
+    return None if cap is None else str(cap)
 
 
 def test_timeout_also_caps_grpc_timeout_header(topo: Callable[..., Topology], tmp_path: Path) -> None:
@@ -327,7 +327,7 @@ def test_retry_ignore_previous_hosts_false_drops_predicate(topo: Callable[..., T
 
 
 def fault_of(route: dict[str, Any]) -> dict[str, Any]:
-    cfg = route["typed_per_filter_config"][FAULT_FILTER]
+    cfg: dict[str, Any] = route["typed_per_filter_config"][FAULT_FILTER]
     assert cfg["@type"] == "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
     return cfg
 
@@ -380,7 +380,8 @@ def test_fault_keeps_retry_policy_and_timeout(topo: Callable[..., Topology], tmp
 def _hcm(listener: dict[str, Any]) -> dict[str, Any]:
     (chain,) = listener["filter_chains"]
     (f,) = chain["filters"]
-    return f["typed_config"]
+    config: dict[str, Any] = f["typed_config"]
+    return config
 
 
 def test_fault_is_on_the_callers_outbound_route_not_inbound(topo: Callable[..., Topology], tmp_path: Path) -> None:
@@ -872,34 +873,8 @@ def test_every_route_table_and_endpoint_set_is_delivered(
 
 
 def _static_bootstrap(bootstrap: dict[str, Any], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The rendered proxy as one static bootstrap: RDS inlined into listeners, EDS clusters made STATIC."""
-    if _project_static_bootstrap is not None:
-        static = _project_static_bootstrap(bootstrap, files)
-    else:
-        routes = {r["name"]: r for n, d in files.items() if n.startswith("rds_") for r in d["resources"]}
-        assignments = {a["cluster_name"]: a for n, d in files.items() if n.startswith("eds_") for a in d["resources"]}
-        strip = lambda r: {k: v for k, v in copy.deepcopy(r).items() if k != "@type"}  # noqa: E731
-        listeners = [strip(r) for r in files["lds.json"]["resources"]]
-        for listener in listeners:
-            for chain in listener["filter_chains"]:
-                for f in chain["filters"]:
-                    cfg = f["typed_config"]
-                    if "rds" in cfg:
-                        cfg["route_config"] = strip(routes[cfg.pop("rds")["route_config_name"]])
-        clusters = [strip(r) for r in files["cds.json"]["resources"]]
-        for c in clusters:
-            if c.get("type") == "EDS":
-                c["type"] = "STATIC"
-                c.pop("eds_cluster_config")
-                c["load_assignment"] = strip(assignments[c["name"]])
-        static = {
-            "node": bootstrap["node"],
-            "admin": bootstrap["admin"],
-            "static_resources": {"listeners": listeners, "clusters": clusters},
-        }
-    # Keep any other bootstrap settings (layered_runtime, stats, ...): they change what Envoy accepts.
-    extra = {k: v for k, v in bootstrap.items() if k not in ("dynamic_resources", "static_resources")}
-    return {**extra, **static}
+    """The rendered proxy as one static bootstrap (RDS inlined, EDS clusters STATIC), as ``clover render`` writes it."""
+    return _project_static_bootstrap(bootstrap, files)
 
 
 def envoy_validate(config: dict[str, Any], path: Path) -> subprocess.CompletedProcess[str]:

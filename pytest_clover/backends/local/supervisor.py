@@ -1,0 +1,747 @@
+"""The mesh supervisor: one process per local mesh that owns its pods, as kubelet and the controllers do.
+
+It starts every pod (the application process and its real Envoy sidecar), keeps Deployments at their
+replica count (a killed pod is replaced under a new name), restarts crashed containers in place, tracks
+readiness, and pushes endpoints and Istio changes to every Envoy through file-based xDS, confirming each
+write. Clients (``clover``, the pytest plugin) talk to it over a Unix socket, one JSON line each way.
+
+Every child gets PR_SET_PDEATHSIG, so no application or Envoy outlives a supervisor that is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ...errors import BackendError, CloverError, ConfigError, Problem
+from ...istio import (
+    Deployment,
+    Gateway,
+    Topology,
+    check_references,
+    load_topology,
+    parse_istio_text,
+)
+from ..protocol import PodInfo
+from .envoy import envoy_command, http_get
+from .plan import local_command, placeholders
+from .state import MeshState, ProcessRecord, die_with_parent, pick_port, unregister_mesh
+from .translate import Endpoint, EndpointsView, InboundPort, ProxySpec, render_bootstrap, render_resources
+from .xds import AdsServer, group_by_type
+from .zygote import ZygoteClient, ZygoteProcess
+
+log = logging.getLogger("pytest_clover.supervisor")
+
+GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet Kubernetes uses for generated names
+
+
+def _template_hash(dep: Deployment) -> str:
+    return _template_hash_of(json.dumps([dep.name, dict(dep.pod_labels)], sort_keys=True))
+
+
+def _template_hash_of(text: str) -> str:
+    digest = hashlib.sha256(text.encode()).digest()
+    return "".join(_NAME_ALPHABET[b % len(_NAME_ALPHABET)] for b in digest[:10])
+
+
+@dataclasses.dataclass
+class Pod:
+    name: str
+    deployment: Deployment | None
+    labels: dict[str, str]
+    ip: str
+    spec: ProxySpec
+    directory: Path
+    created: float = dataclasses.field(default_factory=time.time)
+    app: subprocess.Popen[bytes] | ZygoteProcess | None = None
+    envoy: subprocess.Popen[bytes] | None = None
+    ready: bool = False
+    envoy_live: bool = False
+    terminating: bool = False
+    restarts: int = 0
+    probes: int = 0
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def service(self) -> str:
+        return self.labels.get("app", self.name)
+
+    def info(self) -> PodInfo:
+        phase = "Terminating" if self.terminating else ("Running" if self.ready else "Pending")
+        return PodInfo(
+            name=self.name,
+            service=self.service,
+            deployment=self.deployment.name if self.deployment else None,
+            version=self.labels.get("version", ""),
+            ready=self.ready and not self.terminating,
+            phase=phase,
+            ip=self.ip,
+            restarts=self.restarts,
+            labels=dict(self.labels),
+            ports={ib.container_port: ib.listen_port for ib in self.spec.inbound}
+            or {k: v for k, v in self.spec.gateway_ports.items()},
+            created=self.created,
+        )
+
+
+class Supervisor:
+    def __init__(self, state: MeshState) -> None:
+        self.state = state
+        self.mesh = state.read_mesh()
+        self.topology: Topology = load_topology(state.topology_dir)
+        self.block: str = self.mesh["block"]
+        self.rng = random.Random(int(self.mesh.get("seed", 0)))
+        self.pods: dict[str, Pod] = {}
+        self.desired = {d.name: d.replicas for d in self.topology.deployments.values()}
+        self.used_ips: set[int] = set()
+        self.push_lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.server: asyncio.AbstractServer | None = None
+        self.events: list[dict[str, Any]] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.ads = AdsServer()
+        self.zygote: ZygoteClient | None = None
+        self.xds_address = (f"{self.block}.1", 0)
+
+    def _background(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``work`` concurrently, keeping a reference so the task is not garbage-collected mid-way."""
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.state.socket_path.unlink(missing_ok=True)
+        if any(ZygoteClient.handles(self._argv_of(d)) for d in self.topology.deployments.values()):
+            self.zygote = ZygoteClient()
+            self.zygote.on_change = self._write_pids
+            self.zygote.start(str(self.state.root / "zygote.log"), die_with_parent)
+            self._background(self.zygote.run())
+        host = self.xds_address[0]
+        self.xds_address = (host, await self.ads.start(host, pick_port(host, 15010)))
+        self.server = await asyncio.start_unix_server(self._client, path=str(self.state.socket_path), limit=2**24)
+        self._write_mesh(status="starting")
+        try:
+            await self._reconcile()
+            self._write_mesh(status="running")
+            await self.stopping.wait()
+        finally:
+            self._write_mesh(status="stopping")
+            self.server.close()
+            await self._stop_all()
+            await self.ads.stop()
+            self.state.socket_path.unlink(missing_ok=True)
+
+    def _write_mesh(self, status: str) -> None:
+        me = ProcessRecord.of(os.getpid(), "supervisor")
+        self.mesh.update(status=status, supervisor=me.__dict__, ingress_url=self.ingress_url())
+        self.state.write_json(self.state.mesh_file, self.mesh)
+
+    def _write_pids(self) -> None:
+        records = []
+        for pod in self.pods.values():
+            for role, proc in (("app", pod.app), ("envoy", pod.envoy)):
+                if proc is not None and proc.poll() is None and proc.pid is not None:
+                    records.append(ProcessRecord.of(proc.pid, role, pod.name))
+        if self.zygote is not None and self.zygote.process is not None:
+            records.append(ProcessRecord.of(self.zygote.process.pid, "zygote"))
+        self.state.write_pids(records)
+
+    def ingress_url(self) -> str | None:
+        gw = self._gateway_pod()
+        if gw is None or not gw.spec.gateway_ports:
+            return None
+        port = gw.spec.gateway_ports[min(gw.spec.gateway_ports)]
+        return f"http://{gw.ip}:{port}"
+
+    def _gateway_pod(self) -> Pod | None:
+        return next((p for p in self.pods.values() if p.deployment is None and not p.terminating), None)
+
+    def _note(self, kind: str, **fields: Any) -> None:
+        self.events.append({"time": time.time(), "event": kind, **fields})
+        del self.events[:-500]
+        self.changed.set()
+
+    # ------------------------------------------------------------------ pods
+
+    def _allocate_ip(self) -> tuple[int, str]:
+        for n in range(2, 255):
+            if n not in self.used_ips:
+                self.used_ips.add(n)
+                return n, f"{self.block}.{n}"
+        raise BackendError(f"the mesh's loopback block {self.block}.0/24 is full (253 pods)")
+
+    def _new_name(self, prefix: str) -> str:
+        while True:
+            name = f"{prefix}-" + "".join(self.rng.choice(_NAME_ALPHABET) for _ in range(5))
+            if name not in self.pods:
+                return name
+
+    def _inbound_ports(self, dep: Deployment) -> list[int]:
+        ports = [p.port for p in dep.containers[0].ports]
+        for svc in self.topology.services.values():
+            if svc.selector and all(dep.pod_labels.get(k) == v for k, v in svc.selector.items()):
+                for sp in svc.ports:
+                    if isinstance(sp.target_port, int) and sp.target_port not in ports:
+                        ports.append(sp.target_port)
+        return ports
+
+    def _create_pod(self, dep: Deployment | None) -> Pod:
+        n, ip = self._allocate_ip()
+        try:
+            if dep is None:
+                name = self._new_name("istio-ingressgateway-" + _template_hash_of("istio-ingressgateway"))
+                labels = dict(GATEWAY_LABELS)
+            else:
+                name = self._new_name(f"{dep.name}-{_template_hash(dep)}")
+                labels = dict(dep.pod_labels)
+            directory = self.state.pod_dir(name)
+            (directory / "xds").mkdir(parents=True, exist_ok=True)
+            inbound = tuple(
+                InboundPort(cp, pick_port(ip, cp), pick_port(ip)) for cp in (self._inbound_ports(dep) if dep else [])
+            )
+            spec = ProxySpec(
+                name=name,
+                namespace=self.topology.namespace,
+                kind="gateway" if dep is None else "sidecar",
+                ip=ip,
+                admin_port=pick_port(ip, 15000),
+                labels=labels,
+                access_log=str(directory / "access.log"),
+                outbound_port=pick_port(ip, 15001) if dep is not None else 0,
+                inbound=inbound,
+            )
+            pod = Pod(name, dep, labels, ip, spec, directory)
+            if dep is None:
+                self._open_gateway_ports(pod)
+        except BaseException:
+            self.used_ips.discard(n)
+            raise
+        self.pods[name] = pod
+        bootstrap = render_bootstrap(spec, xds=self.xds_address)
+        (directory / "bootstrap.json").write_text(json.dumps(bootstrap, indent=1), encoding="utf-8")
+        # The Envoy fetches this over ADS as soon as it connects.
+        self.ads.proxy(name).desired = group_by_type(render_resources(self.topology, self._endpoints(), spec))
+        self._start_envoy(pod)
+        if dep is not None:
+            self._start_app(pod)
+        pod.task = asyncio.create_task(self._watch(pod))
+        self._write_pids()
+        self._note("pod-created", pod=name, deployment=dep.name if dep else None)
+        return pod
+
+    def _open_gateway_ports(self, pod: Pod) -> None:
+        ports = dict(pod.spec.gateway_ports)
+        for gw in self.topology.gateways.values():
+            if all(pod.labels.get(k) == v for k, v in gw.selector.items()):
+                for server in gw.servers:
+                    if server.port not in ports:
+                        preferred = server.port if server.port >= 1024 else 8000 + server.port
+                        ports[server.port] = pick_port(pod.ip, preferred)
+        if ports != pod.spec.gateway_ports:
+            pod.spec = dataclasses.replace(pod.spec, gateway_ports=ports)
+
+    def _spawn(
+        self, argv: list[str], log_name: str, pod: Pod, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        with open(pod.directory / log_name, "ab") as out:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(pod.directory),
+                preexec_fn=die_with_parent,
+                close_fds=True,
+            )
+
+    def _start_envoy(self, pod: Pod) -> None:
+        argv = envoy_command(pod.directory / "bootstrap.json", pod.directory / "envoy.log")
+        pod.envoy = self._spawn(argv, "envoy.stdout.log", pod)
+        pod.envoy_live = False
+
+    def _argv_of(
+        self, dep: Deployment, ip: str = "127.0.0.1", pod: str = "pod", ports: dict[int, int] | None = None
+    ) -> list[str]:
+        app_ports = ports if ports is not None else {p.port: p.port for p in dep.containers[0].ports}
+        return shlex.split(local_command(dep).format_map(placeholders(ip, pod, app_ports, dep)))
+
+    def _start_app(self, pod: Pod) -> None:
+        dep = pod.deployment
+        assert dep is not None
+        container = dep.containers[0]
+        app_ports = {ib.container_port: ib.app_port for ib in pod.spec.inbound}
+        argv = self._argv_of(dep, pod.ip, pod.name, app_ports)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+        }
+        for var in container.env:
+            env[var.name] = var.value if var.value is not None else self._field_ref(pod, var.field_ref or "")
+        proxy = f"http://{pod.ip}:{pod.spec.outbound_port}"
+        # The app reaches other services through its sidecar, as iptables interception would route it.
+        env.update(HTTP_PROXY=proxy, http_proxy=proxy, CLOVER_SEED=str(self.mesh.get("seed", 0)))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.zygote is not None and ZygoteClient.handles(argv):
+            pod.app = self.zygote.spawn(argv[3:], env, str(pod.directory), str(pod.directory / "app.log"))
+        else:
+            pod.app = self._spawn(argv, "app.log", pod, env)
+
+    def _field_ref(self, pod: Pod, path: str) -> str:
+        if path == "metadata.name":
+            return pod.name
+        if path == "metadata.namespace":
+            return self.topology.namespace
+        if path in ("status.podIP", "status.podIPs"):
+            return pod.ip
+        if path in ("status.hostIP", "spec.nodeName"):
+            return "127.0.0.1" if path == "status.hostIP" else "localhost"
+        if path.startswith("metadata.labels['") and path.endswith("']"):
+            return pod.labels.get(path[len("metadata.labels['") : -2], "")
+        if path.startswith("metadata.annotations['") and path.endswith("']"):
+            dep = pod.deployment
+            return dep.pod_annotations.get(path[len("metadata.annotations['") : -2], "") if dep else ""
+        return ""
+
+    async def _probe(self, pod: Pod) -> bool:
+        status, body = await http_get(pod.ip, pod.spec.admin_port, "/ready", timeout=1.0)
+        if status != 200 or "LIVE" not in body:
+            return False
+        pod.envoy_live = True
+        dep = pod.deployment
+        if dep is None:
+            return True
+        container = dep.containers[0]
+        probe = container.readiness
+        app_ports = {ib.container_port: ib.app_port for ib in pod.spec.inbound}
+        if probe is None:
+            port = next(iter(app_ports.values()), None)
+            return port is not None and await _tcp_open(pod.ip, port)
+        number = container.port_number(probe.port)
+        port = app_ports.get(number or -1, number or 0)
+        if probe.kind == "tcp":
+            return await _tcp_open(pod.ip, port)
+        status, _ = await http_get(pod.ip, port, probe.path, timeout=1.0)
+        return 200 <= status < 400
+
+    async def _watch(self, pod: Pod) -> None:
+        backoff = 0.5
+        last_probe = 0.0
+        while not pod.terminating and not self.stopping.is_set():
+            loop_time = asyncio.get_running_loop().time()
+            crashed = [
+                (role, proc)
+                for role, proc in (("app", pod.app), ("envoy", pod.envoy))
+                if proc and proc.poll() is not None
+            ]
+            if crashed:
+                if pod.ready:
+                    pod.ready = False
+                    await self._push_quietly()
+                role, proc = crashed[0]
+                self._note("container-exited", pod=pod.name, container=role, code=proc.returncode)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                if pod.terminating or self.stopping.is_set():
+                    return
+                # kubelet restarts the container in place: same pod, restarts + 1.
+                pod.restarts += 1
+                pod.probes = 0
+                for role, _ in crashed:
+                    self._start_envoy(pod) if role == "envoy" else self._start_app(pod)
+                self._write_pids()
+                continue
+            # Probe fast while a pod starts (backing off, so start-up CPU goes to the pods), then every second.
+            interval = 1.0 if pod.ready else min(0.01 * 1.5**pod.probes, 0.1)
+            if loop_time - last_probe >= interval:
+                last_probe = loop_time
+                pod.probes += 1
+                ready = await self._probe(pod)
+                if ready != pod.ready and not pod.terminating:
+                    pod.ready = ready
+                    if ready:
+                        backoff = 0.5
+                    self._note("pod-ready" if ready else "pod-unready", pod=pod.name)
+                    await self._push_quietly()
+            await asyncio.sleep(0.01 if not pod.ready else 0.1)
+
+    async def _stop_pod(self, pod: Pod, grace: float) -> None:
+        pod.terminating = True
+        pod.ready = False
+        procs = [p for p in (pod.app, pod.envoy) if p is not None]
+        if pod.app is not None and pod.app.poll() is None:
+            pod.app.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            await _wait_exit(pod.app, grace)
+        if pod.envoy is not None and pod.envoy.poll() is None:
+            pod.envoy.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            await _wait_exit(pod.envoy, min(grace, 2.0))
+        for proc in procs:
+            if isinstance(proc, subprocess.Popen):
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+        if pod.task is not None and pod.task is not asyncio.current_task():
+            pod.task.cancel()
+        self.pods.pop(pod.name, None)
+        self.ads.forget(pod.name)
+        self.used_ips.discard(int(pod.ip.rsplit(".", 1)[1]))
+        self._write_pids()
+        self._note("pod-deleted", pod=pod.name)
+
+    async def _stop_all(self) -> None:
+        await asyncio.gather(*(self._stop_pod(p, 2.0) for p in list(self.pods.values())), return_exceptions=True)
+
+    # ------------------------------------------------------------------ controllers
+
+    async def _reconcile(self, scale_down_grace: float = 30.0) -> list[str]:
+        """Bring pods to the desired state; returns the names of pods created."""
+        created: list[str] = []
+        if self.topology.gateways and self._gateway_pod() is None:
+            created.append(self._create_pod(None).name)
+        gw = self._gateway_pod()
+        if gw is not None:
+            self._open_gateway_ports(gw)
+        leaving: list[Pod] = []
+        for dep in self.topology.deployments.values():
+            live = [p for p in self.pods.values() if p.deployment is dep and not p.terminating]
+            want = self.desired.get(dep.name, dep.replicas)
+            for _ in range(want - len(live)):
+                created.append(self._create_pod(dep).name)
+            if len(live) > want:
+                # ReplicaSet order: not-ready pods first, then the newest.
+                live.sort(key=lambda p: (p.ready, -p.created))
+                leaving.extend(live[: len(live) - want])
+        for pod in leaving:
+            pod.terminating = True
+            pod.ready = False
+        if leaving:
+            # Endpoints first, then the signal: no request is sent to a pod that is shutting down.
+            await self._push_quietly()
+            for pod in leaving:
+                self._background(self._stop_pod(pod, scale_down_grace))
+        return created
+
+    def _endpoints(self) -> EndpointsView:
+        view: dict[tuple[str, int], list[Endpoint]] = {}
+        ready = sorted(
+            (p for p in self.pods.values() if p.ready and not p.terminating and p.deployment), key=lambda p: p.ip
+        )
+        for svc in self.topology.services.values():
+            for sp in svc.ports:
+                eps = view.setdefault((svc.name, sp.port), [])
+                if not svc.selector:
+                    continue
+                for pod in ready:
+                    if all(pod.labels.get(k) == v for k, v in svc.selector.items()):
+                        assert pod.deployment is not None
+                        number = pod.deployment.containers[0].port_number(sp.target_port)
+                        listen = next((ib.listen_port for ib in pod.spec.inbound if ib.container_port == number), None)
+                        if listen is not None:
+                            eps.append(Endpoint(pod.name, pod.ip, listen, pod.labels))
+        return view
+
+    async def push(self) -> None:
+        """Render every proxy's config from the current topology and endpoints; wait for each Envoy's ACK."""
+        async with self.push_lock:
+            endpoints = self._endpoints()
+            pods = [p for p in self.pods.values() if not p.terminating]
+            results = await asyncio.gather(
+                *(self.ads.push(p.name, render_resources(self.topology, endpoints, p.spec)) for p in pods),
+                return_exceptions=True,
+            )
+            failures = [
+                r for p, r in zip(pods, results, strict=True) if isinstance(r, BaseException) and not p.terminating
+            ]
+            self.changed.set()
+            if failures:
+                raise failures[0] if isinstance(failures[0], CloverError) else BackendError(str(failures[0]))
+
+    async def _push_quietly(self) -> None:
+        try:
+            await self.push()
+        except CloverError as exc:
+            log.error("endpoint update failed: %s", exc)
+            self._note("push-failed", error=str(exc))
+
+    # ------------------------------------------------------------------ control API
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            request = json.loads(line or b"{}")
+            op = str(request.pop("op", ""))
+            handler: Callable[..., Awaitable[Any]] | None = getattr(self, f"op_{op.replace('-', '_')}", None)
+            if handler is None:
+                response: dict[str, Any] = {
+                    "ok": False,
+                    "error": {"type": "BackendError", "message": f"unknown operation {op!r}"},
+                }
+            else:
+                try:
+                    response = {"ok": True, "result": await handler(**request)}
+                except ConfigError as exc:
+                    response = {
+                        "ok": False,
+                        "error": {
+                            "type": "ConfigError",
+                            "message": str(exc),
+                            "problems": [p.__dict__ for p in exc.problems],
+                        },
+                    }
+                except CloverError as exc:
+                    response = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
+                except TypeError as exc:
+                    response = {
+                        "ok": False,
+                        "error": {"type": "BackendError", "message": f"bad request for {op}: {exc}"},
+                    }
+            writer.write(json.dumps(response).encode() + b"\n")
+            await writer.drain()
+        except (OSError, ValueError) as exc:
+            log.warning("control client error: %s", exc)
+        finally:
+            writer.close()
+
+    async def op_ping(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "status": self.mesh.get("status")}
+
+    async def op_status(self) -> dict[str, Any]:
+        return {
+            "mesh_id": self.mesh["mesh_id"],
+            "state_dir": str(self.state.root),
+            "status": self.mesh.get("status"),
+            "seed": self.mesh.get("seed", 0),
+            "ingress_url": self.ingress_url(),
+            # Beside the protocol's pod fields, where each sidecar's admin API listens (only the client reads it).
+            "pods": [
+                {**p.info().as_dict(), "admin_url": f"http://{p.ip}:{p.spec.admin_port}"}
+                for p in sorted(self.pods.values(), key=lambda p: p.name)
+            ],
+            "desired": self.desired,
+            "istio": [dict(v.raw) for v in self.topology.virtual_services.values()]
+            + [dict(d.raw) for d in self.topology.destination_rules.values()]
+            + [_gateway_doc(g) for g in self.topology.gateways.values()],
+            "events": self.events[-50:],
+        }
+
+    async def op_wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            missing = self._not_ready()
+            if not missing:
+                async with self.push_lock:  # the last endpoints push has been confirmed
+                    pass
+                return {"ready": True}
+            if loop.time() > deadline:
+                raise BackendError(self._readiness_report(missing, timeout))
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), 0.05)
+
+    def _not_ready(self) -> list[str]:
+        missing = []
+        for dep in self.topology.deployments.values():
+            pods = [p for p in self.pods.values() if p.deployment is dep]
+            ready = [p for p in pods if p.ready and not p.terminating]
+            if len(ready) != self.desired.get(dep.name, dep.replicas) or len(pods) != len(ready):
+                missing.append(dep.name)
+        gw = self._gateway_pod()
+        if self.topology.gateways and (gw is None or not gw.ready):
+            missing.append("istio-ingressgateway")
+        return missing
+
+    def _readiness_report(self, missing: list[str], timeout: float) -> str:
+        lines = [f"not ready after {timeout:.0f} s: {', '.join(missing)}"]
+        for pod in self.pods.values():
+            if not pod.ready:
+                app_log = pod.directory / "app.log"
+                tail = ""
+                with contextlib.suppress(OSError):
+                    tail = " | ".join(app_log.read_text(errors="replace").strip().splitlines()[-3:])
+                lines.append(
+                    f"  {pod.name}: envoy {'live' if pod.envoy_live else 'not live'}; app log {app_log}: {tail}"
+                )
+        return "\n".join(lines)
+
+    async def op_apply(self, text: str, source: str = "<string>") -> dict[str, Any]:
+        objects, problems = parse_istio_text(text, source)
+        if any(p.severity == "error" for p in problems):
+            raise ConfigError(problems)
+        new = self.topology.copy()
+        for obj in objects:
+            new.add(obj)
+        refs: list[Problem] = []
+        check_references(new, refs)
+        problems += [p for p in refs if p.severity == "error" or any(p.obj.endswith(f"/{o.name}") for o in objects)]
+        if any(p.severity == "error" for p in problems):
+            raise ConfigError(problems)
+        await self._swap_topology(new)
+        self._note("applied", objects=[f"{type(o).__name__}/{o.name}" for o in objects])
+        return {"warnings": [p.__dict__ for p in problems if p.severity == "warning"]}
+
+    async def op_remove(self, kind: str, name: str) -> dict[str, Any]:
+        new = self.topology.copy()
+        if not new.remove(kind, name):
+            raise BackendError(f"no {kind} named {name!r} in the mesh")
+        await self._swap_topology(new)
+        self._note("removed", object=f"{kind}/{name}")
+        return {}
+
+    async def _swap_topology(self, new: Topology) -> None:
+        old, self.topology = self.topology, new
+        try:
+            gw = self._gateway_pod()
+            if gw is not None:
+                self._open_gateway_ports(gw)
+            await self.push()
+        except CloverError:
+            self.topology = old
+            await self._push_quietly()
+            raise
+
+    async def op_kill(
+        self, service: str, count: int | None = None, percent: float | None = None, grace: float = 0.0
+    ) -> dict[str, Any]:
+        svc = self.topology.services.get(service)
+        selector = dict(svc.selector) if svc else {"app": service}
+        candidates = sorted(
+            (
+                p
+                for p in self.pods.values()
+                if p.deployment and not p.terminating and all(p.labels.get(k) == v for k, v in selector.items())
+            ),
+            key=lambda p: p.name,
+        )
+        if not candidates:
+            raise BackendError(f"no running pod of {service!r}; services: {', '.join(sorted(self.topology.services))}")
+        if percent is not None:
+            n = max(1, math.ceil(len(candidates) * percent / 100.0)) if percent > 0 else 0
+        else:
+            n = 1 if count is None else count
+        if not 0 <= n <= len(candidates):
+            raise BackendError(f"cannot kill {n} pods of {service!r}: it has {len(candidates)}")
+        victims = self.rng.sample(candidates, n)
+        for pod in victims:
+            pod.terminating = True
+            pod.ready = False
+        stops = [self._background(self._stop_pod(p, grace)) for p in victims]
+        created = await self._reconcile()
+        await self._push_quietly()
+        if grace <= 0:
+            await asyncio.gather(*stops)
+        self._note("killed", pods=[p.name for p in victims], grace=grace)
+        return {"killed": [p.name for p in victims], "replacements": created}
+
+    async def op_scale(self, deployment: str, replicas: int) -> dict[str, Any]:
+        if deployment not in self.topology.deployments:
+            raise BackendError(
+                f"no Deployment {deployment!r}; deployments: {', '.join(sorted(self.topology.deployments))}"
+            )
+        if replicas < 0:
+            raise BackendError(f"replicas must be 0 or more, got {replicas}")
+        self.desired[deployment] = replicas
+        created = await self._reconcile()
+        self._note("scaled", deployment=deployment, replicas=replicas)
+        return {"created": created}
+
+    async def op_shutdown(self) -> dict[str, Any]:
+        asyncio.get_running_loop().call_later(0.05, self.stopping.set)
+        return {}
+
+
+def _gateway_doc(g: Gateway) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": g.name, "namespace": g.namespace},
+        "spec": {
+            "selector": dict(g.selector),
+            "servers": [
+                {"port": {"number": s.port, "name": s.port_name, "protocol": s.protocol}, "hosts": list(s.hosts)}
+                for s in g.servers
+            ],
+        },
+    }
+
+
+async def _tcp_open(ip: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def _wait_exit(proc: subprocess.Popen[bytes] | ZygoteProcess, grace: float) -> None:
+    deadline = time.monotonic() + max(grace, 0.0)
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if proc.poll() is None:
+        proc.kill()
+        # A forked pod's exit is reported by the zygote: give the report a moment to arrive.
+        for _ in range(100):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.01)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m pytest_clover.backends.local.supervisor STATE_DIR", file=sys.stderr)
+        return 2
+    state = MeshState(args[0])
+    logging.basicConfig(
+        filename=str(state.log_file), level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        supervisor = Supervisor(state)
+    except CloverError as exc:
+        log.error("cannot start: %s", exc)
+        print(f"cannot start the mesh: {exc}", file=sys.stderr)
+        return 1
+    crashed = False
+    try:
+        asyncio.run(supervisor.run())
+    except Exception:
+        crashed = True
+        log.exception("supervisor crashed")
+        raise
+    finally:
+        # After a crash the state dir stays: its supervisor.out and log say why, and the owner (or
+        # `clover cleanup`) removes it once read.
+        if not supervisor.mesh.get("keep_state") and not crashed:
+            unregister_mesh(supervisor.mesh["mesh_id"])
+            import shutil
+
+            shutil.rmtree(state.root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

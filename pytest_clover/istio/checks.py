@@ -1,0 +1,180 @@
+"""Cross-object checks (as ``istioctl analyze`` does) and the entry points that read a whole topology."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import ConfigError, Problem
+from .model import (
+    DestinationRule,
+    Gateway,
+    IstioObject,
+    KubeObject,
+    Source,
+    Topology,
+    VirtualService,
+)
+from .parse import FieldReader, join_path, load_documents, parse_documents, parse_text
+
+# --------------------------------------------------------------------------- topology
+
+
+def check_references(topo: Topology, problems: list[Problem]) -> None:
+    """Cross-object checks, as ``istioctl analyze`` does: dangling hosts, subsets, gateways, ports."""
+    for dep in topo.deployments.values():
+        r = FieldReader(dep.source.file, f"Deployment/{dep.name}", problems)
+        for i, c in enumerate(dep.containers):
+            if c.readiness is not None and c.port_number(c.readiness.port) is None:
+                r.error(
+                    f"spec.template.spec.containers[{i}].readinessProbe",
+                    f"port {c.readiness.port!r} is not a port of container {c.name!r}",
+                )
+    for svc in topo.services.values():
+        r = FieldReader(svc.source.file, f"Service/{svc.name}", problems)
+        pods = [
+            d
+            for d in topo.deployments.values()
+            if svc.selector and all(d.pod_labels.get(k) == v for k, v in svc.selector.items())
+        ]
+        if not svc.selector:
+            r.warn("spec.selector", "is empty, so the Service has no endpoints")
+        elif topo.deployments and not pods:
+            r.warn("spec.selector", f"{dict(svc.selector)} selects no Deployment's pods; the Service has no endpoints")
+        for i, port in enumerate(svc.ports):
+            if isinstance(port.target_port, str):
+                if pods and not any(c.port_number(port.target_port) for d in pods for c in d.containers):
+                    r.error(
+                        f"spec.ports[{i}].targetPort",
+                        f"no selected pod has a container port named {port.target_port!r}",
+                    )
+    for vs in topo.virtual_services.values():
+        r = FieldReader(vs.source.file, f"VirtualService/{vs.name}", problems)
+        for g in vs.gateways:
+            gname = g.split("/")[-1]
+            if g != "mesh" and gname not in topo.gateways:
+                r.error("spec.gateways", f"gateway {g!r} is not defined; add the Gateway or fix the name")
+        for i, route in enumerate(vs.http):
+            dests = [(f"spec.http[{i}].route[{j}].destination", d.destination) for j, d in enumerate(route.route)]
+            dests += [(f"spec.http[{i}].mirror", m.destination) for m in route.mirrors]
+            for path, dest in dests:
+                target = topo.service_for_host(dest.host)
+                if target is None:
+                    if topo.services:
+                        r.warn(
+                            join_path(path, "host"),
+                            f"{dest.host!r} is not a Service of this topology; requests to it get 503",
+                        )
+                    continue
+                if dest.port is None and len(target.ports) > 1:
+                    r.error(join_path(path, "port"), f"is required: Service {target.name} has several ports")
+                elif dest.port is not None and target.port(dest.port) is None:
+                    r.error(join_path(path, "port.number"), f"Service {target.name} has no port {dest.port}")
+                if dest.subset:
+                    dr = topo.destination_rule_for(target)
+                    if dr is None or dr.subset(dest.subset) is None:
+                        r.warn(
+                            join_path(path, "subset"),
+                            f"subset {dest.subset!r} of {dest.host} is not defined in any DestinationRule; "
+                            "requests routed to it get 503 (NC), as on a cluster",
+                        )
+
+
+def build_topology(objects: Iterable[KubeObject], problems: list[Problem]) -> Topology:
+    topo = Topology()
+    seen: dict[tuple[str, str], Source] = {}
+    for obj in objects:
+        key = (type(obj).__name__, obj.name)
+        if key in seen:
+            first = seen[key]
+            problems.append(
+                Problem(
+                    obj.source.file,
+                    f"{key[0]}/{obj.name}",
+                    "metadata.name",
+                    f"is defined twice (first in {first.file}, document {first.index + 1}); "
+                    "names must be unique per kind",
+                )
+            )
+            continue
+        seen[key] = obj.source
+        topo.add(obj)
+    namespaces = {o.namespace for o in objects}
+    if len(namespaces) > 1:
+        problems.append(
+            Problem(
+                "<topology>",
+                "namespaces",
+                "metadata.namespace",
+                f"objects span several namespaces {sorted(namespaces)}; the local backend runs one namespace",
+                "warning",
+                scope="local",
+            )
+        )
+    if namespaces:
+        topo.namespace = sorted(namespaces)[0]
+    check_references(topo, problems)
+    topo.warnings = [p for p in problems if p.severity == "warning"]
+    return topo
+
+
+def validate(paths: Iterable[str | os.PathLike[str]]) -> list[Problem]:
+    """Every problem in the given files and folders, read together as one topology."""
+    problems: list[Problem] = []
+    docs = load_documents(paths, problems)
+    objects = parse_documents(docs, problems)
+    build_topology(objects, problems)
+    return problems
+
+
+def validate_each(paths: Iterable[str | os.PathLike[str]]) -> list[Problem]:
+    """``clover validate``: every problem, a folder read as one topology and each file on its own.
+
+    Files given one by one are not one topology: Istio's own samples hold alternatives of the same object in
+    separate files (``virtual-service-all-v1.yaml``, ``virtual-service-reviews-50-v3.yaml``), and a user checks
+    them side by side. Names must be unique, and references resolve, within a folder.
+    """
+    problems: list[Problem] = []
+    for path in paths:
+        problems.extend(validate([path]))
+    return problems
+
+
+def load_topology(path: str | os.PathLike[str]) -> Topology:
+    """Read a topology folder (or file); raise ConfigError listing every error found."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError.single(
+            str(p), "topology", "", "no such file or directory; pass a folder of Kubernetes + Istio YAML"
+        )
+    problems: list[Problem] = []
+    docs = load_documents([p], problems)
+    if not docs and not problems:
+        raise ConfigError.single(str(p), "topology", "", "holds no YAML documents (*.yaml, *.yml)")
+    objects = parse_documents(docs, problems)
+    topo = build_topology(objects, problems)
+    if any(x.severity == "error" for x in problems):
+        raise ConfigError(problems)
+    return topo
+
+
+def parse_istio_text(text: str, file: str = "<string>") -> tuple[list[IstioObject], list[Problem]]:
+    """Parse Istio objects given as YAML text (``clover apply``, fault injection)."""
+    problems: list[Problem] = []
+    objects = parse_documents(parse_text(text, file, problems), problems)
+    istio: list[IstioObject] = []
+    for obj in objects:
+        if isinstance(obj, VirtualService | DestinationRule | Gateway):
+            istio.append(obj)
+        else:
+            problems.append(
+                Problem(
+                    file,
+                    f"{type(obj).__name__}/{obj.name}",
+                    "kind",
+                    "only Istio objects can be applied to a running mesh; "
+                    "Deployments and Services are part of the topology",
+                )
+            )
+    return istio, problems

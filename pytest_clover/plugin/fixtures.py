@@ -1,0 +1,468 @@
+"""The fixtures a resilience test uses, and the objects they give it.
+
+``mesh`` (:class:`Mesh`, one per session and xdist worker), ``load`` (:class:`Load`), ``faults``
+(:class:`~pytest_clover.faults.Faults`), ``slo`` (:class:`~pytest_clover.slo.SLO`), and the seams a conftest
+may override: ``clover_backend`` (which backend, built by the ``pytest_clover_make_backend`` hook) and
+``clover_load_generator``. Registered by :mod:`pytest_clover.plugin.hooks`; imports nothing heavy until a
+test asks for a fixture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import pytest
+
+from ..backends.protocol import Backend, BackendOptions, MeshRecord, PodInfo
+from ..errors import Problem, RevertFailed
+from ..report.layout import write_json_atomic
+from .session import clover_session
+from .settings import SETTINGS_KEY, CloverSettings
+
+if TYPE_CHECKING:
+    from ..faults import Faults
+    from ..slo import SLO
+    from ..timeline import Timeline
+    from .progress import Progress
+
+__all__ = ["Load", "Mesh", "TrackedRun", "mesh_workdir"]
+
+
+# --------------------------------------------------------------------------- the fixtures
+
+
+@pytest.fixture(scope="session")
+def clover_settings(pytestconfig: pytest.Config) -> CloverSettings:
+    """The validated options of this run (:class:`pytest_clover.plugin.settings.CloverSettings`)."""
+    return pytestconfig.stash[SETTINGS_KEY]
+
+
+def mesh_workdir(settings: CloverSettings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder per pytest process for its mesh: xdist workers never share a mesh."""
+    worker = settings.worker_id or "main"
+    base = tmp_path_factory.getbasetemp()
+    if settings.keep_mesh:
+        # Outside the numbered basetemp, which pytest deletes a few runs later while the mesh may still run.
+        return base.parent / f"clover-kept-{settings.run_id}-{worker}"
+    return base / f"clover-mesh-{worker}"
+
+
+@pytest.fixture(scope="session")
+def clover_backend(
+    clover_settings: CloverSettings, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Backend:
+    """The backend the ``mesh`` fixture deploys (not deployed yet): the one ``--clover-backend`` names, as the
+    ``pytest_clover_make_backend`` hook builds it.
+
+    Override it in a conftest to hand the session a backend of your own, e.g. a
+    :class:`pytest_clover.testing.FakeBackend`.
+    """
+    options = BackendOptions(
+        topology=clover_settings.topology,
+        workdir=mesh_workdir(clover_settings, tmp_path_factory),
+        seed=clover_settings.seed,
+        keep=clover_settings.keep_mesh,
+    )
+    backend: Backend = pytestconfig.hook.pytest_clover_make_backend(
+        config=pytestconfig, settings=clover_settings, options=options
+    )
+    return backend
+
+
+@pytest.fixture(scope="session")
+def mesh(clover_backend: Backend, clover_settings: CloverSettings, pytestconfig: pytest.Config) -> Iterator[Mesh]:
+    """The topology deployed on the chosen backend for the whole session (one per xdist worker)."""
+    state = clover_session(pytestconfig)
+    deployed = Mesh(clover_backend, keep=clover_settings.keep_mesh)
+    deployed.deploy(clover_settings.deploy_timeout)
+    try:
+        yield deployed
+    finally:
+        problems = state.revert_open_faults()
+        if clover_settings.keep_mesh:
+            record = deployed.record
+            how = f"clover --backend {record.backend} --location {record.location} down"
+            state.kept.append(f"mesh kept running ({record.backend}): state in {record.location}; stop it with `{how}`")
+        else:
+            deployed.teardown()
+        if problems:
+            raise RevertFailed(
+                "faults left open at session end could not be reverted (they stay in the fault ledger, which the "
+                "next run or `clover cleanup` sweeps): " + "; ".join(problems)
+            )
+
+
+@pytest.fixture
+def clover_timeline(request: pytest.FixtureRequest) -> Iterator[Timeline]:
+    """One timeline per test: load phases and fault events, shared by ``load`` and ``faults``."""
+    from ..timeline import EventStream, Timeline
+    from .outputs import write_timeline
+
+    state = clover_session(request.config)
+    timeline = Timeline(on_event=EventStream(state.events_path(), request.node.nodeid))
+    yield timeline
+    if timeline.events():
+        write_timeline(timeline, state.test_report_dir(request.node.nodeid))
+
+
+@pytest.fixture
+def faults(mesh: Mesh, clover_timeline: Timeline, pytestconfig: pytest.Config) -> Iterator[Faults]:
+    """Inject faults (delay, abort, kill, scale, shift, apply); every one is reverted after the test."""
+    from ..faults import Faults
+
+    state = clover_session(pytestconfig)
+    injector = Faults(
+        mesh.backend,
+        ledger=state.ledger(),
+        timeline=clover_timeline,
+        mesh=mesh.record,
+        verify_timeout=state.settings.verify_timeout,
+        base_dir=pytestconfig.rootpath,
+        dry_run=state.settings.dry_run,
+    )
+    state.open_faults.append(injector)
+    try:
+        yield injector
+    finally:
+        try:
+            injector.revert_all()
+        finally:
+            if injector in state.open_faults and not any(h.active for h in injector.handles):
+                state.open_faults.remove(injector)
+
+
+@pytest.fixture(scope="session")
+def clover_load_generator() -> Callable[..., Any]:
+    """The load generator class ``load`` instantiates; override to substitute one (``testing.FakeLoadGenerator``)."""
+    # pytest_clover.load.run never imports locust: the generator runs it in a child process.
+    from ..load.run import LoadGenerator
+
+    return LoadGenerator
+
+
+@pytest.fixture
+def load(
+    mesh: Mesh,
+    clover_timeline: Timeline,
+    clover_load_generator: Callable[..., Any],
+    request: pytest.FixtureRequest,
+) -> Iterator[Load]:
+    """Start load at the mesh's ingress: ``load.start(rate=…)`` or ``load.start(users=…)``."""
+    from .progress import Progress
+
+    state = clover_session(request.config)
+    loader = Load(
+        clover_load_generator,
+        base_url=lambda: mesh.ingress_url,
+        report_dir=state.test_report_dir(request.node.nodeid),
+        seed=state.settings.seed,
+        time_scale=state.settings.time_scale,
+        timeline=clover_timeline,
+        progress=Progress.for_test(request.config, request.node.name, state.settings.time_scale),
+        hop_cursor=lambda: _hop_cursor(mesh),
+    )
+    try:
+        yield loader
+    finally:
+        loader.stop_all()
+
+
+def _hop_cursor(mesh: Mesh) -> Any:
+    from ..report.hops import AccessLogCursor
+
+    return AccessLogCursor(mesh.backend)
+
+
+@pytest.fixture
+def slo(clover_settings: CloverSettings) -> SLO:
+    """``slo.check(result, phase=…, p99_ms=…, max_error_rate=…, …)``: a missed objective fails the test."""
+    from ..slo import SLO
+
+    return SLO(dry_run=clover_settings.dry_run)
+
+
+# --------------------------------------------------------------------------- mesh
+
+
+class Mesh:
+    """The deployed topology (the ``mesh`` fixture): its ingress, pods, stats and the backend operations."""
+
+    def __init__(self, backend: Backend, *, keep: bool = False) -> None:
+        self.backend = backend
+        """The :class:`~pytest_clover.backends.protocol.Backend` itself, for anything not passed through here."""
+        self.keep = keep
+        self._ingress: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Mesh {self.record}>"
+
+    @property
+    def record(self) -> MeshRecord:
+        """How another process reaches this mesh (a Chaos Toolkit experiment, ``clover``, a ledger sweep)."""
+        return self.backend.record()
+
+    def deploy(self, timeout: float) -> list[Problem]:
+        """Deploy the topology; returns what the backend will not honour in it."""
+        return self.backend.deploy(timeout=timeout)
+
+    def teardown(self) -> None:
+        self.backend.teardown()
+
+    @property
+    def ingress_url(self) -> str:
+        """Base URL of the ingress gateway, e.g. ``http://127.61.4.1:8080``."""
+        if self._ingress is None:
+            self._ingress = self.backend.ingress_url()
+        return self._ingress
+
+    def pods(self, service: str | None = None) -> list[PodInfo]:
+        return self.backend.pods(service)
+
+    def stats(self, service: str) -> dict[str, int]:
+        """Envoy counters and gauges summed over the pods of ``service``."""
+        from ..envoy.views import service_stats
+
+        return service_stats(self.backend, service)
+
+    def pod_stats(self, pod: str) -> dict[str, Any]:
+        """One pod's Envoy stats: counters and gauges as ints, text readouts as strings."""
+        from ..envoy.views import pod_stats
+
+        return pod_stats(self.backend, pod)
+
+    def apply(self, yaml_text: str, source: str = "<string>") -> list[Problem]:
+        """Apply Istio YAML live (not reverted: use ``faults.apply`` for a change the test must undo)."""
+        return self.backend.apply(yaml_text, source=source)
+
+    def remove(self, kind: str, name: str) -> None:
+        self.backend.remove(kind, name)
+
+    def istio_objects(self) -> list[dict[str, Any]]:
+        return self.backend.istio_objects()
+
+    def kill(
+        self, service: str, *, count: int | None = None, percent: float | None = None, grace: float = 0.0
+    ) -> list[str]:
+        return self.backend.kill(service, count=count, percent=percent, grace=grace)
+
+    def scale(self, deployment: str, replicas: int, timeout: float = 60.0) -> None:
+        self.backend.scale(deployment, replicas, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.backend.wait_ready(timeout=timeout)
+
+    def access_log(self, pod: str) -> list[dict[str, Any]]:
+        return self.backend.access_log(pod)
+
+    def logs(self, pod: str, container: str = "app") -> str:
+        """A container's log: ``app`` or ``istio-proxy`` (its Envoy sidecar)."""
+        return self.backend.logs(pod, container)
+
+
+# --------------------------------------------------------------------------- load
+
+
+class TrackedRun:
+    """A load run as the test sees it: the generator's run, with its result remembered for the plugin."""
+
+    def __init__(self, run: Any, load: Load, hop_cursor: Any = None) -> None:
+        self._run = run
+        self._load = load
+        self._hop_cursor = hop_cursor
+        self.result: Any = None
+        """The result once stopped."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run, name)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.result is None and self.alive:
+            self.stop()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._run.alive)
+
+    def phase(self, name: str, seconds: float) -> Any:
+        """Run a phase for ``seconds`` × the time scale (blocks), tagging its requests with ``name``."""
+        progress = self._load.progress
+        if progress is None:
+            return self._run.phase(name, seconds)
+        # The live line is drawn from a thread while the generator's phase blocks here, as it always does.
+        with progress.phase(self._run, name, seconds):
+            return self._run.phase(name, seconds)
+
+    def mark(self, kind: str, name: str, **data: Any) -> Any:
+        """Put an event on the test's timeline (e.g. ``run.mark("note", "v2 at 50 %")``)."""
+        return self._run.mark(kind, name, **data)
+
+    def stop(self) -> Any:
+        """Stop the load; returns the result (the same one if called again)."""
+        if self.result is None:
+            self.result = self._run.stop()
+            self._load._remember(self.result, self._hop_cursor)
+        return self.result
+
+
+class Load:
+    """The ``load`` fixture: starts load runs against the mesh's ingress; stops whatever is left at the end."""
+
+    def __init__(
+        self,
+        factory: Callable[..., Any],
+        *,
+        base_url: Callable[[], str],
+        report_dir: Path,
+        seed: int,
+        time_scale: float,
+        timeline: Timeline | None,
+        progress: Progress | None = None,
+        hop_cursor: Callable[[], Any] | None = None,
+    ) -> None:
+        self._factory = factory
+        self._hop_cursor = hop_cursor
+        self._base_url = base_url
+        self.report_dir = report_dir
+        """This test's report folder: ``<report-dir>/<run-id>/<test>/`` (``run-N/`` below it for further runs)."""
+        self.seed = seed
+        self.time_scale = time_scale
+        self.timeline = timeline
+        self.progress = progress
+        """The terminal display of the phases (:mod:`pytest_clover.plugin.progress`), None for none."""
+        self.runs: list[TrackedRun] = []
+        self.results: list[Any] = []
+        self.recoveries: dict[str, float | None] = {}
+        """``after`` phase → what ``result.recovery_seconds(after=…)`` returned, for the summary."""
+        self.problems: list[str] = []
+        """What could not be saved for the report (e.g. the per-hop breakdown); never fails the test."""
+
+    @property
+    def last_result(self) -> Any:
+        """The result of the last run stopped (what ``@pytest.mark.slo`` checks), or None."""
+        return self.results[-1] if self.results else None
+
+    def start(
+        self,
+        *,
+        rate: float | None = None,
+        users: int | None = None,
+        path: str | None = None,
+        paths: Mapping[str, float] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> TrackedRun:
+        """Start load at the ingress: ``rate=`` requests/s (open loop) or ``users=`` (closed loop)."""
+        if (rate is None) == (users is None):
+            raise TypeError("give rate= (requests per second, open loop) or users= (closed loop), not both")
+        n = len(self.runs) + 1
+        report_dir = self.report_dir if n == 1 else self.report_dir / f"run-{n}"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        generator = self._factory(
+            base_url=self._base_url(),
+            report_dir=report_dir,
+            seed=self.seed,
+            time_scale=self.time_scale,
+            timeline=self.timeline,
+        )
+        kwargs: dict[str, Any] = {"rate": rate} if rate is not None else {"users": users}
+        for key, value in (("path", path), ("paths", paths), ("headers", headers)):
+            if value is not None:
+                kwargs[key] = value
+        cursor = None
+        if self._hop_cursor is not None:
+            try:
+                cursor = self._hop_cursor()
+            except Exception as exc:  # the breakdown is a report extra; the run goes on without it
+                self.problems.append(f"per-hop breakdown unavailable: {type(exc).__name__}: {exc}")
+        run = TrackedRun(generator.start(**kwargs), self, cursor)
+        self.runs.append(run)
+        return run
+
+    def _remember(self, result: Any, hop_cursor: Any = None) -> None:
+        self.results.append(result)
+        self._write(result)
+        folder = getattr(result, "report_dir", None)
+        if hop_cursor is not None and folder is not None:
+            from ..report.hops import record_hops
+
+            try:
+                record_hops(hop_cursor, hop_cursor.backend, Path(folder) / "hops.csv")
+            except Exception as exc:
+                self.problems.append(f"per-hop breakdown not saved: {type(exc).__name__}: {exc}")
+        original = getattr(result, "recovery_seconds", None)
+        if not callable(original):
+            return
+
+        def recovery_seconds(*args: Any, **kwargs: Any) -> Any:
+            value = original(*args, **kwargs)
+            after = kwargs.get("after", args[0] if args else "?")
+            self.recoveries[str(after)] = value
+            return value
+
+        # Record what the test computes, for the summary; a result that refuses attributes just isn't recorded.
+        with contextlib.suppress(AttributeError, TypeError):
+            object.__setattr__(result, "recovery_seconds", recovery_seconds)
+
+    @staticmethod
+    def _write(result: Any) -> None:
+        """Leave the measurements with the run: ``result.json`` (phases, windows, events) and ``windows.csv``."""
+        folder = getattr(result, "report_dir", None)
+        to_dict = getattr(result, "to_dict", None)
+        if folder is None or not callable(to_dict):
+            return
+        import csv
+
+        data = to_dict()
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(folder) / "result.json", data, indent=None)
+        rows = data.get("windows") or []
+        if rows:
+            with open(Path(folder) / "windows.csv", "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def stop_all(self) -> None:
+        """Stop every run still alive (each is attempted; the first error is raised after)."""
+        error: BaseException | None = None
+        for run in self.runs:
+            try:
+                if run.result is None and run.alive:
+                    run.stop()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def summary(self) -> dict[str, Any]:
+        result = self.last_result
+        phases: dict[str, Any] = {}
+        if result is not None:
+            for name, stats in getattr(result, "phases", {}).items():
+                phases[name] = {
+                    "requests": int(getattr(stats, "requests", 0) or 0),
+                    "errors": int(getattr(stats, "errors", 0) or 0),
+                    "p99_ms": getattr(stats, "p99_ms", None),
+                    "error_rate": getattr(stats, "error_rate", None),
+                }
+        data: dict[str, Any] = {
+            "phases": phases,
+            "recovery": dict(self.recoveries),
+            "report_dir": str(self.report_dir),
+        }
+        folder = getattr(result, "report_dir", None)
+        if folder is not None:
+            with contextlib.suppress(ValueError):
+                relative = Path(folder).relative_to(self.report_dir).as_posix()
+                data["result_dir"] = "" if relative == "." else relative
+        if self.problems:
+            data["problems"] = list(self.problems)
+        return data

@@ -1,0 +1,382 @@
+"""The settings of one pytest-clover session: command-line options, their ini mirrors, and early validation.
+
+Every option lives in the ``clover`` group and has an ini key of the same name with ``_`` for ``-``
+(``--clover-time-scale`` ↔ ``clover_time_scale``); the command line wins over the ini file. Bad values
+stop the run in ``pytest_configure`` with a ``pytest.UsageError`` that names the option and says what to
+write instead. This module imports only the standard library and pytest: it is loaded on every pytest run
+in an environment where pytest-clover is installed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DEFAULT_BACKEND = "local"
+DEFAULT_TOPOLOGY = "fixtures/sdc"
+DEFAULT_REPORT_DIR = "reports"
+LEDGER_FOLDER = ".clover"
+"""Folder of the report dir that holds the fault ledgers (one JSON-lines file per pytest process)."""
+
+
+@dataclass(frozen=True)
+class CloverSettings:
+    """What the options and ini keys decided, validated; one instance per pytest process."""
+
+    backend: str = DEFAULT_BACKEND
+    """Which backend deploys the mesh, by its registered name (the ``pytest_clover.backends`` entry points).
+    ``local`` (default): the embedded mesh, every pod a local process behind a real Envoy; ``fake``: an in-memory
+    mesh for tests of a suite's flow. A name no installed distribution registers stops the run at configure."""
+
+    topology: Path = Path(DEFAULT_TOPOLOGY)
+    """Folder of Kubernetes + Istio YAML the ``mesh`` fixture deploys, absolute (a relative value is
+    resolved against pytest's rootdir, so the run does not depend on the current directory). Default
+    ``fixtures/sdc``, the sample VNF."""
+
+    topology_explicit: bool = False
+    """True when the topology came from ``--clover-topology`` or the ini file: it is then validated in
+    ``pytest_configure``. The default topology is validated only once a collected test needs the mesh, so
+    that installing pytest-clover never breaks an unrelated project's test run."""
+
+    report_dir: Path = Path(DEFAULT_REPORT_DIR)
+    """Where load reports go, absolute (relative values are resolved against the rootdir). Each run gets
+    ``<report_dir>/<run_id>/``, each test ``<report_dir>/<run_id>/<test node id, sanitized>/``. Default
+    ``reports/``. The fault ledgers live in ``<report_dir>/.clover/``."""
+
+    time_scale: float = 1.0
+    """Multiplies every load phase duration (unitless, > 0). Default 1. Use 0.2 for quick CI runs, larger
+    values for soaks: the suites' SLOs hold at any scale, only the statistics get thinner."""
+
+    seed: int = 0
+    """Seeds pod names, kills and the load generator's schedules, so a run can be replayed. Default: drawn
+    at random per run and printed in the report header as ``--clover-seed=N``."""
+
+    seed_explicit: bool = False
+    """True when the seed came from ``--clover-seed`` or the ini file."""
+
+    keep_mesh: bool = False
+    """Leave the mesh running at session end (default False: torn down). The terminal summary says where
+    its state lives and how to stop it (``clover --state-dir DIR down``). Faults are reverted either way."""
+
+    worker_id: str | None = None
+    """The pytest-xdist worker id (``gw0``…), None outside xdist. Each worker deploys its own mesh in its
+    own state dir; meshes on one machine never collide (each claims its own loopback block)."""
+
+    started: float = 0.0
+    """Unix time the session started (the report's header)."""
+
+    run_id: str = ""
+    """Names this run's report folder: ``<yyyymmdd-hhmmss>-<controller pid>``; shared by xdist workers."""
+
+    deploy_timeout: float = 120.0
+    """Seconds the ``mesh`` fixture waits for every pod to be ready. Cold starts of the embedded mesh
+    take a few seconds; 120 s leaves room for a loaded CI machine."""
+
+    verify_timeout: float | None = None
+    """Seconds a fault's ``.verify()`` polls for its effect. None (default): each kind's own default —
+    10 s for delay and abort (their counters move only while traffic crosses the faulted route, so the
+    test's load must be running), 30 s for kill and scale (replacements must start and become ready)."""
+
+    compare: str | None = None
+    """``last`` or a run id: the earlier run each test's p99, error rate and recovery time are compared with
+    (from ``<report_dir>/history.jsonl``). A regression past the thresholds below FAILS the test, with both
+    numbers in the message. Default None: no comparison."""
+
+    regression_p99: float = 25.0
+    """Percent a phase's p99 may grow over the reference run before it is a regression (default 25 %). A rise
+    of less than 5 ms never counts: at a few ms, scheduler noise alone moves p99 by more than 25 %."""
+
+    regression_error_rate: float = 1.0
+    """Percentage points a phase's error rate may grow over the reference run (default 1 point)."""
+
+    regression_recovery: float = 50.0
+    """Percent a recovery time may grow over the reference run (default 50 %). A rise of less than 1 s never
+    counts (recovery is measured in 1-s windows); a test that recovered before and never does now always does."""
+
+    dry_run: bool = False
+    """Chaos Toolkit's dry mode for the whole run (default False): experiments run with ``dry: activities``
+    (no action or probe executed, no load) and the ``faults`` fixture records its faults without touching
+    the mesh and without verifying them; SLO objectives are reported but do not fail tests (with nothing
+    injected, a fault phase's objectives say nothing). For checking a suite's flow, not the system."""
+
+    experiment_rate: float = 20.0
+    """Requests per second of the load that runs during every collected Chaos Toolkit experiment (open loop;
+    default 20), unless the experiment starts its own with the ``pytest_clover.chaos.control`` control or the
+    ``start_load`` action. 0 runs the experiment without load."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form values for backends and tests; not set from the command line."""
+
+    @property
+    def run_report_dir(self) -> Path:
+        return self.report_dir / self.run_id
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.report_dir / LEDGER_FOLDER
+
+    def header_lines(self) -> list[str]:
+        lines = [
+            f"clover: backend={self.backend}, topology={self.topology}, time scale={self.time_scale:g}",
+            f"Using --clover-seed={self.seed}",
+        ]
+        if self.dry_run:
+            lines.append("clover: DRY RUN: no fault is injected, no experiment activity runs; SLO misses do not fail")
+        if self.compare:
+            lines.append(f"clover: comparing with run {self.compare} (history: {self.report_dir / 'history.jsonl'})")
+        return lines
+
+
+@dataclass(frozen=True)
+class _Option:
+    flag: str
+    help: str
+    ini_type: str = "string"
+    flag_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+OPTIONS = (
+    _Option(
+        "--clover-backend",
+        "Backend that deploys the mesh, by its registered name: local (default: the embedded mesh), fake, or one a "
+        "plugin installs.",
+    ),
+    _Option(
+        "--clover-topology",
+        f"Folder of Kubernetes + Istio YAML to deploy, relative to the rootdir (default {DEFAULT_TOPOLOGY}).",
+    ),
+    _Option(
+        "--clover-report-dir",
+        f"Where load reports go, relative to the rootdir (default {DEFAULT_REPORT_DIR}/).",
+    ),
+    _Option(
+        "--clover-time-scale",
+        "Multiply every load phase duration: 0.2 for quick CI runs, larger for soaks (default 1).",
+    ),
+    _Option(
+        "--clover-seed",
+        "Seed for pod names, kills and load schedules (default: random, printed in the header to replay).",
+    ),
+    _Option(
+        "--clover-keep-mesh",
+        "Leave the mesh running after the session (prints its state dir and how to stop it).",
+        ini_type="bool",
+        flag_kwargs={"action": "store_true", "default": None},
+    ),
+    _Option(
+        "--clover-compare",
+        "Fail tests whose p99, error rate or recovery time regressed against an earlier run: last or a run id "
+        "(read from <report-dir>/history.jsonl).",
+    ),
+    _Option(
+        "--clover-regression-p99",
+        "Percent growth of a phase's p99 over the compared run that counts as a regression (default 25; "
+        "rises under 5 ms never count).",
+    ),
+    _Option(
+        "--clover-regression-error-rate",
+        "Percentage points of error-rate growth over the compared run that count as a regression (default 1).",
+    ),
+    _Option(
+        "--clover-dry-run",
+        "Chaos Toolkit's dry mode: experiments execute no activity and start no load; fault fixtures record "
+        "faults without touching the mesh; SLO misses are reported, not failed.",
+        ini_type="bool",
+        flag_kwargs={"action": "store_true", "default": None},
+    ),
+    _Option(
+        "--clover-experiment-rate",
+        "Requests/s of the load run during each Chaos Toolkit experiment that starts none itself (default 20; "
+        "0 for none).",
+    ),
+    _Option(
+        "--clover-regression-recovery",
+        "Percent growth of a recovery time over the compared run that counts as a regression (default 50; "
+        "rises under 1 s never count).",
+    ),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("clover", "pytest-clover: chaos and resilience tests on a service mesh")
+    for opt in OPTIONS:
+        kwargs = opt.flag_kwargs or {"default": None, "metavar": opt.dest.removeprefix("clover_").upper()}
+        group.addoption(opt.flag, dest=opt.dest, help=opt.help, **kwargs)
+        if opt.ini_type == "bool":
+            parser.addini(opt.dest, f"{opt.help} (ini mirror of {opt.flag})", type="bool", default=False)
+        else:
+            parser.addini(opt.dest, f"{opt.help} (ini mirror of {opt.flag})", default="")
+
+
+def _raw(config: pytest.Config, opt: _Option) -> tuple[Any, str | None]:
+    """The option's value and where it came from (the flag or the ini key), or (None, None) if unset."""
+    value = config.getoption(opt.dest, None)
+    if value is not None:
+        return value, opt.flag
+    ini = config.getini(opt.dest)
+    if opt.ini_type == "bool":
+        return (True, opt.dest) if ini else (None, None)
+    if isinstance(ini, str) and ini.strip():
+        return ini.strip(), f"{opt.dest} (ini)"
+    return None, None
+
+
+def _resolve(config: pytest.Config, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else Path(config.rootpath) / path
+
+
+def parse_time_scale(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(
+            f"{where}={text!r} is not a number; give a factor > 0, e.g. 0.2 for a quick run or 3 for a soak"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise pytest.UsageError(
+            f"{where}={text!r} must be a finite number > 0 (it multiplies every phase duration); e.g. 0.2 or 3"
+        )
+    return value
+
+
+def parse_seed(text: Any, where: str) -> int:
+    try:
+        value = int(str(text), 10)
+    except ValueError:
+        raise pytest.UsageError(f"{where}={text!r} is not an integer; give e.g. --clover-seed=1234") from None
+    if not 0 <= value < 2**32:
+        raise pytest.UsageError(f"{where}={value} is out of range; give an integer from 0 to {2**32 - 1}")
+    return value
+
+
+def parse_threshold(text: Any, where: str) -> float:
+    try:
+        value = float(str(text).strip().removesuffix("%").strip())
+    except ValueError:
+        raise pytest.UsageError(f"{where}={text!r} is not a number; give e.g. {where}=25") from None
+    if not math.isfinite(value) or value < 0:
+        raise pytest.UsageError(f"{where}={text!r} must be a number ≥ 0; give e.g. {where}=25")
+    return value
+
+
+def parse_compare(text: Any, where: str) -> str:
+    value = str(text).strip()
+    if not value or any(c in value for c in "/\\") or value.startswith("."):
+        raise pytest.UsageError(
+            f"{where}={text!r}: give `last` or a run id (a folder name under the report dir, e.g. 20261121-141500-4242)"
+        )
+    return value
+
+
+def check_backend(value: str, where: str) -> str:
+    """The backend's name if a distribution registers it; UsageError naming the installed ones otherwise."""
+    from ..backends.registry import backend_class
+    from ..errors import BackendError
+
+    try:
+        backend_class(value)
+    except BackendError as exc:
+        raise pytest.UsageError(f"{where}={value}: {exc}") from None
+    return value
+
+
+def validate_topology(path: Path, where: str) -> None:
+    """Raise UsageError unless ``path`` holds a topology that loads; lists every problem found."""
+    if not path.exists():
+        raise pytest.UsageError(
+            f"{where}: topology {path} does not exist; pass --clover-topology=DIR "
+            "(a folder of Kubernetes + Istio YAML, relative to the rootdir)"
+        )
+    from ..errors import ConfigError
+    from ..istio import load_topology
+
+    try:
+        load_topology(path)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"{where}: topology {path} cannot be deployed: {exc}") from None
+
+
+def load_settings(config: pytest.Config) -> CloverSettings:
+    """Read and validate every clover option (UsageError on the first bad one)."""
+    values: dict[str, Any] = {}
+
+    backend, where = _raw(config, OPTIONS[0])
+    if backend is not None:
+        values["backend"] = check_backend(str(backend), where or "--clover-backend")
+
+    topology, where = _raw(config, OPTIONS[1])
+    if topology is not None:
+        values["topology"] = _resolve(config, str(topology))
+        values["topology_explicit"] = True
+        validate_topology(values["topology"], where or "--clover-topology")
+    else:
+        values["topology"] = _resolve(config, DEFAULT_TOPOLOGY)
+
+    report_dir, where = _raw(config, OPTIONS[2])
+    values["report_dir"] = _resolve(config, str(report_dir) if report_dir is not None else DEFAULT_REPORT_DIR)
+    if values["report_dir"].exists() and not values["report_dir"].is_dir():
+        raise pytest.UsageError(
+            f"{where or '--clover-report-dir'}: {values['report_dir']} exists and is not a folder; "
+            "pass --clover-report-dir=DIR"
+        )
+
+    scale, where = _raw(config, OPTIONS[3])
+    if scale is not None:
+        values["time_scale"] = parse_time_scale(str(scale), where or "--clover-time-scale")
+
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    seed, where = _raw(config, OPTIONS[4])
+    if seed is not None:
+        values["seed"] = parse_seed(seed, where or "--clover-seed")
+        values["seed_explicit"] = True
+    elif workerinput is not None and "clover_seed" in workerinput:
+        # pytest-xdist: every worker uses the seed the controller drew, so one flag replays the whole run.
+        values["seed"] = int(workerinput["clover_seed"])
+    else:
+        values["seed"] = random.Random().getrandbits(32)
+
+    keep, _ = _raw(config, OPTIONS[5])
+    values["keep_mesh"] = bool(keep)
+
+    compare, where = _raw(config, OPTIONS[6])
+    if compare is not None:
+        values["compare"] = parse_compare(compare, where or "--clover-compare")
+    by_flag = {opt.flag: opt for opt in OPTIONS}
+    for flag, key in (
+        ("--clover-regression-p99", "regression_p99"),
+        ("--clover-regression-error-rate", "regression_error_rate"),
+        ("--clover-regression-recovery", "regression_recovery"),
+        ("--clover-experiment-rate", "experiment_rate"),
+    ):
+        raw, where = _raw(config, by_flag[flag])
+        if raw is not None:
+            values[key] = parse_threshold(raw, where or flag)
+    dry, _ = _raw(config, by_flag["--clover-dry-run"])
+    values["dry_run"] = bool(dry)
+
+    values["started"] = time.time()
+    if workerinput is not None:
+        values["worker_id"] = str(workerinput.get("workerid", "gw"))
+        values["run_id"] = str(workerinput.get("clover_run_id", "")) or _new_run_id()
+    else:
+        values["run_id"] = _new_run_id()
+    return CloverSettings(**values)
+
+
+def _new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+SETTINGS_KEY = pytest.StashKey[CloverSettings]()
