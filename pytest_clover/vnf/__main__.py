@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from .common import COMPONENTS, DEFAULT_HOST, DEFAULT_PORT, SERVICE_NAMES, ConfigError, log
+from .common import COMPONENTS, DEFAULT_HOST, DEFAULT_PORT, SERVICE_NAMES, InvalidSetting, log
 from .components import build_component, describe
 
 # Short enough that a pod-kill or restart test is not held up by a
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         component = build_component(args.component, args.upstream)
         app = component.build_app()
-    except ConfigError as exc:
+    except InvalidSetting as exc:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: {exc.message}", file=sys.stderr)
         return 2

@@ -85,8 +85,9 @@ INLINE_BODY_LIMIT = 1 << 20
 STREAM_CHUNK = 1 << 16
 
 
-class ConfigError(ValueError):
-    """A configuration value was rejected; ``field`` names the culprit."""
+class InvalidSetting(ValueError):
+    """A setting of the sample VNF (its environment or its control API) was rejected; ``field`` names the
+    culprit. The VNF is a program of its own: this is not one of pytest-clover's errors."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -112,7 +113,7 @@ class Identity:
         try:
             seed = int(raw_seed) if raw_seed else 0
         except ValueError:
-            raise ConfigError("CLOVER_SEED", f"CLOVER_SEED must be an integer (got {raw_seed!r})") from None
+            raise InvalidSetting("CLOVER_SEED", f"CLOVER_SEED must be an integer (got {raw_seed!r})") from None
         return cls(
             component=component,
             pod=env.get("POD_NAME") or socket.gethostname(),
@@ -134,7 +135,7 @@ class Identity:
 
 
 # --------------------------------------------------------------------------
-# Validation helpers: each raises ConfigError naming the field and the range.
+# Validation helpers: each raises InvalidSetting naming the field and the range.
 
 
 def check_keys(obj: Mapping[str, Any], allowed: Iterable[str], where: str = "") -> None:
@@ -142,7 +143,7 @@ def check_keys(obj: Mapping[str, Any], allowed: Iterable[str], where: str = "") 
     for key in obj:
         if key not in allowed:
             prefix = f"{where}: " if where else ""
-            raise ConfigError(key, f"{prefix}unknown field {key!r}; allowed fields: {', '.join(allowed)}")
+            raise InvalidSetting(key, f"{prefix}unknown field {key!r}; allowed fields: {', '.join(allowed)}")
 
 
 def _is_number(value: object) -> bool:
@@ -160,7 +161,7 @@ def number(field: str, value: object, lo: float, hi: float | None = None) -> flo
         expected = f"a finite number >= {lo:g}"
     else:
         expected = f"a number in [{lo:g}, {hi:g}]"
-    raise ConfigError(field, f"{field} must be {expected} (got {value!r})")
+    raise InvalidSetting(field, f"{field} must be {expected} (got {value!r})")
 
 
 def integer(field: str, value: object, lo: int | None = None, hi: int | None = None) -> int:
@@ -179,27 +180,27 @@ def integer(field: str, value: object, lo: int | None = None, hi: int | None = N
         expected = f"an integer <= {hi}"
     else:
         expected = "an integer"
-    raise ConfigError(field, f"{field} must be {expected} (got {value!r})")
+    raise InvalidSetting(field, f"{field} must be {expected} (got {value!r})")
 
 
 def boolean(field: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
-    raise ConfigError(field, f"{field} must be true or false (got {value!r})")
+    raise InvalidSetting(field, f"{field} must be true or false (got {value!r})")
 
 
 def string(field: str, value: object, *, allow_empty: bool = False) -> str:
     if isinstance(value, str) and (allow_empty or value):
         return value
     kind = "a string" if allow_empty else "a non-empty string"
-    raise ConfigError(field, f"{field} must be {kind} (got {value!r})")
+    raise InvalidSetting(field, f"{field} must be {kind} (got {value!r})")
 
 
 def parse_json(name: str, text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(name, f"{name} is not valid JSON: {exc}") from None
+        raise InvalidSetting(name, f"{name} is not valid JSON: {exc}") from None
 
 
 def json_env(env: Mapping[str, str], name: str) -> Any | None:
@@ -211,11 +212,11 @@ def validate_upstream(upstream: str, source: str) -> URL:
     try:
         url = URL(upstream)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(source, f"{source} is not a valid URL: {exc}") from None
+        raise InvalidSetting(source, f"{source} is not a valid URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(source, f"{source} must be an http:// URL with a host (got {upstream!r})")
+        raise InvalidSetting(source, f"{source} must be an http:// URL with a host (got {upstream!r})")
     if url.query_string or url.fragment:
-        raise ConfigError(source, f"{source} must not carry a query or fragment (got {upstream!r})")
+        raise InvalidSetting(source, f"{source} must not carry a query or fragment (got {upstream!r})")
     return url
 
 
@@ -241,7 +242,7 @@ def json_response(identity: Identity, data: object, status: int = 200) -> web.Re
     )
 
 
-def error_response(identity: Identity, exc: ConfigError, status: int = 400) -> web.Response:
+def error_response(identity: Identity, exc: InvalidSetting, status: int = 400) -> web.Response:
     return json_response(identity, {"error": exc.message, "field": exc.field}, status)
 
 
@@ -249,13 +250,13 @@ async def read_json_object(request: web.Request) -> JSONDict:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise ConfigError("body", f"body: {exc.text}") from None
+        raise InvalidSetting("body", f"body: {exc.text}") from None
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("body", f"body is not valid JSON: {exc}") from None
+        raise InvalidSetting("body", f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError("body", f"body must be a JSON object (got {type(data).__name__})")
+        raise InvalidSetting("body", f"body must be a JSON object (got {type(data).__name__})")
     return data
 
 
@@ -510,7 +511,7 @@ class Component:
         try:
             patch = await read_json_object(request)
             self.update(patch)
-        except ConfigError as exc:
+        except InvalidSetting as exc:
             return error_response(self.identity, exc)
         return self.respond(self.config())
 

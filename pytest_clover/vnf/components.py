@@ -17,8 +17,8 @@ from .common import (
     DEFAULT_UPSTREAMS,
     ECHO_HEADER,
     Component,
-    ConfigError,
     Identity,
+    InvalidSetting,
     JSONDict,
     Upstream,
     check_keys,
@@ -56,18 +56,18 @@ class DenyRule:
     @classmethod
     def parse(cls, raw: object, where: str) -> DenyRule:
         if not isinstance(raw, dict):
-            raise ConfigError(where, f"{where} must be a JSON object (got {raw!r})")
+            raise InvalidSetting(where, f"{where} must be a JSON object (got {raw!r})")
         check_keys(raw, cls.FIELDS, where)
         matchers = [k for k in ("path_prefix", "path_regex", "header") if k in raw]
         if len(matchers) != 1:
-            raise ConfigError(
+            raise InvalidSetting(
                 where,
                 f"{where} must have exactly one of path_prefix, path_regex, header "
                 f"(got {', '.join(matchers) or 'none'})",
             )
         status = integer(f"{where}.status", raw.get("status", 403), 100, 599)
         if "value" in raw and "header" not in raw:
-            raise ConfigError(f"{where}.value", f"{where}.value is only valid with header")
+            raise InvalidSetting(f"{where}.value", f"{where}.value is only valid with header")
         if "path_prefix" in raw:
             return cls(status, path_prefix=string(f"{where}.path_prefix", raw["path_prefix"]))
         if "path_regex" in raw:
@@ -75,7 +75,7 @@ class DenyRule:
             try:
                 compiled = re.compile(pattern)
             except re.error as exc:
-                raise ConfigError(
+                raise InvalidSetting(
                     f"{where}.path_regex",
                     f"{where}.path_regex is not a valid regex ({pattern!r}: {exc})",
                 ) from None
@@ -116,7 +116,7 @@ DEFAULT_DENY: list[JSONDict] = [{"path_prefix": "/admin"}, {"header": "x-clover-
 
 def parse_deny_rules(raw: object, field: str) -> list[DenyRule]:
     if not isinstance(raw, list):
-        raise ConfigError(field, f"{field} must be a JSON list of rules (got {raw!r})")
+        raise InvalidSetting(field, f"{field} must be a JSON list of rules (got {raw!r})")
     return [DenyRule.parse(item, f"{field}[{i}]") for i, item in enumerate(raw)]
 
 
@@ -271,11 +271,11 @@ class Server(Component):
         raw = json_env(env, "CLOVER_SERVER_CONFIG")
         if raw is not None:
             if not isinstance(raw, dict):
-                raise ConfigError("CLOVER_SERVER_CONFIG", "CLOVER_SERVER_CONFIG must be a JSON object")
+                raise InvalidSetting("CLOVER_SERVER_CONFIG", "CLOVER_SERVER_CONFIG must be a JSON object")
             try:
                 self.update(raw)
-            except ConfigError as exc:
-                raise ConfigError(exc.field, f"CLOVER_SERVER_CONFIG: {exc.message}") from None
+            except InvalidSetting as exc:
+                raise InvalidSetting(exc.field, f"CLOVER_SERVER_CONFIG: {exc.message}") from None
         self._body = payload(self.cfg.payload_bytes)
 
     def config(self) -> JSONDict:
@@ -350,7 +350,7 @@ def _upstream_timeout(env: Mapping[str, str]) -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise ConfigError(
+        raise InvalidSetting(
             "CLOVER_UPSTREAM_TIMEOUT",
             f"CLOVER_UPSTREAM_TIMEOUT must be a number of seconds > 0 (got {raw!r})",
         )
@@ -361,7 +361,7 @@ def resolve_upstream(component: str, upstream: str | None, env: Mapping[str, str
     """The upstream URL for ``component`` and where it came from, or None."""
     if component not in DEFAULT_UPSTREAMS:
         if upstream is not None:
-            raise ConfigError("--upstream", f"--upstream is not accepted by the {component} component")
+            raise InvalidSetting("--upstream", f"--upstream is not accepted by the {component} component")
         return None
     if upstream is not None:
         return upstream, "--upstream"
@@ -383,7 +383,7 @@ def build_component(
     from the real process environment, as aiohttp resolves them.
     """
     if component not in COMPONENTS:
-        raise ConfigError("component", f"component must be one of {', '.join(COMPONENTS)} (got {component!r})")
+        raise InvalidSetting("component", f"component must be one of {', '.join(COMPONENTS)} (got {component!r})")
     env = os.environ if env is None else env
     identity = Identity.from_env(component, env) if identity is None else identity
     target = resolve_upstream(component, upstream, env)
@@ -409,7 +409,7 @@ def make_app(
     env: Mapping[str, str] | None = None,
     identity: Identity | None = None,
 ) -> web.Application:
-    """The aiohttp application for one component; raises ConfigError on bad config."""
+    """The aiohttp application for one component; raises InvalidSetting on bad config."""
     return build_component(component, upstream, env=env, identity=identity).build_app()
 
 

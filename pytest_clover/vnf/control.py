@@ -1,16 +1,14 @@
-"""A client for the VNF's control API, for tests and suites that make one pod misbehave.
+"""A client for the sample VNF's control API, for tests and suites that make one pod misbehave.
 
-Standard library only (http.client: never routed through a proxy from the environment), so it can be
+Through :mod:`pytest_clover.httpclient` (keep-alive, never through a proxy from the environment), so it can be
 used from any process without pulling in aiohttp.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 from typing import Any
-from urllib.parse import urlsplit
 
+from .. import httpclient
 from ..errors import CloverError
 
 
@@ -28,20 +26,16 @@ def read(url: str, path: str = "/clover/control", timeout: float = 10.0) -> dict
 
 
 def _call(method: str, url: str, path: str, payload: Any, timeout: float) -> dict[str, Any]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
     try:
-        body = None if payload is None else json.dumps(payload).encode()
-        conn.request(method, path, body=body, headers={"content-type": "application/json"} if body else {})
-        resp = conn.getresponse()
-        data = resp.read()
-    except OSError as exc:
+        response = httpclient.request(method, url.rstrip("/") + path, timeout=timeout, json=payload)
+    except httpclient.RequestException as exc:
         raise CloverError(f"the VNF control API at {url} did not answer: {exc}") from exc
-    finally:
-        conn.close()
-    if resp.status >= 400:
+    if response.status_code >= 400:
         raise CloverError(
-            f"the VNF control API at {url}{path} refused {payload}: {resp.status} {data.decode(errors='replace')}"
+            f"the VNF control API at {url}{path} refused {payload}: {response.status_code} {response.text}"
         )
-    result: dict[str, Any] = json.loads(data)
+    try:
+        result: dict[str, Any] = response.json()
+    except ValueError as exc:
+        raise CloverError(f"the VNF control API at {url}{path} answered something not JSON: {exc}") from exc
     return result

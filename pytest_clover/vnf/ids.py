@@ -19,8 +19,8 @@ from aiohttp import web
 
 from .common import (
     Component,
-    ConfigError,
     Identity,
+    InvalidSetting,
     JSONDict,
     boolean,
     check_keys,
@@ -89,15 +89,15 @@ class Rule:
     @classmethod
     def parse(cls, raw: object, where: str = "rule") -> Rule:
         if not isinstance(raw, dict):
-            raise ConfigError(where, f"{where} must be a JSON object (got {raw!r})")
+            raise InvalidSetting(where, f"{where} must be a JSON object (got {raw!r})")
         check_keys(raw, RULE_FIELDS, where)
         if "sid" not in raw:
-            raise ConfigError("sid", f"{where}: sid is required (an integer >= 1)")
+            raise InvalidSetting("sid", f"{where}: sid is required (an integer >= 1)")
         sid = integer("sid", raw["sid"], 1)
         msg = string("msg", raw.get("msg", f"sid {sid}"))
         field = string("field", raw.get("field", "any"))
         if field not in SIMPLE_FIELDS and not (field.startswith("header:") and len(field) > len("header:")):
-            raise ConfigError(
+            raise InvalidSetting(
                 "field",
                 f"field must be one of {', '.join(SIMPLE_FIELDS)} or header:<name> (got {field!r})",
             )
@@ -105,14 +105,14 @@ class Rule:
             field = field.lower()
         nocase = boolean("nocase", raw.get("nocase", False))
         if ("content" in raw) == ("regex" in raw):
-            raise ConfigError("content", f"rule sid {sid}: exactly one of content or regex is required")
+            raise InvalidSetting("content", f"rule sid {sid}: exactly one of content or regex is required")
         if "content" in raw:
             return cls(sid, msg, field, nocase, content=string("content", raw["content"]))
         pattern = string("regex", raw["regex"])
         try:
             compiled = re.compile(pattern, re.IGNORECASE if nocase else 0)
         except re.error as exc:
-            raise ConfigError("regex", f"rule sid {sid}: regex {pattern!r} is invalid: {exc}") from None
+            raise InvalidSetting("regex", f"rule sid {sid}: regex {pattern!r} is invalid: {exc}") from None
         return cls(sid, msg, field, nocase, regex=compiled)
 
     def __post_init__(self) -> None:
@@ -143,12 +143,12 @@ class Rule:
 
 def parse_rules(raw: object, field: str) -> dict[int, Rule]:
     if not isinstance(raw, list):
-        raise ConfigError(field, f"{field} must be a JSON list of rules (got {raw!r})")
+        raise InvalidSetting(field, f"{field} must be a JSON list of rules (got {raw!r})")
     rules: dict[int, Rule] = {}
     for i, item in enumerate(raw):
         rule = Rule.parse(item, f"{field}[{i}]")
         if rule.sid in rules:
-            raise ConfigError("sid", f"{field}[{i}]: duplicate sid {rule.sid}")
+            raise InvalidSetting("sid", f"{field}[{i}]: duplicate sid {rule.sid}")
         rules[rule.sid] = rule
     return rules
 
@@ -276,7 +276,7 @@ class IDS(Component):
     async def _add_rule(self, request: web.Request) -> web.StreamResponse:
         try:
             rule = Rule.parse(await read_json_object(request))
-        except ConfigError as exc:
+        except InvalidSetting as exc:
             return error_response(self.identity, exc)
         if rule.sid in self.rules:
             return self.respond({"error": f"a rule with sid {rule.sid} already exists", "sid": rule.sid}, 409)
@@ -288,7 +288,7 @@ class IDS(Component):
         try:
             sid = int(raw)
         except ValueError:
-            return error_response(self.identity, ConfigError("sid", f"sid must be an integer (got {raw!r})"))
+            return error_response(self.identity, InvalidSetting("sid", f"sid must be an integer (got {raw!r})"))
         if sid not in self.rules:
             return self.respond({"error": f"no rule with sid {sid}", "sid": sid}, 404)
         rules = dict(self.rules)

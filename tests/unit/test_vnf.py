@@ -33,7 +33,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from pytest_clover.vnf.__main__ import main
-from pytest_clover.vnf.common import Component, ConfigError
+from pytest_clover.vnf.common import Component, InvalidSetting
 from pytest_clover.vnf.components import IDS, Proxy, Server, build_component, payload
 
 T = TypeVar("T")
@@ -573,7 +573,7 @@ def test_server_config_from_env() -> None:
     comp = build_component("server", env=env)
     assert comp.config()["payload_bytes"] == 5
     assert comp.config()["error_status"] == 599
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(InvalidSetting) as info:
         build_component("server", env=pod_env("s", CLOVER_SERVER_CONFIG='{"error_rate": 3}'))
     assert info.value.field == "error_rate"
     assert "CLOVER_SERVER_CONFIG" in info.value.message
@@ -801,7 +801,7 @@ def test_ids_rules_from_env_replace_defaults() -> None:
         assert list(ids.component.rules) == [9]
 
     run_ids(body, CLOVER_IDS_RULES=json.dumps(rules))
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(InvalidSetting) as info:
         build_component("ids", env={"CLOVER_IDS_RULES": '[{"sid": 1, "regex": "["}]'})
     assert info.value.field == "regex"
 
@@ -815,7 +815,7 @@ def test_identity_defaults_and_bad_seed() -> None:
     assert comp.identity.pod == socket.gethostname()
     assert (comp.identity.namespace, comp.identity.version) == ("default", "v1")
     assert comp.identity.seed == 0
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(InvalidSetting) as info:
         build_component("server", env={"CLOVER_SEED": "abc"})
     assert info.value.field == "CLOVER_SEED"
 
@@ -831,9 +831,9 @@ def test_upstream_resolution() -> None:
     lb = build_component("lb", env={})
     assert lb.upstream is not None and str(lb.upstream.url) == "http://clover-server:9180"
     for bad in ("ftp://x", "not a url", "http://h:1/?q=1"):
-        with pytest.raises(ConfigError):
+        with pytest.raises(InvalidSetting):
             build_component("lb", bad, env={})
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidSetting):
         build_component("server", "http://x:1", env={})
 
 
