@@ -67,7 +67,7 @@ class FaultHandle:
     @property
     def target(self) -> str:
         """What the fault acts on: a service, a Deployment, or the objects an applied manifest names."""
-        return str(getattr(self, "service", "") or getattr(self, "deployment", "") or "")
+        return ""
 
     def __repr__(self) -> str:
         state = "active" if self.active else "reverted"
@@ -199,7 +199,17 @@ class IstioFault(FaultHandle):
         return {"restore": [{"kind": k, "name": n, "doc": d} for k, n, d in self.before]}
 
 
-class HttpFault(IstioFault):
+class _ServiceTarget:
+    """A fault on one service: that service is its target."""
+
+    service: str
+
+    @property
+    def target(self) -> str:
+        return self.service
+
+
+class HttpFault(_ServiceTarget, IstioFault):
     """A delay or an abort merged into the service's VirtualService; verified by Envoy's fault counters."""
 
     default_timeout = 10.0
@@ -242,7 +252,7 @@ class HttpFault(IstioFault):
         return f"Was load reaching {self.service} while the fault was in force{extra}? Verify while the load runs."
 
 
-class ShiftFault(IstioFault):
+class ShiftFault(_ServiceTarget, IstioFault):
     """Route weights across a service's subsets, written into its VirtualService (created if none)."""
 
     kind: str = "shift"
@@ -298,7 +308,7 @@ class ApplyFault(IstioFault):
         return True, f"{len(self.applied)} objects in force"
 
 
-class KillFault(FaultHandle):
+class KillFault(_ServiceTarget, FaultHandle):
     """Pods killed; their Deployment replaces them. Revert waits until the replacements are ready."""
 
     kind: str = "kill"
@@ -340,7 +350,7 @@ class KillFault(FaultHandle):
         return True, f"{', '.join(self.killed)} gone; {len(ready)} pods of {self.service} ready"
 
 
-class ScaleFault(FaultHandle):
+class ScaleFault(_ServiceTarget, FaultHandle):
     """A Deployment's replicas set; verified in a caller's Envoy endpoints; reverted to the previous count."""
 
     kind: str = "scale"
