@@ -68,6 +68,15 @@ def eventually(check: Callable[[], T | None], what: str, timeout: float = WAIT_S
         time.sleep(0.1)
 
 
+def put_back(backend: Backend, doc: dict[str, Any]) -> None:
+    """Undo a fault document: the VirtualService as it was before, or none if the fault created it."""
+    restored = restored_document(doc)
+    if restored is None:
+        backend.remove(doc["kind"], doc["metadata"]["name"])
+    else:
+        backend.apply(yaml.safe_dump(restored), source="the backend contract")
+
+
 def _serving(backend: Backend, deployment: str) -> list[PodInfo]:
     return [p for p in backend.pods() if p.deployment == deployment and p.serving]
 
@@ -147,11 +156,7 @@ class BackendSmokeContract:
             current = {(o["kind"], o["metadata"]["name"]): o for o in backend.istio_objects()}
             assert key in current and current[key]["spec"] == doc["spec"], f"{key} is not in force as applied"
         finally:
-            restored = restored_document(doc)
-            if restored is None:
-                backend.remove(*key)
-            else:
-                backend.apply(yaml.safe_dump(restored), source="the backend contract")
+            put_back(backend, doc)
         after = find_virtual_service(backend.istio_objects(), service)
         if original is None:
             assert after is None, f"{key} is still there after remove()"
@@ -196,11 +201,7 @@ class BackendContract(BackendSmokeContract):
         try:
             eventually(holds, f"a caller's Envoy to route {service} with the delay 1.234s at 12.5%")
         finally:
-            restored = restored_document(doc)
-            if restored is None:
-                backend.remove(doc["kind"], doc["metadata"]["name"])
-            else:
-                backend.apply(yaml.safe_dump(restored), source="the backend contract")
+            put_back(backend, doc)
         eventually(lambda: not holds(), f"the delay to leave the routes to {service}")
 
     def test_traffic_shows_in_the_fault_counters_and_the_access_logs(self, contract_backend: Backend) -> None:
@@ -264,8 +265,4 @@ class BackendContract(BackendSmokeContract):
 
             eventually(flagged, "an access-log entry of an aborted request with response code 418 and flag FI")
         finally:
-            restored = restored_document(doc)
-            if restored is None:
-                backend.remove(doc["kind"], doc["metadata"]["name"])
-            else:
-                backend.apply(yaml.safe_dump(restored), source="the backend contract")
+            put_back(backend, doc)
