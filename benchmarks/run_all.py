@@ -21,6 +21,7 @@ ROOT = HERE.parent
 RESULT_PREFIX = "BENCH-RESULT "  # as in benchmarks/_common.py (not imported: keep this runner standalone)
 ORDER = [
     "bench_startup",
+    "bench_down",
     "bench_fault_latency",
     "bench_kill_replace",
     "bench_hop_latency",

@@ -76,11 +76,40 @@ def _footprint(status: dict[str, Any], state_dir: Path) -> tuple[list[psutil.Pro
     return procs, ports
 
 
-def _assert_gone(procs: list[psutil.Process], ports: list[tuple[str, int]], state_dir: Path, runtime: Path) -> None:
+def _descendants(state_dir: Path) -> list[psutil.Process]:
+    """The supervisor and every process below it now, recorded in pids.json or not (the zygote's pods too)."""
+    owner = MeshState(state_dir).owner()
+    if owner is None:
+        return []
+    try:
+        root = psutil.Process(owner.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _listening_in_block(block: str) -> list[tuple[str, int]]:
+    """Every listening socket on the mesh's loopback block: the pods' ports, their admin APIs, the xDS server."""
+    return sorted(
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections(kind="inet4")
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.ip.startswith(f"{block}.")
+    )
+
+
+def _assert_gone(
+    procs: list[psutil.Process],
+    ports: list[tuple[str, int]],
+    state_dir: Path,
+    runtime: Path,
+    block: str | None = None,
+) -> None:
     alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"still running: {[(p.pid, p.cmdline()[:3]) for p in alive]}"
     busy = [ip_port for ip_port in ports if _listening(*ip_port)]
     assert not busy, f"ports still bound: {busy}"
+    if block is not None:
+        assert _listening_in_block(block) == [], f"still listening in {block}.0/24"
     assert not state_dir.exists(), f"state left behind: {list(state_dir.rglob('*'))[:5]}"
     assert list((runtime / "registry").glob("*.json")) == [] or all(
         json.loads(p.read_text())["state_dir"] != str(state_dir.resolve())
@@ -96,6 +125,7 @@ def test_up_inject_kill_scale_down_leaves_nothing(cli_env: dict[str, str], runti
     assert {p["service"] for p in status["pods"]} >= {"proxy-access-control", "http-lb", "clover-server", "snort-ids"}
     assert all(p["ready"] for p in status["pods"])
     procs, ports = _footprint(status, state_dir)
+    block = MeshState(state_dir).read_mesh()["block"]
     try:
         with Client(status["ingress_url"]) as ingress:
             assert ingress.get("/").status == 200
@@ -116,9 +146,11 @@ def test_up_inject_kill_scale_down_leaves_nothing(cli_env: dict[str, str], runti
         procs += _footprint(after, state_dir)[0]
         ports += _footprint(after, state_dir)[1]
     finally:
+        procs += _descendants(state_dir)
         down = clover("down", env=cli_env)
     assert "stopped and removed" in down.stdout
-    _assert_gone(procs, ports, state_dir, runtime_dir)
+    _assert_gone(procs, ports, state_dir, runtime_dir, block)
+    assert not MeshState(state_dir).socket_path.exists()
     # Commands against a mesh that is gone say so, without a traceback.
     gone = clover("status", env=cli_env, check=False)
     assert gone.returncode == 1 and "no mesh" in gone.stderr and "Traceback" not in gone.stderr
@@ -129,6 +161,7 @@ def test_cleanup_sweeps_a_mesh_whose_supervisor_was_killed(cli_env: dict[str, st
     clover("up", "--topology", str(SDC), env=cli_env)
     status = json.loads(clover("status", "--json", env=cli_env).stdout)
     procs, ports = _footprint(status, state_dir)
+    block = MeshState(state_dir).read_mesh()["block"]
     owner = MeshState(state_dir).owner()
     assert owner is not None
     os.kill(owner.pid, signal.SIGKILL)
@@ -138,7 +171,7 @@ def test_cleanup_sweeps_a_mesh_whose_supervisor_was_killed(cli_env: dict[str, st
     )
     swept = clover("cleanup", env=cli_env)
     assert "swept" in swept.stdout
-    _assert_gone(procs, ports, state_dir, runtime_dir)
+    _assert_gone(procs, ports, state_dir, runtime_dir, block)
     assert "nothing to clean up" in clover("cleanup", env=cli_env).stdout
 
 

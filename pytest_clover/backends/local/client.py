@@ -19,9 +19,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from ... import httpclient
 from ...errors import BackendError, ConfigError, ConfigRejected, MeshNotRunning, Problem, ReadinessTimeout
 from ...istio import iter_yaml_files, load_topology
 from ..protocol import BackendOptions, MeshRecord, PodInfo
@@ -36,6 +33,7 @@ from .state import (
     remove_state,
     sweep,
     unregister_mesh,
+    wait_gone,
 )
 
 _ERRORS: dict[str, type[BackendError]] = {
@@ -192,15 +190,17 @@ class LocalBackend:
         mesh: dict[str, Any] = {}
         with contextlib.suppress(BackendError):
             mesh = self.state.read_mesh()
+        # Read now: a supervisor that stops cleanly removes pids.json with its state folder, and what it
+        # recorded is what must be checked once it is gone.
+        recorded = self.state.read_pids()
         if owner is not None and owner.alive():
             with contextlib.suppress(BackendError):
                 self.call("shutdown", wait=5.0)
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(owner.pid).wait(timeout=timeout)
+            wait_gone([owner], timeout)
         if self._supervisor is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._supervisor.wait(timeout=1.0)
-        kill_recorded(self.state)
+        kill_recorded(self.state, also=recorded)
         if self._supervisor is not None and self._supervisor.poll() is None:
             self._supervisor.kill()
             self._supervisor.wait()
@@ -323,6 +323,8 @@ class LocalBackend:
         return url
 
     def envoy_admin(self, pod: str, path: str, timeout: float = 5.0) -> str:
+        from ... import httpclient  # requests costs ~60 ms to import: not for `clover down`
+
         url = self._admin_url(pod)
         try:
             response = httpclient.request("GET", url + path, timeout=timeout)

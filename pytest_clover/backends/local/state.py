@@ -18,7 +18,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,22 +249,36 @@ class SweepResult:
     """``swept`` (owner was dead), ``running`` (left alone) or ``stopped`` (forced)."""
 
 
-def kill_recorded(state: MeshState, grace: float = 2.0) -> int:
-    """SIGTERM then SIGKILL every recorded process that is still the one we started."""
-    records = [r for r in state.read_pids() if r.alive()]
+def wait_gone(records: Iterable[ProcessRecord], timeout: float) -> bool:
+    """Poll until none of ``records`` runs; True if that happened within ``timeout``.
+
+    A zombie counts as gone: it runs no code and holds no port or file. Not ``psutil.Process.wait``: for a
+    process that is not our child (a ``clover up`` supervisor is an orphan), it lasts until whoever reaps
+    orphans does: 1.2-1.9 s where PID 1 is a VM's lazy init (measured), forever where PID 1 never reaps.
+    """
+    pending = list(records)
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = [r for r in pending if r.alive()]
+        if not pending:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+
+
+def kill_recorded(state: MeshState, grace: float = 2.0, also: Iterable[ProcessRecord] = ()) -> int:
+    """SIGTERM then SIGKILL every recorded process (and those in ``also``) that is still the one we started."""
+    records = [r for r in {*state.read_pids(), *also} if r.alive()]
     owner = state.owner()
-    if owner is not None and owner.alive():
+    if owner is not None and owner.alive() and owner not in records:
         records.append(owner)
     for r in records:
         r.kill(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(r.alive() for r in records):
-        time.sleep(0.02)
-    for r in records:
-        r.kill(signal.SIGKILL)
-    for r in records:
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(r.pid).wait(timeout=2)
+    if not wait_gone(records, grace):
+        for r in records:
+            r.kill(signal.SIGKILL)
+        wait_gone(records, 2.0)
     return len(records)
 
 

@@ -49,6 +49,9 @@ log = logging.getLogger("pytest_clover.supervisor")
 
 GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet Kubernetes uses for generated names
+SHUTDOWN_GRACE_S = 0.5
+"""SIGTERM → SIGKILL at mesh shutdown. Measured, all 18 at once on 2 busy cores: apps exit within 0.14 s,
+Envoys within 0.19 s."""
 
 
 def _template_hash(dep: Deployment) -> str:
@@ -150,8 +153,11 @@ class Supervisor:
         finally:
             self._write_mesh(status="stopping")
             self.server.close()
+            started = time.monotonic()
+            count = len(self.pods)
             await self._stop_all()
             await self.ads.stop()
+            log.info("stopped %d pods, the zygote and the xDS server in %.3f s", count, time.monotonic() - started)
             self.state.socket_path.unlink(missing_ok=True)
 
     def _write_mesh(self, status: str) -> None:
@@ -389,16 +395,23 @@ class Supervisor:
                     await self._push_quietly()
             await asyncio.sleep(0.01 if not pod.ready else 0.1)
 
-    async def _stop_pod(self, pod: Pod, grace: float) -> None:
+    async def _stop_pod(self, pod: Pod, grace: float, drain: bool = True) -> None:
+        """Stop the app, then its Envoy (``drain``: the app finishes its requests through it); or both at once."""
         pod.terminating = True
         pod.ready = False
         procs = [p for p in (pod.app, pod.envoy) if p is not None]
-        if pod.app is not None and pod.app.poll() is None:
-            pod.app.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            await _wait_exit(pod.app, grace)
-        if pod.envoy is not None and pod.envoy.poll() is None:
-            pod.envoy.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            await _wait_exit(pod.envoy, min(grace, 2.0))
+        if not drain:
+            live = [p for p in procs if p.poll() is None]
+            for proc in live:
+                proc.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            await asyncio.gather(*(_wait_exit(p, grace) for p in live))
+        else:
+            if pod.app is not None and pod.app.poll() is None:
+                pod.app.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+                await _wait_exit(pod.app, grace)
+            if pod.envoy is not None and pod.envoy.poll() is None:
+                pod.envoy.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+                await _wait_exit(pod.envoy, min(grace, 2.0))
         for proc in procs:
             if isinstance(proc, subprocess.Popen):
                 with contextlib.suppress(OSError, subprocess.TimeoutExpired):
@@ -412,7 +425,15 @@ class Supervisor:
         self._note("pod-deleted", pod=pod.name)
 
     async def _stop_all(self) -> None:
-        await asyncio.gather(*(self._stop_pod(p, 2.0) for p in list(self.pods.values())), return_exceptions=True)
+        # The whole mesh goes, so no request is in flight that a sidecar must carry to its end: every app and
+        # Envoy gets SIGTERM at once (each app before its Envoy, as a scale-down does, took 0.1 s more), and
+        # SIGKILL if still there after a short grace, which only a hung process waits out.
+        await asyncio.gather(
+            *(self._stop_pod(p, SHUTDOWN_GRACE_S, drain=False) for p in list(self.pods.values())),
+            return_exceptions=True,
+        )
+        if self.zygote is not None:
+            await self.zygote.stop()
 
     # ------------------------------------------------------------------ controllers
 
@@ -669,7 +690,8 @@ class Supervisor:
         return {"created": created}
 
     async def op_shutdown(self) -> dict[str, Any]:
-        asyncio.get_running_loop().call_later(0.05, self.stopping.set)
+        # Next loop turn: the reply is written first (by then in the socket's buffer, which outlives this process).
+        asyncio.get_running_loop().call_soon(self.stopping.set)
         return {}
 
 
@@ -744,4 +766,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Skip interpreter finalization, which `clover down` waits out (measured 0.13-0.17 s on 2 cores, against
+    # 0.01 s for this): every child is reaped and the state removed by now; only buffers remain to flush.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

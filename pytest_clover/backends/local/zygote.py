@@ -21,6 +21,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -207,6 +208,18 @@ class ZygoteClient:
         for proc in [*self._waiting, *self._by_pid.values()]:
             if proc.returncode is None:
                 proc.returncode = -signal.SIGKILL
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """End the zygote and reap it, so it is gone before the supervisor is (PR_SET_PDEATHSIG alone races)."""
+        import asyncio
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        # Called once every pod it forked has exited: it holds nothing that a graceful exit would save.
+        self.process.kill()
+        deadline = time.monotonic() + grace
+        while self.process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: str) -> ZygoteProcess:
         assert self._sock is not None
