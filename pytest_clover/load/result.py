@@ -434,19 +434,20 @@ class SendWindows:
 
     def close(self, end: float) -> list[dict[str, Any]]:
         """End the last window at ``end`` (extended to the last request actually sent) and return every window
-        still open, final; requests still outstanding are abandoned (counted in :attr:`abandoned`)."""
+        still open, final. Requests still without an outcome — in flight, or due before the end and never sent
+        — are abandoned: missing from their window, counted in :attr:`abandoned`."""
         if self._closed:
             return []
+        if self._stop_at is not None:
+            end = min(end, self._stop_at)
         for ticket in self._tickets:
-            if ticket.state == Ticket.SENT:
+            if ticket.state == Ticket.SENT or (ticket.state == Ticket.CLAIMED and ticket.sent < end):
                 ticket.state = Ticket.ABANDONED
                 self.abandoned += 1
             elif ticket.state == Ticket.CLAIMED:
                 ticket.state = Ticket.SKIPPED
         self._tickets.clear()
         self._outstanding = 0
-        if self._stop_at is not None:
-            end = min(end, self._stop_at)
         self._end_current(max(end, self._last_sent, self._windows[-1].start))
         self._fold(math.inf)
         messages = [m for m in (self._final(w) for w in self._windows) if m is not None]

@@ -145,12 +145,12 @@ class Windows:
         moved = self.book.set_phase(phase, at, now)
         if moved > 0.001:
             log.warning(
-                "phase %r read %.3f s after the test started it: what was sent in the first %.3f s of it counts "
-                "in the span before (requests are placed %.2f s after their send time)",
+                "phase change to %r read %.3f s after the test made it, more than the %.2f s the windows can reach "
+                "back: what was sent in its first %.3f s counts in the span before it",
                 phase,
                 now - at,
-                moved,
                 STAGE_S,
+                moved,
             )
 
     def stop_sending(self, at: float) -> None:
