@@ -17,5 +17,7 @@ def test_baseline_slos_hold_under_nominal_load(mesh: Any, load: Any) -> None:
     steady = result.phases["steady"]
     # Open loop: the generator kept its schedule, so the mesh, not the client, set the numbers.
     assert steady.late <= 0.01 * steady.requests, f"{steady.late} of {steady.requests} requests were sent late"
-    # Every request was answered, at the offered rate (±5 %).
-    assert abs(steady.throughput_rps - NOMINAL_RATE) <= 0.05 * NOMINAL_RATE, steady.throughput_rps
+    # Every request scheduled in the phase got its answer (requests count where they were sent, and the stop
+    # waits for the last ones): none was lost between the generator and the mesh.
+    scheduled = NOMINAL_RATE * (steady.end - steady.start)
+    assert abs(steady.requests - scheduled) <= 1, f"{steady.requests} answered of {scheduled:.0f} scheduled"

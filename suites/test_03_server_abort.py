@@ -1,6 +1,6 @@
 """Suite 3 — server abort: 10 % of requests to clover-server get 503, and Istio's retry semantics show.
 
-- An injected abort fails requests at the rate injected (inside the binomial 99 % interval).
+- An injected abort fails requests at the rate injected (inside the binomial 99.9 % interval).
 - A route retry policy on 5xx does NOT mask injected aborts: the fault filter answers before the router
   ever sees the request (istio#13705).
 - The same policy DOES mask application 503s (each retry goes to another pod), while Istio's default
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from suites.thresholds import ISTIO, NOMINAL_RATE, binomial_99
+from suites.thresholds import ISTIO, NOMINAL_RATE, binomial_999
 
 RATE = 0.10
 PHASE = 15
 
 
 def _inside(phase: Any, p: float) -> None:
-    low, high = binomial_99(phase.requests, p)
+    low, high = binomial_999(phase.requests, p)
     assert low <= phase.errors <= high, (
-        f"{phase.name}: {phase.errors} errors in {phase.requests} requests; 99 % interval for {p:.0%} is {low:.0f}..{high:.0f}"
+        f"{phase.name}: {phase.errors} errors in {phase.requests} requests; 99.9 % interval for {p:.0%} is {low:.0f}..{high:.0f}"
     )
 
 

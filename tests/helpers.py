@@ -111,7 +111,9 @@ class Client:
         return replies
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
+def wait_for(
+    condition: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll until ``condition()`` is truthy; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

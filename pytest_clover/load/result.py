@@ -1,9 +1,10 @@
 """What a load run measured: per-phase statistics and 1-second windows, built from the generator's window messages.
 
-The generator (a child process, see ``worker.py``) sends one JSON message per window: the window's start and
-end (unix seconds), its phase, the count of responses per status code, the count of late requests, a few
-percentiles and the window's HdrHistogram of latencies in µs (``encode()``, base64). :meth:`LoadResult.ingest`
-is the one place such a message is read — in the parent during a run, and in the unit tests.
+The generator (a child process, see ``worker.py``) builds its windows with :class:`SendWindows` and sends one
+JSON message per window: the window's start and end (unix seconds), its phase, the count of outcomes per status
+code, the count of late requests, a few percentiles and the window's HdrHistogram of latencies in µs
+(``encode()``, base64). :meth:`LoadResult.ingest` is the one place such a message is read — in the parent during a
+run, and in the unit tests.
 
 Memory stays bounded whatever the duration: per window the result keeps one row of scalars; per phase it keeps
 one merged histogram; and the :data:`RECENT_WINDOWS` most recent windows keep their histogram *encoded* (as the
@@ -12,15 +13,33 @@ Nothing per request is ever stored, and decoded window histograms are merged, th
 
 Definitions used throughout:
 
-* a *request* is a response (or a connection error, reported as status 0) that completed in the window;
-  it is attributed to the window and phase in which it *completed*;
-* an *error* is status 0 (connection error, timeout) or any status outside 200–399 — 4xx count as errors
-  (a resilience test wants to see a fault's 403/404 as well as its 503);
-* *late* counts open-loop requests that were sent more than 10 ms after their intended time (they are still
-  sent, and their latency still counts from the intended time), in the window in which they were sent;
-* traffic before the first phase and between phases has phase None: it is in the window rows, in no phase.
+* every request has a *send time*: its intended send time in the open loop (the schedule's ``t0 + i/rate``,
+  whether or not the generator managed to send it then), its actual send time in the closed loop. Windows and
+  phases are spans of send time, and a request is counted in the window and the phase in which it was *sent*,
+  however long its answer took and whatever the test did meanwhile. So a phase's numbers are those of exactly
+  the requests sent while the test was in that phase: a 503 answered after a fault was reverted to a request
+  sent while it was in force is the fault's, and a request queued behind a fault is charged to the fault;
+* phases start and end at the instants the test changed phase (the times of its ``phase-start`` and
+  ``phase-end`` events); windows are 1 s of send time from a phase's start (a last piece shorter than
+  :data:`HOLD_S` joins the window before it). The traffic before the first phase, between phases (while a test
+  injects, verifies or reverts a fault, for instance) and after the last one has phase None: it is in the window
+  rows, in no phase. A gap between phases is a window of its own, however short; an empty one shorter than
+  :data:`HOLD_S` is left out;
+* a request's *outcome* is its response, or status 0 (connection error, timeout, broken body); an *error* is
+  status 0 or any status outside 200–399 — 4xx count as errors (a resilience test wants to see a fault's
+  403/404 as well as its 503);
+* a window is sent once every request sent in it has an outcome (:data:`STAGE_S` plus the slowest request after
+  its end; the request timeout bounds it). One still waiting :data:`PROVISIONAL_AFTER_S` after its end is also
+  sent *provisionally* (the outcomes so far, and how many are ``pending``), for live readers; the final
+  message replaces it, and only final windows count in the phases. ``stop()`` waits until every request sent
+  has its outcome, so none is left out of its phase;
 * latency is measured from the intended send time in the open loop (coordinated omission corrected) and from
-  the actual send time in the closed loop.
+  the actual send time in the closed loop;
+* *late* counts open-loop requests that were sent more than 10 ms after their intended time (they are still
+  sent, and their latency still counts from the intended time), in the window of their intended time;
+* *throughput* is outcomes per second of send time: in the open loop, the offered rate unless requests were
+  lost (a target that cannot keep up shows as latency, and as late sends, not as lower throughput); in the
+  closed loop, the rate the users achieved.
 """
 
 from __future__ import annotations
@@ -37,8 +56,9 @@ if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped,unused-ignore]
     from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped,unused-ignore]
 
-MESSAGE_VERSION = 1
-"""Bumped when the window message changes incompatibly; :meth:`LoadResult.ingest` checks it."""
+MESSAGE_VERSION = 2
+"""Bumped when the window message changes incompatibly; :meth:`LoadResult.ingest` checks it. Version 2: windows
+are spans of send time, and a window may come provisionally (``final`` false, ``pending`` requests) first."""
 HIST_LOWEST_US = 1
 HIST_HIGHEST_US = 3_600_000_000
 """One hour: a latency counted from the intended send time can exceed the request timeout when the generator
@@ -51,7 +71,19 @@ RECENT_WINDOWS = 600
 histograms stay encoded (compressed base64, as the window message carried them), a few hundred bytes to a few kB
 each, instead of the ~190 kB of counts a decoded one holds."""
 _EDGE_SLACK_S = 0.05
-"""A window overlapping a time range by less than this is outside it (window cuts are a timer tick late)."""
+"""A window overlapping a time range by less than this is outside it."""
+WINDOW_S = 1.0
+"""Windows are this long (in send time) from the start of their phase or gap."""
+HOLD_S = 0.05
+"""A phase's last piece shorter than this joins the window before it (no window of a few ms at a phase's end);
+an empty gap between phases shorter than this is left out."""
+STAGE_S = 0.25
+"""A phase change names the instant the test made it; the generator reads it a moment later (ms; more on a busy
+machine), so requests sent in the last :data:`STAGE_S` are placed in a window only once that long has passed.
+A phase change read later than this is applied :data:`STAGE_S` back (the generator logs it)."""
+PROVISIONAL_AFTER_S = 1.0
+"""A window whose requests are still not all answered this long after its end is sent provisionally (and again
+each time this long passes while it changed), so a live reader sees a stall as it happens."""
 
 ROW_COLUMNS: tuple[str, ...] = (
     "start",
@@ -124,10 +156,13 @@ def window_message(
     histogram: HdrHistogram,
     status_counts: Mapping[int, int],
     late: int = 0,
+    final: bool = True,
+    pending: int = 0,
 ) -> dict[str, Any]:
     """The JSON-ready message for one window; the generator sends exactly this (tests build it the same way).
 
-    Every response in ``status_counts`` must have one latency in ``histogram``.
+    Every outcome in ``status_counts`` must have one latency in ``histogram``. ``final`` false: a provisional
+    window, ``pending`` of its requests still without an outcome (a later message for the same start replaces it).
     """
     if end < start:
         raise ValueError(f"window ends ({end}) before it starts ({start})")
@@ -137,6 +172,8 @@ def window_message(
         "start": start,
         "end": end,
         "phase": phase,
+        "final": bool(final),
+        "pending": int(pending),
         "status": {str(code): int(n) for code, n in status_counts.items() if n},
         "late": int(late),
         # NaN (an empty window) is not JSON; null stands for it on the wire.
@@ -145,17 +182,291 @@ def window_message(
     }
 
 
+class Ticket:
+    """One request of the generator, from the moment its send time is known until it has an outcome."""
+
+    __slots__ = ("late", "sent", "state")
+
+    CLAIMED, SENT, DONE, SKIPPED, ABANDONED = range(5)
+
+    def __init__(self, sent: float) -> None:
+        self.sent = sent
+        """Send time on the caller's clock: intended (open loop) or actual (closed loop)."""
+        self.late = False
+        self.state = Ticket.CLAIMED
+
+    @property
+    def outstanding(self) -> bool:
+        return self.state in (Ticket.CLAIMED, Ticket.SENT)
+
+
+class _OpenWindow:
+    __slots__ = ("changed", "end", "hist", "late", "phase", "provisional_at", "split", "start", "status")
+
+    def __init__(self, start: float, phase: str | None, *, split: bool) -> None:
+        self.start = start
+        self.end: float | None = None
+        self.phase = phase
+        self.split = split
+        """Its start is a 1-s cut inside a phase or gap (the window before it is of the same span)."""
+        self.hist = new_histogram()
+        self.status: Counter[int] = Counter()
+        self.late = 0
+        self.provisional_at: float | None = None
+        self.changed = False
+
+    def absorb(self, other: _OpenWindow) -> None:
+        self.hist.add(other.hist)
+        release_histogram(other.hist)
+        self.status.update(other.status)
+        self.late += other.late
+        self.changed = True
+
+
+class SendWindows:
+    """The generator's windows: spans of send time, cut at phase changes and every second, sent once settled.
+
+    Pure bookkeeping on the caller's monotonic clock (``offset`` turns it into unix seconds in the messages):
+    the generator's timer calls :meth:`tick` and sends what it returns; unit tests drive it with made-up times.
+    Each request is :meth:`register`-ed when its send time is known (the open loop claims intended times in
+    order, the closed loop registers as it sends, so tickets come in send-time order), marked :meth:`sent`,
+    and :meth:`complete`-d with its outcome, which goes into the window of its send time.
+
+    A window is final once no request sent before its end can still get an outcome: its end is older than the
+    oldest outstanding ticket and the next send. Outcomes of requests sent in the last :data:`STAGE_S` wait
+    (a few hundred tuples at most) so that a phase change read a moment after the test made it still splits them
+    at the right instant. Memory: the windows not final yet (at most the request timeout's worth) and the
+    outstanding tickets.
+    """
+
+    def __init__(self, start: float, *, offset: float = 0.0, phase: str | None = None) -> None:
+        self.offset = offset
+        self._windows: deque[_OpenWindow] = deque([_OpenWindow(start, phase, split=False)])
+        self._tickets: deque[Ticket] = deque()
+        self._staged: list[tuple[float, int, int, bool]] = []
+        self._outstanding = 0
+        self._last_sent = start
+        self._stop_at: float | None = None
+        self._closed = False
+        self.abandoned = 0
+        """Requests without an outcome when :meth:`close` was called (the generator gave up waiting)."""
+
+    def restart(self, start: float) -> None:
+        """Start over at ``start`` (when the users are ready), nothing recorded before."""
+        release_histogram(self._windows[-1].hist)
+        self._windows = deque([_OpenWindow(start, self._windows[-1].phase, split=False)])
+        self._last_sent = start
+
+    @property
+    def phase(self) -> str | None:
+        return self._windows[-1].phase
+
+    @property
+    def outstanding(self) -> int:
+        """Requests registered (and not skipped) that have no outcome yet."""
+        return self._outstanding
+
+    # -- requests ---------------------------------------------------------------------------------------
+
+    def register(self, sent: float) -> Ticket:
+        ticket = Ticket(sent)
+        if self._closed:
+            ticket.state = Ticket.SKIPPED
+            return ticket
+        self._tickets.append(ticket)
+        self._outstanding += 1
+        return ticket
+
+    def sent(self, ticket: Ticket, *, late: bool = False) -> None:
+        """The request is on its way (``late``: more than 10 ms after its intended time)."""
+        if ticket.state == Ticket.CLAIMED:
+            ticket.state = Ticket.SENT
+            ticket.late = late
+            self._last_sent = max(self._last_sent, ticket.sent)
+
+    def complete(self, ticket: Ticket, latency_s: float, status: int, now: float) -> None:
+        """The request's outcome: its latency in seconds and its status (0: no response)."""
+        if not ticket.outstanding:
+            return  # skipped or abandoned meanwhile: the generator stopped waiting for it
+        ticket.state = Ticket.DONE
+        self._outstanding -= 1
+        item = (ticket.sent, clamp_us(latency_s * 1e6), status, ticket.late)
+        if ticket.sent < now - STAGE_S:
+            self._place(*item)
+        else:
+            self._staged.append(item)
+
+    def stop(self, at: float) -> int:
+        """The run stops at ``at``: requests claimed for then or later and not sent yet are never sent (returns
+        how many), and the last window ends there (or at the last request actually sent, if later)."""
+        self._stop_at = at if self._stop_at is None else min(self._stop_at, at)
+        skipped = 0
+        for ticket in reversed(self._tickets):
+            if ticket.sent < at:
+                break
+            if ticket.state == Ticket.CLAIMED:
+                ticket.state = Ticket.SKIPPED
+                self._outstanding -= 1
+                skipped += 1
+        return skipped
+
+    # -- phases -----------------------------------------------------------------------------------------
+
+    def set_phase(self, phase: str | None, at: float, now: float) -> float:
+        """Tag what is sent from ``at`` on as ``phase``; returns how far ``at`` had to be moved (read too late).
+
+        ``at`` is when the test changed phase; it is kept as it is when read within :data:`STAGE_S` of it.
+        """
+        if self._closed:
+            return 0.0
+        cur = self._windows[-1]
+        earliest = max(cur.start, now - STAGE_S)
+        moved = max(0.0, earliest - at)
+        at = min(max(at, earliest), max(now, earliest))
+        if phase != cur.phase:
+            self._end_current(at)
+            self._windows.append(_OpenWindow(at, phase, split=False))
+        return moved
+
+    def _cut_seconds(self, until: float) -> None:
+        """The 1-s cuts of the current span up to ``until``."""
+        cur = self._windows[-1]
+        while cur.start + WINDOW_S <= until:
+            cur.end = cur.start + WINDOW_S
+            cur = _OpenWindow(cur.end, cur.phase, split=True)
+            self._windows.append(cur)
+
+    def _end_current(self, at: float) -> None:
+        self._cut_seconds(at)
+        cur = self._windows[-1]
+        cur.end = at
+        if cur.split and at - cur.start < HOLD_S and len(self._windows) > 1:
+            self._windows.pop()
+            previous = self._windows[-1]
+            previous.absorb(cur)
+            previous.end = at
+
+    # -- windows ----------------------------------------------------------------------------------------
+
+    def _place(self, sent: float, latency_us: int, status: int, late: bool) -> None:
+        # Newest first: nearly every outcome is for one of the last two windows.
+        for w in reversed(self._windows):
+            if w.start <= sent or w is self._windows[0]:
+                w.hist.record_value(latency_us)
+                w.status[status] += 1
+                w.late += int(late)
+                w.changed = True
+                return
+
+    def _fold(self, before: float) -> None:
+        if not self._staged:
+            return
+        keep = []
+        for item in self._staged:
+            if item[0] < before:
+                self._place(*item)
+            else:
+                keep.append(item)
+        self._staged = keep
+
+    def _horizon(self, next_send: float) -> float:
+        tickets = self._tickets
+        while tickets and not tickets[0].outstanding:
+            tickets.popleft()
+        return min(tickets[0].sent, next_send) if tickets else next_send
+
+    def _pending_in(self, w: _OpenWindow) -> int:
+        end = w.end if w.end is not None else math.inf
+        return sum(1 for t in self._tickets if t.outstanding and w.start <= t.sent < end)
+
+    def _message(self, w: _OpenWindow, *, final: bool, pending: int = 0) -> dict[str, Any]:
+        assert w.end is not None
+        message = window_message(
+            start=w.start + self.offset,
+            end=w.end + self.offset,
+            phase=w.phase,
+            histogram=w.hist,
+            status_counts=w.status,
+            late=w.late,
+            final=final,
+            pending=pending,
+        )
+        w.changed = False
+        if final:
+            release_histogram(w.hist)
+        return message
+
+    def _final(self, w: _OpenWindow) -> dict[str, Any] | None:
+        assert w.end is not None
+        if w.phase is None and w.end - w.start < HOLD_S and not w.status and not w.late and w.provisional_at is None:
+            release_histogram(w.hist)  # an empty moment between two phases: nothing to show
+            return None
+        return self._message(w, final=True)
+
+    def tick(self, now: float, next_send: float) -> list[dict[str, Any]]:
+        """Cut the current window every second, and return the messages due: windows that became final, and
+        provisional versions of those waiting too long. ``next_send``: no request not registered yet will have
+        an earlier send time (open loop: the schedule's next intended time; closed loop: now)."""
+        if self._closed:
+            return []
+        self._fold(now - STAGE_S)
+        # Not past a stop: nothing is sent after it, so the windows end there (close() ends the last one).
+        self._cut_seconds(now - STAGE_S if self._stop_at is None else min(now - STAGE_S, self._stop_at))
+        horizon = self._horizon(next_send)
+        messages = []
+        while len(self._windows) > 1:
+            w = self._windows[0]
+            assert w.end is not None
+            # HOLD_S more: a phase end read now could still merge a last sliver into this window.
+            if w.end > now - STAGE_S - HOLD_S or w.end > horizon:
+                break
+            self._windows.popleft()
+            message = self._final(w)
+            if message is not None:
+                messages.append(message)
+        for w in list(self._windows)[:-1]:
+            assert w.end is not None
+            due = w.end + PROVISIONAL_AFTER_S if w.provisional_at is None else w.provisional_at + PROVISIONAL_AFTER_S
+            if now >= due and (w.provisional_at is None or w.changed):
+                messages.append(self._message(w, final=False, pending=self._pending_in(w)))
+                w.provisional_at = now
+        return messages
+
+    def close(self, end: float) -> list[dict[str, Any]]:
+        """End the last window at ``end`` (extended to the last request actually sent) and return every window
+        still open, final. Requests still without an outcome — in flight, or due before the end and never sent
+        — are abandoned: missing from their window, counted in :attr:`abandoned`."""
+        if self._closed:
+            return []
+        if self._stop_at is not None:
+            end = min(end, self._stop_at)
+        for ticket in self._tickets:
+            if ticket.state == Ticket.SENT or (ticket.state == Ticket.CLAIMED and ticket.sent < end):
+                ticket.state = Ticket.ABANDONED
+                self.abandoned += 1
+            elif ticket.state == Ticket.CLAIMED:
+                ticket.state = Ticket.SKIPPED
+        self._tickets.clear()
+        self._outstanding = 0
+        self._end_current(max(end, self._last_sent, self._windows[-1].start))
+        self._fold(math.inf)
+        messages = [m for m in (self._final(w) for w in self._windows) if m is not None]
+        self._windows.clear()
+        self._closed = True
+        return messages
+
+
 @dataclass(frozen=True)
 class PhaseStats:
     """Everything measured during one phase (all its windows merged; a repeated phase name merges too)."""
 
     name: str
     start: float
-    """Unix seconds: start of the phase's first window."""
+    """Unix seconds: start of the phase's first window (when the test started the phase)."""
     end: float
-    """Unix seconds: end of the phase's last window."""
+    """Unix seconds: end of the phase's last window (when the test ended it)."""
     requests: int
-    """Responses completed during the phase, connection errors (status 0) included."""
+    """Requests sent during the phase, each with its outcome (connection errors and timeouts, status 0, included)."""
     errors: int
     """Status 0 or outside 200–399 (see :func:`is_error`)."""
     late: int
@@ -164,7 +475,7 @@ class PhaseStats:
     error_rate: float
     """errors / requests; NaN if no requests."""
     throughput_rps: float
-    """Responses per second of the phase's windows (the time the generator counted for the phase)."""
+    """Outcomes per second of the phase's duration (see *throughput* in the module's definitions)."""
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -208,6 +519,8 @@ class _RecentWindow(NamedTuple):
     errors: int
     hist: str
     """The window's histogram, still encoded (see :data:`RECENT_WINDOWS`)."""
+    pending: int = 0
+    """Provisional window: its requests without an outcome yet."""
 
 
 class _PhaseAccumulator:
@@ -241,6 +554,7 @@ def _merge_windows(windows: list[_RecentWindow]) -> dict[str, Any]:
     errors = sum(w.errors for w in windows)
     seconds = sum(w.end - w.start for w in windows)
     return {
+        "pending": sum(w.pending for w in windows),
         "requests": requests,
         "errors": errors,
         "error_rate": errors / requests if requests else math.nan,
@@ -261,7 +575,9 @@ class LoadResult:
 
     Built incrementally from window messages (:meth:`ingest`, thread-safe) while the run goes on;
     :meth:`pytest_clover.load.run.LoadRun.stop` returns it complete. Windows with ``phase=None`` are the
-    traffic before the first phase and between phases: they are in :meth:`window_rows` but in no phase.
+    traffic before the first phase, between phases and after the last: they are in :meth:`window_rows` but in
+    no phase. A provisional window (see the module's definitions) is in the rows until its final message
+    replaces it, and in no phase.
     """
 
     def __init__(
@@ -288,6 +604,8 @@ class LoadResult:
         self._lock = threading.Lock()
         self._rows: list[_Row] = []
         self._recent: deque[_RecentWindow] = deque(maxlen=RECENT_WINDOWS)
+        self._provisional: dict[float, int] = {}
+        """Start of each provisional window → its index in the rows."""
         self._phases: dict[str, _PhaseAccumulator] = {}
         self._phase_cache: dict[str, PhaseStats] | None = None
 
@@ -303,6 +621,8 @@ class LoadResult:
         phase = message.get("phase")
         if phase is not None and not isinstance(phase, str):
             raise ValueError(f"window phase must be a string or null, not {phase!r}")
+        final = bool(message.get("final", True))
+        pending = int(message.get("pending", 0))
         status = {int(code): int(n) for code, n in message.get("status", {}).items()}
         requests = sum(status.values())
         errors = sum(n for code, n in status.items() if is_error(code))
@@ -330,28 +650,60 @@ class LoadResult:
             pcts["max_us"] / 1000.0,
         )
         encoded = message["hist"]
+        recent = _RecentWindow(
+            start,
+            end,
+            requests,
+            errors,
+            encoded if isinstance(encoded, str) else bytes(encoded).decode(),
+            0 if final else pending,
+        )
         with self._lock:
-            self._rows.append(row)
-            self._recent.append(
-                _RecentWindow(
-                    start, end, requests, errors, encoded if isinstance(encoded, str) else bytes(encoded).decode()
-                )
-            )
-            self._phase_cache = None
-            if phase is not None:
-                acc = self._phases.get(phase)
-                if acc is None:
-                    acc = self._phases[phase] = _PhaseAccumulator(phase, start)
-                acc.start = min(acc.start, start)
-                acc.end = max(acc.end, end)
-                acc.seconds += end - start
-                acc.requests += requests
-                acc.errors += errors
-                acc.late += late
-                acc.status.update(status)
-                # The window histogram is merged and dropped here: no per-window (let alone per-request) storage.
-                acc.hist.add(hist)
+            index = self._provisional.pop(start, None)
+            if index is None:
+                self._rows.append(row)
+                self._recent.append(recent)
+                index = len(self._rows) - 1
+            else:
+                # The same window again (provisional before; final, or a newer provisional, now): replace it.
+                self._rows[index] = row
+                for i in range(len(self._recent) - 1, -1, -1):
+                    if self._recent[i].start == start:
+                        self._recent[i] = recent
+                        break
+            if not final:
+                self._provisional[start] = index
+            else:
+                self._merge_into_phase(phase, start, end, requests, errors, late, status, hist)
         release_histogram(hist)
+
+    def _merge_into_phase(
+        self,
+        phase: str | None,
+        start: float,
+        end: float,
+        requests: int,
+        errors: int,
+        late: int,
+        status: Mapping[int, int],
+        hist: HdrHistogram,
+    ) -> None:
+        # Called with the lock held, for final windows only: a provisional one would be counted twice.
+        self._phase_cache = None
+        if phase is None:
+            return
+        acc = self._phases.get(phase)
+        if acc is None:
+            acc = self._phases[phase] = _PhaseAccumulator(phase, start)
+        acc.start = min(acc.start, start)
+        acc.end = max(acc.end, end)
+        acc.seconds += end - start
+        acc.requests += requests
+        acc.errors += errors
+        acc.late += late
+        acc.status.update(status)
+        # The window histogram is merged and dropped here: no per-window (let alone per-request) storage.
+        acc.hist.add(hist)
 
     def ingest_line(self, line: str) -> None:
         """:meth:`ingest` for one JSON line as the generator writes it."""
@@ -487,10 +839,13 @@ class LoadResult:
         The windows taken are those overlapping ``(now - seconds, now]``; ``now`` defaults to the end of the newest
         window (unix seconds), so "the last 10 s" means the last ten 1-second windows received. Only the
         :data:`RECENT_WINDOWS` most recent windows are kept: a longer span covers what is there (``seconds`` in the
-        answer says how much). Returns ``requests``, ``errors``, ``error_rate`` (NaN without requests),
-        ``throughput_rps`` (responses per second of the windows taken), ``p50_ms``, ``p95_ms``, ``p99_ms``,
-        ``max_ms`` (exact to the histograms' 3 significant digits; NaN without requests), ``windows`` (how many),
-        ``seconds`` (their total length), ``start`` and ``end`` (unix seconds; None without windows).
+        answer says how much). Windows are spans of send time, sent once their requests are answered, so the newest
+        lags the present by a few hundred ms (more while requests are slow; see the module's definitions).
+        Returns ``requests``, ``errors``, ``error_rate`` (NaN without requests), ``throughput_rps`` (outcomes per
+        second of the windows taken), ``p50_ms``, ``p95_ms``, ``p99_ms``, ``max_ms`` (exact to the histograms' 3
+        significant digits; NaN without requests), ``pending`` (requests of provisional windows without an outcome
+        yet: not in the other numbers), ``windows`` (how many), ``seconds`` (their total length), ``start`` and
+        ``end`` (unix seconds; None without windows).
         """
         if not (math.isfinite(seconds) and seconds > 0):
             raise ValueError(f"seconds must be a positive number, not {seconds}")

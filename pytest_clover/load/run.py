@@ -44,8 +44,8 @@ LOG_NAME = "load-worker.log"
 READY_TIMEOUT_S = 60.0
 """Importing locust and spawning the users takes about a second; a slow CI machine gets plenty of room."""
 STOP_GRACE_S = 5.0
-"""After ``{"stop": true}`` the generator gets this long to send its last windows and exit, then SIGTERM, then
-(again this long later) SIGKILL."""
+"""After ``{"stop": true}`` the generator gets the request timeout (to collect the outcomes of the requests already
+sent) plus this long to send its last windows and exit, then SIGTERM, then (this long later) SIGKILL."""
 TAIL_BYTES = 4000
 
 
@@ -117,7 +117,8 @@ class LoadGenerator:
         Exactly one of ``rate`` (open loop, requests/s on a fixed schedule; latency from the intended send
         time) and ``users`` (closed loop: that many users, each sending its next request when the previous one
         completed). ``paths`` (path → weight) replaces ``path`` with a seeded weighted mix. ``timeout_s``
-        bounds each request (connect and read); a timeout counts as status 0.
+        bounds each request (connect and read); a timeout counts as status 0. It also bounds how long
+        :meth:`LoadRun.stop` waits for the requests already sent.
         """
         if (rate is None) == (users is None):
             raise ValueError("give exactly one of rate= (open loop, requests/s) and users= (closed loop)")
@@ -192,6 +193,8 @@ class LoadRun:
         self._stopped = False
         self._stop_error: LoadGeneratorError | None = None
         self._current_phase: str | None = None
+        self.request_timeout_s = STOP_GRACE_S
+        """The generator's request timeout: how long a stop may wait for the outcomes of requests in flight."""
         self._reader = threading.Thread(target=self._read, name=f"clover-load-reader-{proc.pid}", daemon=True)
         self._reader.start()
 
@@ -214,6 +217,7 @@ class LoadRun:
                 start_new_session=True,
             )
         run = cls(proc, result, timeline, time_scale, log_path)
+        run.request_timeout_s = float(config.get("timeout_s", STOP_GRACE_S))
         try:
             run._wait_ready()
         except BaseException:
@@ -321,10 +325,11 @@ class LoadRun:
         return int(self._ready_info.get("users", 0))
 
     def phase(self, name: str, seconds: float) -> None:
-        """Tag the next ``seconds × time_scale`` seconds of traffic as phase ``name``; blocks that long.
+        """Tag the requests sent in the next ``seconds × time_scale`` seconds as phase ``name``; blocks that long.
 
-        Adds ``phase-start`` and ``phase-end`` events to the timeline. Raises LoadGeneratorError at once if
-        the generator dies meanwhile.
+        Adds ``phase-start`` and ``phase-end`` events to the timeline, at the very instants the generator's
+        windows and the phase start and end (each request counts in the phase it was sent in). Raises
+        LoadGeneratorError at once if the generator dies meanwhile.
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"a phase needs a non-empty name, not {name!r}")
@@ -332,16 +337,19 @@ class LoadRun:
             raise ValueError(f"phase seconds must be a non-negative number, not {seconds}")
         self._check()
         duration = seconds * self.time_scale
-        self._send({"phase": name})
-        self.timeline.add("phase-start", name, seconds=duration)
+        started = time.time()
+        self._send({"phase": name, "at": started})
+        self.timeline.add("phase-start", name, when=started, seconds=duration)
         self._current_phase = name
+        ended: float | None = None
         try:
             if self._eof.wait(duration):
                 raise self._error(f"the load generator died during phase {name!r}")
-            self._send({"phase": None})
+            ended = time.time()
+            self._send({"phase": None, "at": ended})
         finally:
             self._current_phase = None
-            self.timeline.add("phase-end", name)
+            self.timeline.add("phase-end", name, when=ended)
 
     def begin_phase(self, name: str) -> None:
         """Tag traffic from now on as phase ``name`` until :meth:`end_phase` (does not block).
@@ -354,8 +362,9 @@ class LoadRun:
         self._check()
         if self._current_phase is not None:
             self.end_phase()
-        self._send({"phase": name})
-        self.timeline.add("phase-start", name)
+        started = time.time()
+        self._send({"phase": name, "at": started})
+        self.timeline.add("phase-start", name, when=started)
         self._current_phase = name
 
     def end_phase(self) -> None:
@@ -364,9 +373,10 @@ class LoadRun:
         if name is None:
             return
         self._current_phase = None
+        ended = time.time()
         with contextlib.suppress(LoadGeneratorError):  # a dead generator is reported by stop()
-            self._send({"phase": None})
-        self.timeline.add("phase-end", name)
+            self._send({"phase": None, "at": ended})
+        self.timeline.add("phase-end", name, when=ended)
 
     def mark(self, kind: str, name: str, **data: Any) -> Event:
         """Add an event to the timeline (e.g. ``mark("fault-start", "delay 500ms on http-lb")``)."""
@@ -375,9 +385,11 @@ class LoadRun:
     def stop(self) -> LoadResult:
         """Stop the generator (its last windows are kept) and return the result; the child is gone after this.
 
-        The generator is asked to stop over its stdin and gets :data:`STOP_GRACE_S` to send its last windows
-        and exit; then it gets SIGTERM and, :data:`STOP_GRACE_S` later, SIGKILL. Requests still in flight are
-        not counted (``result.generator["abandoned"]`` says how many).
+        Nothing scheduled from now on is sent; the requests already sent are waited for, so each counts in its
+        window and phase with its outcome (a request without a response gets one within the request timeout:
+        status 0). The generator gets that timeout plus :data:`STOP_GRACE_S` to send its last windows and exit;
+        then SIGTERM (it sends what it has at once: requests still in flight are left out, and
+        ``result.generator["abandoned"]`` says how many) and, :data:`STOP_GRACE_S` later, SIGKILL.
 
         Raises LoadGeneratorError (with the partial result attached) if the generator had died, crashed while
         stopping, or had to be killed. Calling it again returns the same result (or raises the same error).
@@ -391,10 +403,10 @@ class LoadRun:
         try:
             if not died:
                 try:
-                    self._send({"stop": True})
+                    self._send({"stop": True, "at": time.time()})
                 except LoadGeneratorError:
                     died = True
-            forced = self._terminate()
+            forced = self._terminate(grace_s=self.request_timeout_s + STOP_GRACE_S)
             self._reader.join(timeout=5.0)
         finally:
             self._stopped = True

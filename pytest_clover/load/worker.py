@@ -7,8 +7,13 @@ Protocol (one JSON object per line):
 
 * stdout → parent: ``{"type": "ready", ...}`` once the users are spawned, then one ``{"type": "window", ...}``
   per window (see :func:`pytest_clover.load.result.window_message`), and ``{"type": "done", ...}`` last.
-* parent → stdin: ``{"phase": "name"}`` / ``{"phase": null}`` (cut the window, tag what follows) and
-  ``{"stop": true}``. End of stdin (the parent died) and SIGTERM stop the generator the same way.
+* parent → stdin: ``{"phase": "name", "at": T}`` / ``{"phase": null, "at": T}`` (what is sent from unix time
+  ``T``, the instant the test changed phase, is tagged so) and ``{"stop": true, "at": T}`` (send nothing
+  scheduled from ``T`` on, wait until every request sent has its outcome, send the last windows, exit). End of
+  stdin (the parent died) and SIGTERM stop the generator at once, without waiting for outcomes.
+
+Windows and phases are spans of *send time*, built by :class:`pytest_clover.load.result.SendWindows` (its
+docstring and the definitions in ``result.py`` say how): every request is counted where it was sent.
 
 Open loop (``rate``): a shared schedule hands out intended send times ``t0 + i/rate``; each user waits for its
 time, sends, and the latency recorded is completion − intended time, so a stalled server is charged for every
@@ -41,7 +46,6 @@ import resource
 import signal
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
@@ -55,16 +59,16 @@ from locust.env import Environment
 from locust.runners import LocalRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
-from pytest_clover.load.result import clamp_us, new_histogram, release_histogram, window_message
+from pytest_clover.load.result import STAGE_S, SendWindows, Ticket
 
 log = logging.getLogger("pytest_clover.load.worker")
 
-WINDOW_S = 1.0
 LATE_AFTER_S = 0.010
 """An open-loop request sent later than this after its intended time counts as late."""
-HOLD_S = 0.05
-"""A closed window is held this long before it is sent; a phase change arriving meanwhile absorbs the sliver
-since the cut into it, so no window of a few ms appears at a phase boundary (see :class:`Windows`)."""
+TICK_S = 0.05
+"""The windows' timer: how often windows are cut, and those that became final sent."""
+DRAIN_EXTRA_S = 1.0
+"""After a stop, requests already sent get the request timeout plus this to get their outcome."""
 GROW_CHECK_S = 0.005
 BEHIND_S = 0.002
 """The schedule is behind (every user busy) when the next unclaimed intended time is this far in the past."""
@@ -98,136 +102,73 @@ class Config:
 
 def _now_unix_offset() -> float:
     # Windows are timed on the monotonic clock (a wall-clock step must not stretch a window) and reported in
-    # unix seconds through one offset taken at start-up.
+    # unix seconds through one offset taken at start-up; the parent's phase instants come back through it.
     return time.time() - time.perf_counter()
 
 
-class Window:
-    __slots__ = ("hist", "late", "phase", "start", "status")
-
-    def __init__(self, start: float, phase: str | None) -> None:
-        self.start = start
-        self.phase = phase
-        self.hist = new_histogram()
-        self.status: Counter[int] = Counter()
-        self.late = 0
-
-    def absorb(self, other: Window) -> None:
-        self.hist.add(other.hist)
-        release_histogram(other.hist)
-        self.status.update(other.status)
-        self.late += other.late
-
-    @property
-    def empty(self) -> bool:
-        return not self.status and not self.late
-
-
 class Windows:
-    """The current 1-second window, cut by a timer and at every phase change, and sent as JSON lines.
+    """The generator's :class:`SendWindows` on the process's clock, with the timer that sends its messages.
 
-    A window tagged with phase P holds only traffic that completed while P was current. A window closed by
-    the timer is held for :data:`HOLD_S` before it is sent: if a phase change arrives meanwhile (the parent's
-    ``phase(seconds=10)`` ends within a timer tick of the 10th window), the few ms since the cut go back into
-    the held window instead of becoming a window of their own. Likewise a gap (phase None) shorter than
-    :data:`HOLD_S` between two phases is given to the next phase.
+    Every method runs without yielding to another greenlet, so the bookkeeping needs no lock.
     """
 
-    def __init__(self, emit: Callable[[dict[str, Any]], None], phase: str | None, start: float) -> None:
+    def __init__(self, emit: Callable[[dict[str, Any]], None], next_send: Callable[[], float]) -> None:
         self._emit_message = emit
-        self._offset = _now_unix_offset()
-        self._current = Window(start, phase)
-        self._held: Window | None = None
-        self._held_end = 0.0
+        self._next_send = next_send
+        self.offset = _now_unix_offset()
+        self.book = SendWindows(time.perf_counter(), offset=self.offset)
         self._closed = False
 
     def restart(self, start: float) -> None:
         """Start the first window at ``start`` (when the users are ready), nothing recorded before."""
-        self._current = Window(start, self._current.phase)
+        self.book.restart(start)
 
-    def record(self, latency_s: float, status: int) -> None:
-        if self._closed:
-            return
-        self._current.hist.record_value(clamp_us(latency_s * 1e6))
-        self._current.status[status] += 1
+    def register(self, sent: float) -> Ticket:
+        return self.book.register(sent)
 
-    def record_late(self) -> None:
-        if not self._closed:
-            self._current.late += 1
+    def sent(self, ticket: Ticket, *, late: bool = False) -> None:
+        self.book.sent(ticket, late=late)
 
-    def _send(self, window: Window, end: float) -> None:
-        self._emit_message(
-            window_message(
-                start=window.start + self._offset,
-                end=end + self._offset,
-                phase=window.phase,
-                histogram=window.hist,
-                status_counts=window.status,
-                late=window.late,
-            )
-        )
-        release_histogram(window.hist)
+    def record(self, ticket: Ticket, latency_s: float, status: int) -> None:
+        self.book.complete(ticket, latency_s, status, time.perf_counter())
 
-    def _flush_held(self) -> None:
-        if self._held is not None:
-            self._send(self._held, self._held_end)
-            self._held = None
+    @property
+    def outstanding(self) -> int:
+        return self.book.outstanding
 
-    def _cut(self, now: float, phase: str | None) -> None:
-        """End the current window at ``now``; the next one starts there with ``phase``."""
-        cur = self._current
-        if now - cur.start < HOLD_S:
-            if self._held is not None and self._held.phase == cur.phase:
-                # A sliver right after a timer cut: it belongs to the held window.
-                self._held.absorb(cur)
-                self._held_end = now
-                self._flush_held()
-                self._current = Window(now, phase)
-                return
-            if cur.phase is None and self._held is None:
-                # A gap of a few ms between two phases: the next phase takes it (keeps its start).
-                cur.phase = phase
-                return
-        self._flush_held()
-        if now > cur.start or not cur.empty:
-            self._send(cur, now)
-        self._current = Window(now, phase)
+    def perf_time(self, unix: float) -> float:
+        return unix - self.offset
 
-    def set_phase(self, phase: str | None) -> None:
-        if not self._closed and phase != self._current.phase:
-            self._cut(time.perf_counter(), phase)
-
-    def close(self) -> None:
-        """Send everything still open; later records are ignored."""
-        if self._closed:
-            return
+    def set_phase(self, phase: str | None, at_unix: float | None) -> None:
         now = time.perf_counter()
-        cur = self._current
-        if now - cur.start < HOLD_S and self._held is not None and self._held.phase == cur.phase:
-            self._held.absorb(cur)
-            self._held_end = now
-            self._flush_held()
-        else:
-            self._flush_held()
-            if not cur.empty or now - cur.start >= HOLD_S:
-                self._send(cur, now)
-        self._closed = True
+        at = now if at_unix is None else self.perf_time(at_unix)
+        moved = self.book.set_phase(phase, at, now)
+        if moved > 0.001:
+            log.warning(
+                "phase change to %r read %.3f s after the test made it, more than the %.2f s the windows can reach "
+                "back: what was sent in its first %.3f s counts in the span before it",
+                phase,
+                now - at,
+                STAGE_S,
+                moved,
+            )
+
+    def stop_sending(self, at: float) -> None:
+        self.book.stop(at)
+
+    def close(self, end: float) -> None:
+        """Send every window still open, final; later records are ignored."""
+        if not self._closed:
+            self._closed = True
+            for message in self.book.close(end):
+                self._emit_message(message)
 
     def run(self) -> None:
-        """The timer: cuts the current window every second (measured from its start), sends held windows."""
+        """The timer: cuts the windows, sends those that became final (and provisional ones)."""
         while not self._closed:
-            now = time.perf_counter()
-            if self._held is not None and now >= self._held_end + HOLD_S:
-                self._flush_held()
-            cur = self._current
-            if now >= cur.start + WINDOW_S:
-                self._flush_held()
-                self._held, self._held_end = cur, now
-                self._current = Window(now, cur.phase)
-            wake = self._current.start + WINDOW_S
-            if self._held is not None:
-                wake = min(wake, self._held_end + HOLD_S)
-            gevent.sleep(max(0.0, wake - time.perf_counter()))
+            for message in self.book.tick(time.perf_counter(), self._next_send()):
+                self._emit_message(message)
+            gevent.sleep(TICK_S)
 
 
 class PathPicker:
@@ -275,10 +216,16 @@ class Generator:
         self.cfg = cfg
         self.emit = emit
         self.stop_requested = Event()
+        self.stop_at: float | None = None
+        """Set by a stop command: the instant (perf_counter) from which nothing more is sent."""
+        self.drain = True
+        """Whether a stop waits for the outcomes of requests already sent (not when the parent is gone)."""
+        self.halt = Event()
+        """Never set: users park on it once sending has stopped (locust kills them at the end)."""
         self.go = Event()
         self.picker = PathPicker(cfg.paths, cfg.seed)
         self.schedule = Schedule(cfg.rate) if cfg.rate is not None else None
-        self.windows = Windows(emit, None, time.perf_counter())
+        self.windows = Windows(emit, self._next_send)
         self.in_flight = 0
         self.user_class = self._make_user_class()
         self.env = Environment(user_classes=[self.user_class], host=cfg.base_url, stop_timeout=None)
@@ -316,16 +263,23 @@ class Generator:
                 @task
                 def send(self) -> None:
                     schedule.started.wait()
+                    if gen.stop_at is not None:
+                        gen.halt.wait()
                     intended = schedule.claim()
+                    # Registered at claim time, before the wait: the windows know a request is due at `intended`.
+                    ticket = gen.windows.register(intended)
                     path = gen.picker.pick()  # picked at claim time: the path sequence follows the schedule
                     # gevent's timers run off the loop's cached clock and can fire a little early; re-check.
                     while (delay := intended - time.perf_counter()) > 0:
                         gevent.sleep(delay)
-                    if time.perf_counter() - intended > LATE_AFTER_S:
-                        gen.windows.record_late()
+                    if ticket.state == Ticket.SKIPPED:  # due at or after the stop
+                        gen.halt.wait()
+                    gen.windows.sent(ticket, late=time.perf_counter() - intended > LATE_AFTER_S)
                     gen.in_flight += 1
                     try:
-                        self.client.request("GET", path, name=path, headers=headers, context={"intended": intended})
+                        self.client.request(
+                            "GET", path, name=path, headers=headers, context={"intended": intended, "ticket": ticket}
+                        )
                     finally:
                         gen.in_flight -= 1
 
@@ -339,14 +293,26 @@ class Generator:
             @task
             def send(self) -> None:
                 gen.go.wait()
+                if gen.stop_at is not None:
+                    gen.halt.wait()
                 path = gen.picker.pick()
+                ticket = gen.windows.register(time.perf_counter())
+                gen.windows.sent(ticket)
                 gen.in_flight += 1
                 try:
-                    self.client.request("GET", path, name=path, headers=headers)
+                    self.client.request("GET", path, name=path, headers=headers, context={"ticket": ticket})
                 finally:
                     gen.in_flight -= 1
 
         return ClosedLoopUser
+
+    def _next_send(self) -> float:
+        """No request registered from now on will have an earlier send time than this."""
+        if self.stop_at is not None:
+            return math.inf
+        if self.schedule is not None:
+            return self.schedule.next_due() if self.schedule.started.is_set() else math.inf
+        return time.perf_counter()
 
     def _on_request(
         self,
@@ -358,6 +324,9 @@ class Generator:
     ) -> None:
         now = time.perf_counter()
         intended = context.get("intended") if context else None
+        ticket = context.get("ticket") if context else None
+        if not isinstance(ticket, Ticket):
+            return  # not one of our users' requests
         # Open loop: from the intended send time (CO corrected). Closed loop: locust's own service time, which
         # is exact here (perf_counter); only its stats store rounds it.
         latency_s = now - intended if intended is not None else response_time / 1000.0
@@ -365,7 +334,7 @@ class Generator:
         if exception is not None and not isinstance(exception, LocustBadStatusCode):
             # A connection error, timeout or broken body: no usable response, whatever status line arrived.
             status = 0
-        self.windows.record(latency_s, status)
+        self.windows.record(ticket, latency_s, status)
 
     # -- greenlets ---------------------------------------------------------------------------------------
 
@@ -376,7 +345,7 @@ class Generator:
         while True:
             gevent.sleep(GROW_CHECK_S)
             users = self.runner.user_count
-            if users >= self.max_users:
+            if users >= self.max_users or self.stop_at is not None:
                 continue
             # Behind schedule only means "too few users" when (nearly) every user is inside a request. With
             # users free, the process is short of CPU, and more users would only cost more CPU: growing then
@@ -400,12 +369,22 @@ class Generator:
                 except ValueError:
                     log.warning("ignoring a line on stdin that is not JSON: %r", line[:200])
                     continue
+                at = command.get("at")
+                at = float(at) if isinstance(at, int | float) and math.isfinite(at) else None
                 if command.get("stop"):
-                    break
+                    self._stop_sending(at)
+                    return
                 if "phase" in command:
-                    self.windows.set_phase(command["phase"])
+                    self.windows.set_phase(command["phase"], at)
+            self.drain = False
         finally:
             self.stop_requested.set()
+
+    def _stop_sending(self, at_unix: float | None) -> None:
+        now = time.perf_counter()
+        at = now if at_unix is None else min(self.windows.perf_time(at_unix), now)
+        self.stop_at = at
+        self.windows.stop_sending(at)
 
     def _trim_stats(self) -> None:
         stats = self.env.stats
@@ -424,9 +403,14 @@ class Generator:
 
     def _crash(self, exc: BaseException | None) -> None:
         log.error("internal greenlet failed: %r", exc)
-        self.stop_requested.set()
+        self.stop_now()
 
     # -- life cycle --------------------------------------------------------------------------------------
+
+    def stop_now(self) -> None:
+        """SIGTERM, or the parent gone: stop without waiting for outstanding outcomes."""
+        self.drain = False
+        self.stop_requested.set()
 
     def run(self) -> int:
         os.makedirs(self.cfg.report_dir, exist_ok=True)
@@ -456,16 +440,23 @@ class Generator:
                 "pid": os.getpid(),
                 "users": self.runner.user_count,
                 "max_users": self.max_users,
-                "start": start + _now_unix_offset(),
+                "start": start + self.windows.offset,
             }
         )
         self.stop_requested.wait()
         return self.shutdown()
 
     def shutdown(self) -> int:
-        # Close the windows first: what completes after the stop request is not part of the run.
-        self.windows.close()
-        abandoned, users = self.in_flight, self.runner.user_count
+        if self.stop_at is None:
+            self._stop_sending(None)
+        assert self.stop_at is not None
+        # Every request sent before the stop belongs to a window, so it is waited for: its outcome comes within
+        # the request timeout. A second stop (SIGTERM) ends the wait.
+        deadline = time.perf_counter() + self.cfg.timeout_s + DRAIN_EXTRA_S
+        while self.drain and self.windows.outstanding and time.perf_counter() < deadline:
+            gevent.sleep(0.01)
+        self.windows.close(self.stop_at)
+        abandoned, users = self.windows.book.abandoned, self.runner.user_count
         # Our greenlets go before locust's users: a growth check that saw the schedule fall behind while users
         # were stopping spawned more of them, and the stop overran its grace period.
         for g in self.greenlets:
@@ -554,8 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     emit = Emitter()
     gen = Generator(cfg, emit)
-    emit.on_parent_gone = gen.stop_requested.set
-    gevent.signal_handler(signal.SIGTERM, gen.stop_requested.set)
+    emit.on_parent_gone = gen.stop_now
+    gevent.signal_handler(signal.SIGTERM, gen.stop_now)
     log.info(
         "load generator pid %d: %s against %s, seed %d",
         os.getpid(),

@@ -352,9 +352,10 @@ class PhaseDisplay:
     def _settle(self, elapsed: float) -> list[Mapping[str, Any]]:
         """The run's windows once those of the phase just ended cover the ``elapsed`` seconds it blocked.
 
-        The generator sends a phase's last window when the phase ends (a few ms after ``phase`` returned);
-        waiting for it makes the summary's numbers the ones the result will hold. Bounded by
-        :data:`SETTLE_TIMEOUT_S`, and over at once if the run stopped or sends no windows.
+        The generator sends a phase's last window once the requests sent in it are answered (~0.3 s after
+        ``phase`` returned, more when they are slow); waiting for it makes the summary's numbers the ones the
+        result will hold. Bounded by :data:`SETTLE_TIMEOUT_S` (a phase whose last requests are still queued then is
+        summarised from the windows that arrived), and over at once if the run stopped or sends no windows.
         """
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while True:

@@ -40,6 +40,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
+from ..load.result import HOLD_S
 from .summary import fault_intervals
 from .summary import finite as _finite
 
@@ -529,8 +530,10 @@ def timeseries(
     x0, x1 = (start - t0) / scale, (end - t0) / scale
     hole = 0.5 / scale
     with np.errstate(invalid="ignore", divide="ignore"):
-        ok_rps = (requests - errors) / duration
-        err_rps = errors / duration
+        # A window of a few ms (a short gap between two phases, in no phase) holds a request or two: as a rate
+        # that reads thousands per second. It gets no throughput step; its error rate and latency are drawn.
+        ok_rps = np.where(duration >= HOLD_S, (requests - errors) / duration, np.nan)
+        err_rps = np.where(duration >= HOLD_S, errors / duration, np.nan)
         err_pct = np.where(requests > 0, errors / requests * 100.0, np.nan)
 
     # (a) throughput

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_clover.backends.local.client import LocalBackend
 from pytest_clover.faults import clear_faults, inject_fault
 from pytest_clover.report.hops import SETTLE_SECONDS, AccessLogCursor, load_hops, record_hops
-from tests.helpers import Client, Reply
+from tests.helpers import Client, Reply, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,14 @@ SDC_SEGMENTS = {
 def _record(sdc: LocalBackend, cursor: AccessLogCursor, replies: list[Reply], path: Path) -> dict[str, float]:
     """hops.csv of the replies' requests; the median ms of each segment."""
     assert all(r.status == 200 for r in replies), [r.status for r in replies]
-    time.sleep(SETTLE_SECONDS + 0.2)  # Envoys flush access logs every 100 ms
-    assert record_hops(cursor, sdc, path) == len(replies)
+    # record_hops takes whole requests only (ended SETTLE_SECONDS before it reads; Envoys flush their logs every
+    # 100 ms): it gets all of them once their entries are flushed, and never more.
+    recorded = wait_for(
+        lambda: (n := record_hops(cursor, sdc, path)) >= len(replies) and n,
+        timeout=SETTLE_SECONDS + 5.0,
+        what=f"the {len(replies)} requests in hops.csv",
+    )
+    assert recorded == len(replies)
     hops = load_hops(path)
     assert set(hops["request_id"]) == {r.request_id for r in replies}
     assert set(hops["segment"]) == SDC_SEGMENTS, "the walk left the critical path (or the IDS mirror got on it)"
@@ -42,11 +48,17 @@ def _record(sdc: LocalBackend, cursor: AccessLogCursor, replies: list[Reply], pa
 def test_live_sidecars_log_the_microsecond_duration(sdc: LocalBackend, ingress: Client) -> None:
     cursor = AccessLogCursor(sdc)
     replies = ingress.many(30, "/us", workers=4)
-    time.sleep(0.3)
     wanted = {r.request_id for r in replies}
-    entries = [e for e in cursor.read() if e.get("request_id") in wanted]
+    expected = 7 * len(replies)  # gateway, 3 × inbound, 2 × outbound, and the IDS copy
+
+    def logged() -> list[dict[str, Any]] | None:
+        found = [e for e in cursor.read() if e.get("request_id") in wanted]
+        return found if len(found) >= expected else None
+
+    # Each Envoy flushes its access log every 100 ms, the IDS copy travels on its own: wait until all are there.
+    entries = wait_for(logged, timeout=5.0, what=f"{expected} access-log entries")
     assert {e["direction"] for e in entries} == {"gateway", "inbound", "outbound"}
-    assert len(entries) == 7 * len(replies)  # gateway, 3 × inbound, 2 × outbound, and the IDS copy
+    assert len(entries) == expected
     for e in entries:
         us = e.get("duration_us")
         assert isinstance(us, int), f"{e['pod']} {e['direction']} logged duration_us={us!r}"

@@ -193,6 +193,8 @@ def test_outlier_detection_ejects_a_failing_server_pod(sdc: LocalBackend, ingres
 
 
 def test_connection_pool_limit_overflows_fast_with_503_uo(sdc: LocalBackend, ingress: Client, pod_client: Any) -> None:
+    counter = f"cluster.{SERVER_CLUSTER}.upstream_rq_pending_overflow"
+    overflows_before = service_stats(sdc, "http-lb").get(counter, 0)
     sdc.apply(
         _server_rule(
             """
@@ -209,21 +211,23 @@ def test_connection_pool_limit_overflows_fast_with_503_uo(sdc: LocalBackend, ing
     assert overflowed, "no request overflowed the connection pool"
     assert any(r.status == 200 for r in replies)
     assert max(r.seconds for r in overflowed) < 0.3, "overflow should be fast, not queued behind the slow server"
-    flags = {
-        e["response_flags"]
-        for pod in sdc.pods("http-lb")
-        for e in sdc.access_log(pod.name)
-        if e["direction"] == "outbound"
-    }
-    wait_for(
-        lambda: "UO" in {e["response_flags"] for pod in sdc.pods("http-lb") for e in sdc.access_log(pod.name)},
-        5,
-        what="UO in the lb sidecars' access logs",
-    )
-    assert (
-        service_stats(sdc, "http-lb")[f"cluster.{SERVER_CLUSTER}.upstream_rq_pending_overflow"] >= len(overflowed)
-        or flags
-    )
+    # Every 503 is the lb sidecar's overflow (flag UO on its call to clover-server), not an error of the server's.
+    ids = {r.request_id for r in overflowed}
+
+    def lb_calls() -> dict[str, str] | None:
+        calls = {
+            e["request_id"]: e["response_flags"]
+            for pod in sdc.pods("http-lb")
+            for e in sdc.access_log(pod.name)
+            if e["direction"] == "outbound" and e["request_id"] in ids
+        }
+        return calls if len(calls) == len(ids) else None
+
+    flags = wait_for(lb_calls, 5, what="the lb sidecars' access-log entries of the 503s")
+    assert set(flags.values()) == {"UO"}, flags
+    # ...and Envoy counted each one as a pending-queue overflow.
+    overflows = service_stats(sdc, "http-lb").get(counter, 0) - overflows_before
+    assert overflows == len(overflowed), f"{overflows} pending overflows counted for {len(overflowed)} 503s"
 
 
 def test_killed_pod_is_replaced_under_a_new_name_and_endpoints_follow(sdc: LocalBackend, ingress: Client) -> None:

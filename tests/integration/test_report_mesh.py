@@ -57,16 +57,16 @@ SEGMENTS = {
 PHASES = ["baseline", "fault", "recovery"]
 WINDOW_COLUMNS = "test,start,end,phase,requests,errors,late,error_rate,throughput_rps,p50_ms,p95_ms,p99_ms,max_ms"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PHASE_SLACK_S = 0.25
-"""How far a phase band may sit from its phase in summary.json: the band is where the test marked the change, the
-phase where the load generator acted on it."""
+PHASE_SLACK_S = 0.001
+"""How far a phase band may sit from its phase in summary.json: both are the instant the test marked the change
+(the windows are cut there), up to float rounding."""
 DELAY_NODE = "test_mesh_report.py::test_delay"
 ABORT_NODE = "test_mesh_report.py::test_abort"
 
 # The objectives separate "delayed" from "not delayed" and "aborting" from "not", with room for a busy 2-core
-# machine (another suite running beside this one has put a baseline p99 at 250 ms). A window holds the requests
-# that COMPLETED in it, so the responses to requests sent while a fault was being reverted land in the first
-# recovery window: 300 ms late (hence p50, not p99, after the delay), or a 503 (hence 5 %, not 0, after the abort).
+# machine (another suite running beside this one has put a baseline p99 at 250 ms). Requests count in the phase
+# they were SENT in, so none sent while a fault was in force or being reverted is in the recovery; the recovery's
+# objectives are still loose (p50, 5 %) as they were when windows held what completed in them.
 INNER_TESTS = f"""
 import pytest
 
@@ -418,12 +418,10 @@ def test_the_abort_plot_shows_the_injected_error_rate_in_the_fault_phase_only(me
     # No abort was in force before the fault phase: no error at all.
     requests, errors = totals["baseline"]
     assert requests >= 40 and errors == 0, totals["baseline"]
-    # Nor after it; but a 503 answered to a request sent while the abort was being reverted may complete in the
-    # first recovery window (windows hold what completed in them). None later.
+    # Nor after it: requests count where they were sent, and the revert (between the phases, in no phase) was in
+    # force in every Envoy before the recovery started.
     requests, errors = totals["recovery"]
-    assert requests >= 60 and errors <= max(1, 0.05 * requests), totals["recovery"]
-    recovery = [w for w in windows if w["phase"] == "recovery"]
-    assert [int(w["errors"]) for w in recovery[1:]] == [0] * (len(recovery) - 1), recovery
+    assert requests >= 60 and errors == 0, totals["recovery"]
     assert set(mesh_run.tests[ABORT_NODE]["phases"]["recovery"]["status_counts"]) <= {"200", "503"}
 
 

@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 
-from pytest_clover.load.result import LoadResult, PhaseStats, is_error, new_histogram, window_message
+from pytest_clover.load.result import (
+    STAGE_S,
+    LoadResult,
+    PhaseStats,
+    SendWindows,
+    Ticket,
+    is_error,
+    new_histogram,
+    window_message,
+)
 
 
 def make_window(
@@ -360,3 +369,212 @@ def test_between_takes_windows_by_their_middle() -> None:
     assert result.between(10.0, 20.0)["windows"] == 0
     with pytest.raises(ValueError, match="before it starts"):
         result.between(2.0, 1.0)
+
+
+# -- send-time attribution: SendWindows, the generator's bookkeeping, driven with made-up times --------------------
+
+
+class Book:
+    """A SendWindows on a made-up clock whose messages go (JSON round trip) into a LoadResult, as in a run."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.windows = SendWindows(start)
+        self.result = result_of([])
+        self.now = start
+        self.messages: list[dict[str, Any]] = []
+
+    def _take(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            message = json.loads(json.dumps(message, allow_nan=False))
+            self.messages.append(message)
+            self.result.ingest(message)
+
+    def phase(self, name: str | None, at: float, read: float | None = None) -> float:
+        """The test changes phase at ``at``; the generator reads it at ``read`` (default: at once)."""
+        self.now = max(self.now, at if read is None else read)
+        return self.windows.set_phase(name, at, self.now)
+
+    def send(self, sent: float, *, late: bool = False) -> Ticket:
+        ticket = self.windows.register(sent)
+        self.windows.sent(ticket, late=late)
+        return ticket
+
+    def answer(self, ticket: Ticket, at: float, status: int = 200) -> None:
+        self.now = max(self.now, at)
+        self.windows.complete(ticket, at - ticket.sent, status, self.now)
+
+    def tick(self, now: float, next_send: float | None = None) -> None:
+        self.now = max(self.now, now)
+        self._take(self.windows.tick(self.now, self.now if next_send is None else next_send))
+
+    def close(self, end: float) -> None:
+        self.now = max(self.now, end)
+        self._take(self.windows.close(end))
+
+    def rows(self) -> list[tuple[float, float, str | None, int, int]]:
+        return [
+            (round(r["start"], 6), round(r["end"], 6), r["phase"], r["requests"], r["errors"])
+            for r in self.result.window_rows()
+        ]
+
+
+def test_a_request_counts_in_the_phase_it_was_sent_in_not_in_the_one_it_completed_in() -> None:
+    book = Book()
+    book.phase("fault", 0.0)
+    slow = book.send(0.9)  # sent while the fault was in force...
+    book.phase("recovery", 1.2)
+    book.answer(slow, 1.6, 503)  # ...answered 0.4 s into the recovery
+    fast = book.send(1.3)
+    book.answer(fast, 1.31)
+    book.tick(5.0)
+    fault, recovery = book.result.phases["fault"], book.result.phases["recovery"]
+    assert (fault.requests, fault.errors) == (1, 1)
+    assert fault.max_ms == pytest.approx(700.0, rel=1e-3)
+    assert (recovery.requests, recovery.errors) == (1, 0)
+    assert recovery.max_ms == pytest.approx(10.0, rel=1e-3)
+
+
+def test_the_gap_between_two_phases_is_in_no_phase_however_short() -> None:
+    # suites/test_07: the breaker's revert took 49 ms between the two phases; its overflow 503s were given to
+    # the phase after it. A gap is the test's own time (injecting, verifying, reverting): in no phase.
+    book = Book()
+    book.phase("breaker", 0.0)
+    book.phase(None, 2.0)
+    during = book.send(2.01)
+    book.answer(during, 2.015, 503)
+    book.phase("no breaker", 2.03)
+    after = book.send(2.04)
+    book.answer(after, 2.05)
+    book.tick(5.0)
+    assert book.result.phases["no breaker"].errors == 0
+    assert book.result.phases["no breaker"].requests == 1
+    assert book.result.phases["breaker"].requests == 0
+    assert (2.0, 2.03, None, 1, 1) in book.rows()
+
+
+def test_an_empty_moment_between_two_phases_leaves_no_window_and_phases_start_when_the_test_said() -> None:
+    book = Book()
+    book.phase("a", 0.5)
+    book.phase(None, 1.5)
+    book.phase("b", 1.5002)  # back to back: nothing was sent in the 0.2 ms between them
+    book.phase(None, 2.5002)
+    book.tick(5.0)
+    assert [(r[0], r[1], r[2]) for r in book.rows()][:3] == [(0.0, 0.5, None), (0.5, 1.5, "a"), (1.5002, 2.5002, "b")]
+    assert (book.result.phases["b"].start, book.result.phases["b"].end) == (1.5002, 2.5002)
+
+
+def test_a_phase_change_read_late_still_splits_at_the_instant_the_test_made_it() -> None:
+    book = Book()
+    book.phase("a", 0.0)
+    before = book.send(0.99)
+    after = book.send(1.001)
+    book.answer(before, 1.0)
+    book.answer(after, 1.002)  # answered before the generator read the phase change below
+    assert book.phase("b", 0.995, read=1.1) == 0.0  # read 105 ms late: within STAGE_S, kept
+    book.tick(5.0)
+    assert book.result.phases["a"].requests == 1
+    assert book.result.phases["b"].requests == 1
+
+
+def test_a_phase_change_read_later_than_the_stage_is_moved_and_says_by_how_much() -> None:
+    book = Book()
+    book.phase("a", 0.0)
+    moved = book.phase("b", 1.0, read=1.0 + STAGE_S + 0.1)
+    assert moved == pytest.approx(0.1)
+    book.tick(5.0)
+    assert book.result.phases["b"].start == pytest.approx(1.1)
+
+
+def test_windows_are_whole_seconds_of_send_time_and_a_last_sliver_joins_the_one_before() -> None:
+    book = Book()
+    book.phase("p", 0.3)
+    for i in range(300):  # 100/s from 0.3 s to 3.3 s, 5 ms each
+        ticket = book.send(0.3 + i / 100)
+        book.answer(ticket, 0.3 + i / 100 + 0.005)
+    book.phase(None, 3.32)
+    book.tick(6.0)
+    rows = [r for r in book.rows() if r[2] == "p"]
+    assert [(r[0], r[1]) for r in rows] == [(0.3, 1.3), (1.3, 2.3), (2.3, 3.32)]
+    assert [r[3] for r in rows] == [100, 100, 100]
+    stats = book.result.phases["p"]
+    assert (stats.start, stats.end, stats.requests) == (0.3, 3.32, 300)
+    assert stats.throughput_rps == pytest.approx(300 / 3.02)
+
+
+def test_a_window_is_sent_once_its_slowest_request_is_answered_and_provisionally_while_it_waits() -> None:
+    book = Book()
+    book.phase("queue", 0.0)
+    quick, stuck = book.send(0.1), book.send(0.2)
+    book.answer(quick, 0.15)
+    book.tick(1.5)
+    assert book.messages == []  # [0, 1) waits for its slow request
+    book.tick(2.1)
+    (provisional,) = book.messages
+    assert (provisional["start"], provisional["final"], provisional["pending"]) == (0.0, False, 1)
+    # Live readers see it (the stall shows), the phase does not count it yet.
+    assert book.rows() == [(0.0, 1.0, "queue", 1, 0)]
+    assert book.result.recent(5)["pending"] == 1
+    assert "queue" not in book.result.phases
+    book.tick(2.5)
+    assert len(book.messages) == 1  # nothing changed: not sent again
+    book.answer(stuck, 2.7, 0)  # a timeout, say
+    book.tick(3.5)
+    final = [m for m in book.messages if m["start"] == 0.0 and m["final"]]
+    assert len(final) == 1
+    assert book.rows()[0] == (0.0, 1.0, "queue", 2, 1)
+    assert book.result.recent(10)["pending"] == 0
+    stats = book.result.phases["queue"]
+    assert (stats.requests, stats.errors) == (2, 1)  # counted once
+    assert stats.max_ms == pytest.approx(2500.0, rel=1e-3)
+
+
+def test_the_open_loop_schedule_holds_windows_back_until_its_claimed_requests_are_sent() -> None:
+    book = Book()
+    book.phase("p", 0.0)
+    claimed = book.windows.register(0.95)  # a user claimed 0.95 and was held up: not sent yet
+    book.tick(1.5, next_send=1.0)
+    assert book.messages == []
+    book.windows.sent(claimed, late=True)
+    book.answer(claimed, 1.6)
+    book.tick(2.0, next_send=2.0)
+    stats = book.result.phases["p"]
+    assert (stats.requests, stats.late) == (1, 1)  # late, in the window of its intended time
+    assert stats.max_ms == pytest.approx(650.0, rel=1e-3)  # from the intended time
+
+
+def test_a_stop_skips_what_was_not_sent_and_close_abandons_what_never_got_an_outcome() -> None:
+    book = Book()
+    book.phase("p", 0.0)
+    answered = book.send(0.2)
+    hung = book.send(0.3)
+    book.windows.register(0.4)  # claimed, due before the stop, and its user never got to send it
+    not_yet = book.windows.register(0.7)  # claimed, due after the stop
+    book.answer(answered, 0.25)
+    assert book.windows.stop(0.5) == 1
+    assert not_yet.state == Ticket.SKIPPED and book.windows.outstanding == 2
+    book.close(0.5)
+    assert book.windows.abandoned == 2  # missing from the phase: the generator says how many
+    assert book.result.phases["p"].requests == 1
+    assert (book.result.phases["p"].start, book.result.phases["p"].end) == (0.0, 0.5)
+    book.answer(hung, 9.0)  # too late: not counted anywhere
+    assert book.windows.tick(10.0, 10.0) == []
+
+
+def test_rows_and_phases_agree_and_the_generator_keeps_only_the_windows_still_open() -> None:
+    book = Book()
+    phases = ["a", None, "b", None]
+    for second in range(120):  # 200/s, 2 ms each, a phase change every 10 s
+        if second % 10 == 0:
+            book.phase(phases[(second // 10) % 4], float(second))
+        for i in range(200):
+            sent = second + i / 200
+            book.answer(book.send(sent), sent + 0.002)
+        book.tick(second + 1.0)
+        assert len(book.windows._windows) <= 3 and len(book.windows._staged) <= 200 * (STAGE_S + 0.1)
+    book.close(120.0)
+    rows = book.result.window_rows()
+    for name in ("a", "b"):
+        mine = [r for r in rows if r["phase"] == name]
+        assert sum(r["requests"] for r in mine) == book.result.phases[name].requests == 30 * 200
+        assert all(r["end"] - r["start"] == pytest.approx(1.0) for r in mine)
+    assert sum(r["requests"] for r in rows) == 120 * 200

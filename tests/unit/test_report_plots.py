@@ -195,6 +195,19 @@ def test_timeseries_linear_latency_when_narrow_and_errors_in_red() -> None:
     assert np.nanmax(errors.get_ydata()) == pytest.approx(30.0)
 
 
+def test_timeseries_draws_no_rate_for_a_window_of_a_few_ms() -> None:
+    # Back-to-back phases leave a gap of a fraction of a ms (in no phase); one request sent in it is 5 000/s.
+    windows = make_windows((("baseline", 5),))
+    gap = {**windows.iloc[-1].to_dict(), "start": T0 + 5.0, "end": T0 + 5.0002, "phase": None, "requests": 1}
+    after = {**windows.iloc[-1].to_dict(), "start": T0 + 5.0002, "end": T0 + 6.0002, "phase": "fault"}
+    windows = pandas.concat([windows, pandas.DataFrame([gap, after])], ignore_index=True)
+    fig = plots.timeseries(windows, [], "gap")
+    throughput = axes_by_ylabel(fig, "throughput")
+    (ok,) = [ln for ln in throughput.get_lines() if ln.get_label() == "ok"]
+    assert np.nanmax(ok.get_ydata()) == pytest.approx(100.0)
+    assert throughput.get_ylim()[1] < 200.0
+
+
 def test_timeseries_fault_without_end_lasts_to_the_end_and_pairs_by_name_without_id() -> None:
     events = make_events(fault=(30.0, None), fault_id=None, verified=None)
     events.append({"time": T0 + 100.0, "kind": "fault-start", "name": "abort 503 30% on http-lb"})
