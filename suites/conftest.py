@@ -7,14 +7,18 @@ from typing import Any
 
 import pytest
 
+from pytest_clover import Mesh
 from pytest_clover.vnf.control import configure
+
+VNFControl = Callable[..., None]
+"""The ``vnf`` fixture: ``vnf(service, only=None, **settings)`` sets the control API of a service's pods."""
 
 SERVER_DEFAULTS = {"latency_ms": 0, "jitter_ms": 0, "error_rate": 0, "max_concurrency": 0, "payload_bytes": 128}
 LB_DEFAULTS = {"extra_latency_ms": 0}
 
 
 @pytest.fixture
-def vnf(mesh: Any) -> Iterator[Callable[..., None]]:
+def vnf(mesh: Mesh) -> Iterator[VNFControl]:
     """``vnf("clover-server", latency_ms=50)`` sets the control API of every pod of a service (or of the
     pods ``only`` names); every server and lb pod is reset at teardown, replacements included."""
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
+from pytest_clover import Load, Mesh
 from suites.thresholds import BASELINE_MAX_ERROR_RATE, BASELINE_P99_MS, NOMINAL_RATE
 
 
 @pytest.mark.slo(phase="steady", p99_ms=BASELINE_P99_MS, max_error_rate=BASELINE_MAX_ERROR_RATE)
-def test_baseline_slos_hold_under_nominal_load(mesh: Any, load: Any) -> None:
+def test_baseline_slos_hold_under_nominal_load(mesh: Mesh, load: Load) -> None:
     run = load.start(rate=NOMINAL_RATE)
     run.phase("steady", seconds=20)
     result = run.stop()

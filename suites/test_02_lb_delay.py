@@ -7,14 +7,13 @@ the fault is removed the baseline SLO is met again within seconds.
 
 from __future__ import annotations
 
-from typing import Any
-
+from pytest_clover import SLO, Faults, Load, Mesh
 from suites.thresholds import BASELINE_P99_MS, NOMINAL_RATE, RECOVERY_SECONDS, RECOVERY_WINDOWS
 
 DELAY_MS = 500
 
 
-def test_lb_delay_degrades_latency_as_predicted(mesh: Any, load: Any, faults: Any, slo: Any) -> None:
+def test_lb_delay_degrades_latency_as_predicted(mesh: Mesh, load: Load, faults: Faults, slo: SLO) -> None:
     run = load.start(rate=NOMINAL_RATE)
     run.phase("baseline", seconds=10)
     with faults.delay("http-lb", f"{DELAY_MS}ms", percent=50) as fault:

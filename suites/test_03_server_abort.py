@@ -9,22 +9,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from pytest_clover import Faults, Load, Mesh, PhaseStats
+from suites.conftest import VNFControl
 from suites.thresholds import ISTIO, NOMINAL_RATE, binomial_999
 
 RATE = 0.10
 PHASE = 15
 
 
-def _inside(phase: Any, p: float) -> None:
+def _inside(phase: PhaseStats, p: float) -> None:
     low, high = binomial_999(phase.requests, p)
     assert low <= phase.errors <= high, (
         f"{phase.name}: {phase.errors} errors in {phase.requests} requests; 99.9 % interval for {p:.0%} is {low:.0f}..{high:.0f}"
     )
 
 
-def test_aborts_fail_as_injected_and_are_not_retried(mesh: Any, load: Any, faults: Any, vnf: Any) -> None:
+def test_aborts_fail_as_injected_and_are_not_retried(mesh: Mesh, load: Load, faults: Faults, vnf: VNFControl) -> None:
     run = load.start(rate=NOMINAL_RATE)
     with faults.abort("clover-server", status=503, percent=RATE * 100) as abort:
         run.phase("abort", seconds=PHASE)

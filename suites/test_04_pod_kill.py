@@ -7,14 +7,13 @@ Deployment replaces the pod under a new name, and the baseline SLO holds again w
 
 from __future__ import annotations
 
-from typing import Any
-
+from pytest_clover import SLO, Faults, Load, Mesh
 from suites.thresholds import BASELINE_P99_MS, NOMINAL_RATE, RECOVERY_SECONDS, RECOVERY_WINDOWS
 
 ERROR_BUDGET = 0.01
 
 
-def test_pod_kill_stays_in_its_error_budget_and_recovers(mesh: Any, load: Any, faults: Any, slo: Any) -> None:
+def test_pod_kill_stays_in_its_error_budget_and_recovers(mesh: Mesh, load: Load, faults: Faults, slo: SLO) -> None:
     run = load.start(rate=NOMINAL_RATE)
     run.phase("baseline", seconds=10)
     kill = faults.kill("clover-server", count=1)

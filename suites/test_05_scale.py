@@ -8,8 +8,8 @@ stops): every request scheduled is answered, without error, and latency follows 
 
 from __future__ import annotations
 
-from typing import Any
-
+from pytest_clover import Faults, Load, Mesh
+from suites.conftest import VNFControl
 from suites.thresholds import NOMINAL_RATE
 
 # The open loop's arrivals are evenly spaced (one every 20 ms), so two 30-ms pods (~75 %) hardly queue: measured
@@ -19,7 +19,7 @@ from suites.thresholds import NOMINAL_RATE
 SERVICE_MS = 36
 
 
-def test_scaling_follows_without_errors(mesh: Any, load: Any, faults: Any, vnf: Any) -> None:
+def test_scaling_follows_without_errors(mesh: Mesh, load: Load, faults: Faults, vnf: VNFControl) -> None:
     vnf("clover-server", latency_ms=SERVICE_MS, max_concurrency=1)
     run = load.start(rate=NOMINAL_RATE)
     run.phase("3 replicas", seconds=10)

@@ -6,15 +6,15 @@ baseline SLO, and a failing step rolls all traffic back to v1 at once.
 
 from __future__ import annotations
 
-from typing import Any
-
+from pytest_clover import Faults, Load, Mesh
+from suites.conftest import VNFControl
 from suites.thresholds import BASELINE_MAX_ERROR_RATE, BASELINE_P99_MS, NOMINAL_RATE
 
 STEPS = (10, 25, 50, 100)
 STEP_SECONDS = 5
 
 
-def progressive_canary(load: Any, faults: Any) -> tuple[str, list[tuple[int, float, float]]]:
+def progressive_canary(load: Load, faults: Faults) -> tuple[str, list[tuple[int, float, float]]]:
     """Shift v2 through STEPS; returns the verdict and (weight, p99, error rate) per step measured."""
     measured = []
     for weight in STEPS:
@@ -29,13 +29,13 @@ def progressive_canary(load: Any, faults: Any) -> tuple[str, list[tuple[int, flo
     return "commit", measured
 
 
-def test_canary_commits_a_healthy_v2(mesh: Any, load: Any, faults: Any) -> None:
+def test_canary_commits_a_healthy_v2(mesh: Mesh, load: Load, faults: Faults) -> None:
     verdict, measured = progressive_canary(load, faults)
     assert verdict == "commit", f"a healthy v2 was rolled back: {measured}"
     assert [w for w, _, _ in measured] == list(STEPS)
 
 
-def test_canary_rolls_back_a_slow_v2(mesh: Any, load: Any, faults: Any, vnf: Any) -> None:
+def test_canary_rolls_back_a_slow_v2(mesh: Mesh, load: Load, faults: Faults, vnf: VNFControl) -> None:
     vnf("http-lb", only=[p.name for p in mesh.pods("http-lb") if p.version == "v2"], extra_latency_ms=300)
     verdict, measured = progressive_canary(load, faults)
     assert verdict == "rollback", f"a v2 adding 300 ms was committed: {measured}"

@@ -8,14 +8,14 @@ gets an immediate 503 (UO) and the rest stays fast; without it every request que
 
 from __future__ import annotations
 
-from typing import Any
-
+from pytest_clover import Faults, Load, Mesh
+from suites.conftest import VNFControl
 from suites.thresholds import ISTIO
 
 OVERLOAD_RATE = 160.0
 
 
-def test_breaker_sheds_load_fast_instead_of_queueing(mesh: Any, load: Any, faults: Any, vnf: Any) -> None:
+def test_breaker_sheds_load_fast_instead_of_queueing(mesh: Mesh, load: Load, faults: Faults, vnf: VNFControl) -> None:
     vnf("clover-server", latency_ms=50, max_concurrency=1)
     run = load.start(rate=OVERLOAD_RATE)
     with faults.apply(ISTIO / "clover-server-circuit-breaker.yaml") as breaker:

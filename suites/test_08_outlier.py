@@ -7,12 +7,12 @@ ejects anything in a cluster of fewer than 10 pods.
 
 from __future__ import annotations
 
-from typing import Any
-
+from pytest_clover import Faults, Load, Mesh
+from suites.conftest import VNFControl
 from suites.thresholds import ISTIO, NOMINAL_RATE, RECOVERY_SECONDS, RECOVERY_WINDOWS
 
 
-def test_failing_pod_is_ejected_and_errors_stop(mesh: Any, load: Any, faults: Any, vnf: Any) -> None:
+def test_failing_pod_is_ejected_and_errors_stop(mesh: Mesh, load: Load, faults: Faults, vnf: VNFControl) -> None:
     with faults.apply(ISTIO / "clover-server-outlier-detection.yaml"):
         run = load.start(rate=NOMINAL_RATE)
         run.phase("healthy", seconds=5)
