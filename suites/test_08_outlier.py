@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from pytest_clover import Faults, Load, Mesh
 from suites.conftest import VNFControl
-from suites.thresholds import ISTIO, NOMINAL_RATE, RECOVERY_SECONDS, RECOVERY_WINDOWS
+from suites.thresholds import (
+    ISTIO,
+    NOMINAL_RATE,
+    RECOVERY_SECONDS,
+    RECOVERY_WINDOWS,
+    long_enough_to_judge_recovery,
+)
 
 
 def test_failing_pod_is_ejected_and_errors_stop(mesh: Mesh, load: Load, faults: Faults, vnf: VNFControl) -> None:
@@ -18,7 +24,7 @@ def test_failing_pod_is_ejected_and_errors_stop(mesh: Mesh, load: Load, faults: 
         run.phase("healthy", seconds=5)
         bad = sorted(p.name for p in mesh.pods("clover-server"))[0]
         vnf("clover-server", only=[bad], error_rate=1.0)
-        run.phase("failing pod", seconds=15)
+        run.phase("failing pod", seconds=long_enough_to_judge_recovery(15, load.time_scale))
         result = run.stop()
         ejected = sum(v for k, v in mesh.stats("http-lb").items() if k.endswith("outlier_detection.ejections_active"))
 

@@ -21,6 +21,17 @@ RECOVERY_SECONDS = 5.0
 # Recovery is judged on this many consecutive 1-s windows meeting the SLO (enough to rule out a lucky
 # second, few enough to fit the recovery phase at --clover-time-scale=0.2).
 RECOVERY_WINDOWS = 2
+# A recovery can only be judged over its budget plus the windows that confirm it. A phase that must show it
+# lasts at least that long in real time, whatever --clover-time-scale shortens it to: at 0.2, suite 8's
+# 15-s failing phase lasted 3 s, so errors that stopped 1.5 s in (well inside the budget) left one clean
+# window where two confirm a recovery, and the suite failed 2 runs of 3 with nothing wrong.
+RECOVERY_OBSERVATION_S = RECOVERY_SECONDS + RECOVERY_WINDOWS
+
+
+def long_enough_to_judge_recovery(seconds: float, time_scale: float, already: float = 0.0) -> float:
+    """A phase's ``seconds`` (before --clover-time-scale), raised when needed so that, after ``already`` seconds
+    (also before scaling) since the fault, it ends RECOVERY_OBSERVATION_S of real time after the fault."""
+    return max(seconds, RECOVERY_OBSERVATION_S / time_scale - already)
 
 ISTIO = __import__("pathlib").Path(__file__).parent / "istio"
 
