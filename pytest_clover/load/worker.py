@@ -59,6 +59,7 @@ from locust.env import Environment
 from locust.runners import LocalRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
+from pytest_clover.limits import raise_open_files_limit
 from pytest_clover.load.result import STAGE_S, SendWindows, Ticket
 
 log = logging.getLogger("pytest_clover.load.worker")
@@ -539,10 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m pytest_clover.load.worker CONFIG_JSON", file=sys.stderr)
         return 2
     cfg = Config.from_json(args[0])
-    # Each open-loop user holds a connection: allow as many descriptors as the hard limit permits.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # Each open-loop user holds a connection: allow as many descriptors as a pod would have.
+    raise_open_files_limit()
     emit = Emitter()
     gen = Generator(cfg, emit)
     emit.on_parent_gone = gen.stop_now

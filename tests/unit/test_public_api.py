@@ -51,3 +51,4 @@ def test_importing_the_package_imports_nothing_else() -> None:
     code = "import sys, pytest_clover; print(sorted(m for m in sys.modules if m.startswith('pytest_clover')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['pytest_clover']"
+

@@ -37,6 +37,7 @@ from ...istio import (
     load_topology,
     parse_istio_text,
 )
+from ...limits import raise_open_files_limit
 from ..protocol import PodInfo
 from .envoy import envoy_command, http_get
 from .plan import local_command, placeholders
@@ -741,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         filename=str(state.log_file), level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Before any pod starts: every Envoy, the zygote and the apps inherit it.
+    log.info("open files limit %d", raise_open_files_limit())
     try:
         supervisor = Supervisor(state)
     except CloverError as exc:
