@@ -15,6 +15,7 @@ apart::
     ├── FaultInconclusive             a fault's effect was never seen (the test is INCONCLUSIVE)
     ├── LoadGeneratorError            the load generator died, could not start, or did not stop
     ├── ExperimentError               a Chaos Toolkit experiment could not be carried out
+    ├── InsecurePath                  a private folder is another user's or writable by others: not used
     ├── ReportDataError               a run folder cannot be read; names the file
     └── NoReferenceRun                --clover-compare names a run the history does not hold
 
@@ -48,6 +49,7 @@ __all__ = [
     "ExperimentError",
     "ExperimentFailed",
     "FaultInconclusive",
+    "InsecurePath",
     "InvalidFault",
     "LoadGeneratorError",
     "MeshNotRunning",
@@ -178,6 +180,11 @@ class LoadGeneratorError(CloverError):
 
 class ExperimentError(CloverError):
     """The experiment could not be carried out (an action or rollback failed, the run was interrupted)."""
+
+
+class InsecurePath(CloverError):
+    """A folder pytest-clover keeps private (the runtime folder, a mesh's state) is not: another user owns it, or
+    others may write to it. Nothing in it is used or acted on."""
 
 
 class ReportDataError(CloverError):

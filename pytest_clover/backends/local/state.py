@@ -26,9 +26,9 @@ from typing import Any
 import psutil
 
 from ...errors import BackendError, MeshNotRunning
+from ...runtime import private_dir, runtime_dir
 
 STATE_ENV = "CLOVER_STATE_DIR"
-RUNTIME_ENV = "CLOVER_RUNTIME_DIR"
 MAX_SOCKET_PATH = 107
 """Bytes in a Unix socket path (``sun_path`` holds 108 with the terminating NUL)."""
 _PR_SET_PDEATHSIG = 1
@@ -43,23 +43,14 @@ def die_with_parent() -> None:
     _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def runtime_dir() -> Path:
-    """Machine-wide folder for the registry: ``$CLOVER_RUNTIME_DIR``, else per user under the temp dir."""
-    override = os.environ.get(RUNTIME_ENV)
-    base = Path(override) if override else Path(tempfile.gettempdir()) / f"pytest-clover-{os.getuid()}"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
-
-
 def default_state_dir() -> Path:
     override = os.environ.get(STATE_ENV)
     return Path(override) if override else runtime_dir() / "meshes" / "default"
 
 
 def registry_dir() -> Path:
-    path = runtime_dir() / "registry"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """This user's registry of local meshes (one JSON file a mesh), inside the private runtime folder."""
+    return private_dir(runtime_dir() / "registry")
 
 
 @contextlib.contextmanager
