@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         ExperimentError,
         ExperimentFailed,
         FaultInconclusive,
+        Inconclusive,
         InsecurePath,
         InvalidFault,
         LoadGeneratorError,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         Regression,
         ReportDataError,
         RevertFailed,
+        ScheduleMissed,
         SLOViolation,
     )
     from .faults import ApplyFault, FaultHandle, Faults, HttpFault, KillFault, ScaleFault, ShiftFault
@@ -85,6 +87,7 @@ _WHERE = {
             "ExperimentError",
             "ExperimentFailed",
             "FaultInconclusive",
+            "Inconclusive",
             "InsecurePath",
             "InvalidFault",
             "LoadGeneratorError",
@@ -96,6 +99,7 @@ _WHERE = {
             "ReportDataError",
             "RevertFailed",
             "SLOViolation",
+            "ScheduleMissed",
         )
     },
 }
@@ -119,6 +123,7 @@ __all__ = [
     "FaultInconclusive",
     "Faults",
     "HttpFault",
+    "Inconclusive",
     "InsecurePath",
     "InvalidFault",
     "KillFault",
@@ -139,6 +144,7 @@ __all__ = [
     "SLOCheck",
     "SLOViolation",
     "ScaleFault",
+    "ScheduleMissed",
     "ShiftFault",
     "Timeline",
     "TrackedRun",

@@ -12,7 +12,9 @@ apart::
     │   ├── ReadinessTimeout          pods not ready in time; says which, and where their logs are
     │   └── RevertFailed              a fault could not be put back; it stays in the ledger for a sweep
     ├── InvalidFault                  a fault cannot be built as asked; nothing was changed
-    ├── FaultInconclusive             a fault's effect was never seen (the test is INCONCLUSIVE)
+    ├── Inconclusive                  no evidence either way (the test is INCONCLUSIVE)
+    │   ├── FaultInconclusive         a fault's effect was never seen
+    │   └── ScheduleMissed            the open-loop load fell far behind the rate asked for
     ├── LoadGeneratorError            the load generator died, could not start, or did not stop
     ├── ExperimentError               a Chaos Toolkit experiment could not be carried out
     ├── InsecurePath                  a private folder is another user's or writable by others: not used
@@ -49,6 +51,7 @@ __all__ = [
     "ExperimentError",
     "ExperimentFailed",
     "FaultInconclusive",
+    "Inconclusive",
     "InsecurePath",
     "InvalidFault",
     "LoadGeneratorError",
@@ -60,6 +63,7 @@ __all__ = [
     "ReportDataError",
     "RevertFailed",
     "SLOViolation",
+    "ScheduleMissed",
 ]
 
 
@@ -143,8 +147,16 @@ class InvalidFault(CloverError, ValueError):
     to 100, a subset no route sends traffic to); nothing was changed."""
 
 
-class FaultInconclusive(CloverError):
+class Inconclusive(CloverError):
+    """The run produced no evidence either way (the test is INCONCLUSIVE, not passed, not failed)."""
+
+
+class FaultInconclusive(Inconclusive):
     """A fault's effect was not seen, so the test says nothing about resilience to it: the test errors."""
+
+
+class ScheduleMissed(Inconclusive):
+    """The open-loop load fell far behind its schedule: the system was not tested at the rate asked for."""
 
 
 class LoadGeneratorError(CloverError):

@@ -15,16 +15,21 @@ from pathlib import Path
 
 from .errors import InsecurePath
 
-__all__ = ["RUNTIME_ENV", "private_dir", "runtime_dir"]
+__all__ = ["RUNTIME_ENV", "check_private_dir", "private_dir", "runtime_dir", "runtime_path"]
 
 RUNTIME_ENV = "CLOVER_RUNTIME_DIR"
 
 
-def runtime_dir() -> Path:
-    """``$CLOVER_RUNTIME_DIR``, else ``$TMPDIR/pytest-clover-<uid>``: private to this user, made if missing."""
+def runtime_path() -> Path:
+    """Where the runtime folder is (``$CLOVER_RUNTIME_DIR``, else ``$TMPDIR/pytest-clover-<uid>``), unchecked and
+    not made: to look whether there is anything in it without touching it."""
     override = os.environ.get(RUNTIME_ENV)
-    base = Path(override) if override else Path(tempfile.gettempdir()) / f"pytest-clover-{os.getuid()}"
-    return private_dir(base, RUNTIME_ENV)
+    return Path(override) if override else Path(tempfile.gettempdir()) / f"pytest-clover-{os.getuid()}"
+
+
+def runtime_dir() -> Path:
+    """The runtime folder, private to this user, made if missing (InsecurePath if it is not ours)."""
+    return private_dir(runtime_path(), RUNTIME_ENV)
 
 
 def private_dir(path: Path, setting: str = RUNTIME_ENV) -> Path:
@@ -34,11 +39,23 @@ def private_dir(path: Path, setting: str = RUNTIME_ENV) -> Path:
     """
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = path.lstat()
     except OSError as exc:
         raise InsecurePath(
             f"cannot make the private folder {path}: {exc}; set {setting} to a folder of your own"
         ) from exc
+    return check_private_dir(path, setting)
+
+
+def check_private_dir(path: Path, setting: str = RUNTIME_ENV) -> Path:
+    """``path`` if it is a folder only this user can write to, else InsecurePath saying why; never makes it.
+
+    For folders pytest-clover is about to delete or act on (a mesh's state folder named in the registry):
+    what is checked is the folder itself, not what a file in it claims.
+    """
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        raise InsecurePath(f"cannot inspect the folder {path}: {exc}; set {setting} to a folder of your own") from exc
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise InsecurePath(
             f"{path} is not a folder but {'a symbolic link' if stat.S_ISLNK(info.st_mode) else 'a file'}: someone may "

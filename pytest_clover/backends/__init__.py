@@ -19,6 +19,7 @@ from .protocol import (
     MeshRecord,
     PodInfo,
     Sweepable,
+    Watchable,
 )
 from .registry import GROUP, backend_class, connect, names
 
@@ -32,6 +33,7 @@ __all__ = [
     "MeshRecord",
     "PodInfo",
     "Sweepable",
+    "Watchable",
     "backend_class",
     "connect",
     "names",

@@ -28,6 +28,7 @@ __all__ = [
     "MeshRecord",
     "PodInfo",
     "Sweepable",
+    "Watchable",
 ]
 
 CONTAINERS = ("app", "istio-proxy")
@@ -246,6 +247,18 @@ class LogFiles(Protocol):
 
     def log_path(self, pod: str, container: str = "app") -> Path:
         """The file holding that log (``access`` for the sidecar's access log); it may not exist yet."""
+        ...
+
+
+@runtime_checkable
+class Watchable(Protocol):
+    """A backend that can tell cheaply, without a request to the mesh, that its mesh has stopped. The load is
+    watched with it: a mesh that dies mid-phase ends the phase at once with that error, as a dead load generator
+    does, instead of letting the phase run on against nothing and the test fail on its error rate."""
+
+    def check_running(self) -> None:
+        """Raise :class:`~pytest_clover.errors.MeshNotRunning`, saying what happened, if the mesh is gone.
+        Called about twice a second while load runs: it must cost well under a millisecond."""
         ...
 
 

@@ -17,7 +17,6 @@ Faults stay in force until :func:`clear_faults`: put it in the experiment's ``ro
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from ..backends.protocol import Backend
 from ..errors import CloverError
 from ..faults import FaultHandle, Faults, IstioFault
 from ..faults import clear_faults as clear_istio_faults
+from ..faults.istio import require_service
 from ..istio.documents import ORIGINAL_ANNOTATION, faulted_virtual_services, restored_document
 from . import load_sessions
 from .mesh import ActivityFailed, backend_from_configuration, failures, record_from_configuration
@@ -110,20 +110,7 @@ def _faults(backend: Backend) -> Faults:
 def _known_service(backend: Backend, service: str) -> None:
     """Fail at once on a service the mesh does not have (a typo would otherwise time out verifying)."""
     with failures(f"look up service {service}"):
-        known = {p.service for p in backend.pods()}
-        for obj in backend.istio_objects():
-            spec = obj.get("spec") or {}
-            if obj.get("kind") == "VirtualService":
-                hosts = list(spec.get("hosts") or [])
-            elif obj.get("kind") == "DestinationRule":
-                hosts = [spec.get("host")]
-            else:
-                continue
-            known.update(str(h).split(".")[0] for h in hosts if h and "*" not in str(h))
-    if service not in known:
-        close = difflib.get_close_matches(service, sorted(known), n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise ActivityFailed(f"no service {service!r} in the mesh; {hint}services: {', '.join(sorted(known))}")
+        require_service(backend, service)
 
 
 def _load_running(backend: Backend) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ..backends.protocol import Backend
 from ..envoy.views import fault_matches, route_faults
-from ..errors import BackendError, FaultInconclusive
+from ..errors import BackendError, FaultInconclusive, MeshNotRunning
 from ..faults.handles import POLL_SECONDS
 
 
@@ -41,6 +41,8 @@ def poll(check: Callable[[], tuple[bool, str]], timeout: float, what: str) -> st
     while True:
         try:
             ok, detail = check()
+        except MeshNotRunning:
+            raise
         except BackendError as exc:
             ok, detail = False, f"the check failed: {exc}"
         waited = time.monotonic() - started

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -48,9 +50,10 @@ def _connect(args: argparse.Namespace) -> Backend:
     return backend
 
 
-def _print_problems(problems: Sequence[Problem], stream: Any = sys.stderr) -> None:
+def _print_problems(problems: Sequence[Problem], stream: Any = None) -> None:
+    # sys.stderr looked up when called, not bound at import: a caller may have replaced it since.
     for p in problems:
-        print(str(p), file=stream)
+        print(str(p), file=stream or sys.stderr)
 
 
 def _print_pods(pods: Sequence[PodInfo]) -> None:
@@ -111,13 +114,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    backend = _connect(args)
+    from ..istio.parse import read_yaml_file
+
+    # Every file is read before the mesh is asked anything: a file that cannot be read (missing, not UTF-8, larger
+    # than MAX_YAML_BYTES, which the embedded mesh's control socket could not take) stops the command with
+    # nothing applied, rather than after the files before it.
+    texts: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     for path in args.files:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError.single(str(path), "file", "", f"cannot read it: {exc}") from exc
-        _print_problems(backend.apply(text, source=str(path)))
+        text, problem = read_yaml_file(path)
+        if problem is not None:
+            problems.append(problem)
+        elif text is not None:
+            texts.append((str(path), text))
+    if problems:
+        raise ConfigError(problems)
+    backend = _connect(args)
+    for path, text in texts:
+        _print_problems(backend.apply(text, source=path))
         print(f"applied {path}")
     return 0
 
@@ -235,13 +249,15 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from ..backends.protocol import Sweepable
     from ..backends.registry import backend_class, names
-    from ..faults import sweep_ledger
+    from ..faults import sweep_ledger, sweep_registered
 
     lines: list[str] = []
     ledgers = Path(args.report_dir) / ".clover"
+    # Faults a killed pytest left open on a mesh that still runs (--clover-keep-mesh, clover up): first those of
+    # the report dir given, then every ledger this user's runs listed, wherever their report dirs are.
     if ledgers.is_dir():
-        # Faults a killed pytest left open on a mesh that still runs (--clover-keep-mesh, clover up).
         lines += [f"fault swept: {line}" for line in sweep_ledger(ledgers)]
+    lines += [f"fault swept: {line}" for line in sweep_registered()]
     for name in names():
         cls = backend_class(name)
         if isinstance(cls, Sweepable):
@@ -300,7 +316,10 @@ def _report_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    built = build_report(run_dir.resolve(), report_dir=Path(args.report_dir) if args.target is None else None)
+    try:
+        built = build_report(run_dir.resolve(), report_dir=Path(args.report_dir) if args.target is None else None)
+    except OSError as exc:  # reading is checked file by file (ReportDataError); this is writing the report
+        raise CloverError(f"cannot write the report into {run_dir}: {exc.strerror or exc}") from exc
     summary = built.summary
     score = summary["score"]["value"]
     totals = ", ".join(f"{v} {k}" for k, v in summary["totals"].items() if k != "tests" and v) or "no tests"
@@ -331,7 +350,10 @@ def _report_trend(args: argparse.Namespace) -> int:
         )
         return 1
     out = Path(args.out) if args.out else report_dir / "trend.png"
-    render_trend(report_dir, out, last=args.last)
+    try:
+        render_trend(report_dir, out, last=args.last)
+    except OSError as exc:
+        raise CloverError(f"cannot write {out}: {exc.strerror or exc}; give --out a PNG file to write") from exc
     tests = len({r["nodeid"] for r in records})
     print(f"trend of {tests} tests over the last {min(len(runs), args.last)} of {len(runs)} runs: {out}")
     return 0
@@ -352,6 +374,68 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- the parser
+
+
+def _count(text: str) -> int:
+    """A count of things to do (requests, pods, runs): a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too few: give 1 or more")
+    return value
+
+
+def _replicas(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A duration in seconds: 0 or more (a grace period may be 0)."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} seconds is negative: give 0 or more")
+    return value
+
+
+def _timeout(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} seconds leaves no time: give more than 0")
+    return value
+
+
+def _share(text: str) -> float:
+    """A share of requests, 0 to 100 % (0: the fault is in place but no request sees it)."""
+    value = _number(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} % is not a share of requests: give 0 to 100")
+    return value
+
+
+def _pod_share(text: str) -> float:
+    """A share of a service's pods: more than 0 and at most 100 % (at least one pod is killed)."""
+    value = _number(text)
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} % is not a share of the pods: give more than 0 and at most 100")
+    return value
 
 
 def _mesh_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -391,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=0, help="Seed for pod names, kills and the VNF's random errors (default 0)"
     )
-    p.add_argument("--timeout", type=float, default=60.0, help="Seconds to wait for readiness (default 60)")
+    p.add_argument("--timeout", type=_timeout, default=60.0, help="Seconds to wait for readiness (default 60)")
     p.set_defaults(func=cmd_up)
 
     p = command("status", "Ingress URL and pods")
@@ -411,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
             k.add_argument("--delay", required=True, help="Duration, e.g. 200ms or 1.5s")
         else:
             k.add_argument("--status", type=int, default=503, help="HTTP status to return (default 503)")
-        k.add_argument("--percent", type=float, default=100.0, help="Share of requests, 0-100 (default 100)")
+        k.add_argument("--percent", type=_share, default=100.0, help="Share of requests, 0-100 (default 100)")
         k.add_argument(
             "--header", action="append", metavar="NAME=VALUE", help="Only requests with this header (repeatable)"
         )
@@ -424,17 +508,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("kill", "Kill pods of a service; their Deployment replaces them")
     p.add_argument("service")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--count", type=int, help="How many pods (default 1)")
-    group.add_argument("--percent", type=float, help="Share of the service's pods")
-    p.add_argument("--grace", type=float, default=0.0, help="Seconds between SIGTERM and SIGKILL (default 0: SIGKILL)")
+    group.add_argument("--count", type=_count, help="How many pods, 1 or more (default 1)")
+    group.add_argument("--percent", type=_pod_share, help="Share of the service's pods, more than 0 and up to 100")
+    p.add_argument(
+        "--grace", type=_seconds, default=0.0, help="Seconds between SIGTERM and SIGKILL (default 0: SIGKILL)"
+    )
     p.add_argument("--wait", action="store_true", help="Wait until the replacements are ready")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--timeout", type=_timeout, default=60.0)
     p.set_defaults(func=cmd_kill)
 
     p = command("scale", "Set a Deployment's replicas and wait for the pods and endpoints")
     p.add_argument("deployment")
-    p.add_argument("replicas", type=int)
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("replicas", type=_replicas)
+    p.add_argument("--timeout", type=_timeout, default=60.0)
     p.set_defaults(func=cmd_scale)
 
     p = command("render", "Write the Envoy configs the embedded mesh would run, without starting anything")
@@ -464,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("request", "Send requests through the ingress; print status, latency and hops")
     p.add_argument("path", nargs="?", default="/", help="Request path (default /)")
-    p.add_argument("--count", type=int, default=5, help="How many requests (default 5)")
+    p.add_argument("--count", type=_count, default=5, help="How many requests, 1 or more (default 5)")
     p.add_argument("--header", action="append", metavar="NAME=VALUE", help="Add a request header (repeatable)")
     p.set_defaults(func=cmd_request)
 
@@ -478,7 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", metavar="RUN_DIR|trend", help="A run folder (reports/<run-id>) or `trend`")
     p.add_argument("--report-dir", default="reports", help="Where runs and history.jsonl live (default reports)")
     p.add_argument("--out", help="trend: the PNG to write (default <report-dir>/trend.png)")
-    p.add_argument("--last", type=int, default=30, help="trend: how many of the latest runs to plot (default 30)")
+    p.add_argument(
+        "--last", type=_count, default=30, help="trend: how many of the latest runs to plot, 1 or more (default 30)"
+    )
     p.set_defaults(func=cmd_report)
 
     p = command("logs", "Print a pod's log")
@@ -498,6 +586,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
+        # Flushed here, not by the interpreter at exit, so that a reader gone away is seen below.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our output went away (`clover up | head -1`): stop quietly, as a Unix tool killed by SIGPIPE.
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
     except ConfigError as exc:
         _print_problems(exc.problems)
         errors = sum(1 for p in exc.problems if p.severity == "error")
@@ -510,6 +604,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clover {args.command}: interrupted", file=sys.stderr)
         return 130
     return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered, flushed at exit, raises no BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # a stdout with no file descriptor (replaced, closed)
+        sys.stdout = open(os.devnull, "w")  # left open: the interpreter flushes it at exit
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from .handles import ApplyFault, FaultHandle, HttpFault, IstioFault, KillFault, ScaleFault, ShiftFault
 from .injector import Faults
-from .istio import clear_faults, inject_fault, restore_object
-from .ledger import Ledger, read_ledger, revert_entry, sweep_ledger
+from .istio import clear_faults, inject_fault, known_services, require_service, restore_object
+from .ledger import Ledger, read_ledger, registered_ledgers, revert_entry, sweep_ledger, sweep_registered
 
 __all__ = [
     "ApplyFault",
@@ -30,8 +30,12 @@ __all__ = [
     "ShiftFault",
     "clear_faults",
     "inject_fault",
+    "known_services",
     "read_ledger",
+    "registered_ledgers",
+    "require_service",
     "restore_object",
     "revert_entry",
     "sweep_ledger",
+    "sweep_registered",
 ]

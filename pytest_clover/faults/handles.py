@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Self
 from ..backends.protocol import PodInfo
 from ..envoy.stats import FAULT_KINDS
 from ..envoy.views import endpoint_count, fault_counts_by_pod, route_weights
-from ..errors import BackendError, FaultInconclusive, InvalidFault
+from ..errors import BackendError, FaultInconclusive, InvalidFault, MeshNotRunning
 from ..istio.documents import fault_document, shift_document
 from .istio import restore_object
 
@@ -120,6 +120,8 @@ class FaultHandle:
         while True:
             try:
                 ok, detail = self._check()
+            except MeshNotRunning:
+                raise  # no point looking again: the mesh is gone, and the test says so at once
             except BackendError as exc:
                 ok, detail = False, f"the check failed: {exc}"
             if ok or time.monotonic() >= deadline:
@@ -154,6 +156,8 @@ class FaultHandle:
         if self.verified is None and self._final is None:
             try:
                 self._final = self._check()
+            except MeshNotRunning as exc:
+                self._final = (False, f"the mesh is not running: {exc}")
             except BackendError as exc:
                 self._final = (False, f"the check failed: {exc}")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..backends.protocol import Backend, MeshRecord
-from ..errors import CloverError, FaultInconclusive, InvalidFault, RevertFailed
+from ..errors import CloverError, FaultInconclusive, InvalidFault, MeshNotRunning, RevertFailed
 from ..istio.documents import read_istio_file
 from ..timeline import Timeline
 from .handles import (
@@ -26,6 +26,7 @@ from .handles import (
     ShiftFault,
     split_text,
 )
+from .istio import require_service
 from .ledger import Ledger
 
 __all__ = ["Faults"]
@@ -64,6 +65,8 @@ class Faults:
         also caps the automatic check after the test body. None: the defaults."""
         self.base_dir = base_dir
         self.handles: list[FaultHandle] = []
+        self.unreverted: list[str] = []
+        """Faults left in force because the mesh stopped answering (their ledger entries stay open)."""
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-{id(self):x}"
         self._lock = threading.RLock()
@@ -87,6 +90,7 @@ class Faults:
 
         ``headers``: only requests with these header values; ``source_labels``: only requests from pods with
         these labels; ``subset``: only the routes sending traffic to that subset."""
+        require_service(self.backend, service)
         what = f"delay {delay} {_percent_text(percent)} on {service}" + _scope(headers, subset, source_labels)
         fault = HttpFault(
             self,
@@ -114,6 +118,7 @@ class Faults:
         """Answer ``percent`` % of the requests callers send to ``service`` with ``status`` (not retried).
 
         Scoped like :meth:`delay`."""
+        require_service(self.backend, service)
         what = f"abort {status} {_percent_text(percent)} on {service}" + _scope(headers, subset, source_labels)
         fault = HttpFault(
             self,
@@ -134,18 +139,27 @@ class Faults:
         """Kill pods of ``service`` (one by default); their Deployment replaces them."""
         if count is not None and percent is not None:
             raise InvalidFault("give count= or percent=, not both")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise InvalidFault(f"count must be a whole number of pods, 1 or more, got {count!r}")
+        if percent is not None and (
+            isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 < percent <= 100
+        ):
+            raise InvalidFault(f"percent must be more than 0 and at most 100 (a share of the pods), got {percent!r}")
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
+            raise InvalidFault(f"grace must be 0 or more seconds, got {grace!r}")
         amount = f"{count} pods" if count is not None else (f"{percent:g}% of pods" if percent is not None else "1 pod")
         what = f"kill {amount} of {service}" + (f" (grace {grace:g} s)" if grace else "")
         return self._start(KillFault(self, service, count, percent, grace, what))
 
     def scale(self, deployment: str, replicas: int) -> ScaleFault:
         """Set ``deployment``'s replicas; reverted to the previous count."""
-        if replicas < 0:
-            raise InvalidFault(f"replicas must be 0 or more, got {replicas}")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise InvalidFault(f"replicas must be a whole number of 0 or more, got {replicas!r}")
         return self._start(ScaleFault(self, deployment, replicas, f"scale {deployment} to {replicas}"))
 
     def shift(self, service: str, weights: Mapping[str, int]) -> ShiftFault:
         """Split ``service``'s default routes across subsets, e.g. ``{"v1": 80, "v2": 20}``."""
+        require_service(self.backend, service)
         return self._start(ShiftFault(self, service, weights, f"shift {service} to {split_text(weights)}"))
 
     def apply(self, path: str | os.PathLike[str]) -> ApplyFault:
@@ -235,11 +249,19 @@ class Faults:
                 other._inject()
 
     def revert_all(self) -> None:
-        """Revert every fault still in force, newest first; each is attempted whatever the others do."""
+        """Revert every fault still in force, newest first; each is attempted whatever the others do.
+
+        A fault that cannot be reverted because the mesh no longer answers (MeshNotRunning) is not an error of its
+        own: the test already says the mesh stopped, and its ledger entry stays for `clover cleanup` or the next
+        run, which drop it if the mesh took it with it. Those are listed in ``unreverted``.
+        """
         errors: list[BaseException] = []
         for handle in reversed(list(self.handles)):
             try:
                 handle.revert()
+            except MeshNotRunning as exc:
+                handle.active = False
+                self.unreverted.append(f"{handle.description}: not reverted, the mesh is not running ({exc})")
             except Exception as exc:
                 errors.append(exc)
         if len(errors) == 1:

@@ -6,13 +6,40 @@ The documents come from :mod:`pytest_clover.istio.documents`; these functions ap
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
 from ..backends.protocol import Backend
+from ..errors import InvalidFault
 from ..istio.documents import fault_document, faulted_virtual_services, restored_document
 
-__all__ = ["clear_faults", "inject_fault", "restore_object"]
+__all__ = ["clear_faults", "inject_fault", "known_services", "require_service", "restore_object"]
+
+
+def known_services(backend: Backend) -> set[str]:
+    """The services of the mesh: its pods' services and the hosts its VirtualServices and DestinationRules name."""
+    known = {p.service for p in backend.pods()}
+    for obj in backend.istio_objects():
+        spec = obj.get("spec") or {}
+        if obj.get("kind") == "VirtualService":
+            hosts = list(spec.get("hosts") or [])
+        elif obj.get("kind") == "DestinationRule":
+            hosts = [spec.get("host")]
+        else:
+            continue
+        known.update(str(h).split(".")[0] for h in hosts if h and "*" not in str(h))
+    return known
+
+
+def require_service(backend: Backend, service: str) -> None:
+    """InvalidFault at once for a service the mesh does not have: a typo would otherwise wait out a verification
+    and end as an inconclusive "was load reaching it?"."""
+    known = known_services(backend)
+    if service not in known:
+        close = difflib.get_close_matches(service, sorted(known), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise InvalidFault(f"no service {service!r} in the mesh; {hint}services: {', '.join(sorted(known))}")
 
 
 def restore_object(backend: Backend, kind: str, name: str, doc: Mapping[str, Any] | None) -> None:
@@ -36,6 +63,7 @@ def inject_fault(backend: Backend, service: str, **fault: Any) -> dict[str, Any]
     """
     import yaml
 
+    require_service(backend, service)
     doc = fault_document(backend.istio_objects(), service, **fault)
     backend.apply(yaml.safe_dump(doc), source=f"fault on {service}")
     return doc

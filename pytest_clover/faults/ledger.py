@@ -11,6 +11,7 @@ died (a mesh owned by pytest dies with it).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -24,7 +25,7 @@ from ..backends.registry import connect
 from ..errors import BackendNotFound, CloverError
 from .istio import restore_object
 
-__all__ = ["Ledger", "read_ledger", "revert_entry", "sweep_ledger"]
+__all__ = ["Ledger", "read_ledger", "registered_ledgers", "revert_entry", "sweep_ledger", "sweep_registered"]
 
 
 def _process_start(pid: int) -> float | None:
@@ -55,6 +56,10 @@ class Ledger:
     how to reach the mesh again (a :class:`~pytest_clover.backends.MeshRecord`: ``{"backend", "location"}``);
     ``revert`` holds ``{"restore": [{"kind", "name", "doc"}]}`` (doc None: delete) and/or ``{"scale": {"deployment",
     "replicas"}}``. The file is removed once nothing is open.
+
+    While it holds open faults, the ledger is also listed in this user's private runtime folder
+    (:func:`registered_ledgers`), so that ``clover cleanup`` and any later run find it from wherever it was written:
+    a pytest killed while a ``--clover-keep-mesh`` mesh runs leaves faults on a mesh that outlives it.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -72,6 +77,8 @@ class Ledger:
                 out.write(json.dumps(owner) + "\n")
             out.write(json.dumps(record, sort_keys=True) + "\n")
             out.flush()
+        if fresh:
+            _register(self.path)
 
     def open(self, fault_id: str, kind: str, description: str, mesh: MeshRecord, revert: Mapping[str, Any]) -> None:
         record = {
@@ -95,10 +102,71 @@ class Ledger:
             if not self._open:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
+                _unregister(self.path)
 
     def open_entries(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._open.values())
+
+
+def _index_entry(path: Path) -> Path | None:
+    """Where the runtime folder lists this ledger; None when the runtime folder cannot be used (the ledger in the
+    report dir still works: the next run there sweeps it)."""
+    from ..runtime import private_dir, runtime_dir
+
+    try:
+        index = private_dir(runtime_dir() / "ledgers")
+    except CloverError:
+        return None
+    digest = hashlib.sha1(os.fsencode(str(path.resolve()))).hexdigest()[:24]
+    return index / f"{digest}.json"
+
+
+def _register(path: Path) -> None:
+    entry = _index_entry(path)
+    if entry is not None:
+        with contextlib.suppress(OSError):
+            entry.write_text(json.dumps({"path": str(path.resolve())}), encoding="utf-8")
+
+
+def _unregister(path: Path) -> None:
+    entry = _index_entry(path)
+    if entry is not None:
+        with contextlib.suppress(OSError):
+            entry.unlink(missing_ok=True)
+
+
+def registered_ledgers() -> list[Path]:
+    """The ledgers of this user that still hold open faults, wherever they were written (stale entries dropped)."""
+    from ..runtime import private_dir, runtime_dir
+
+    try:
+        index = private_dir(runtime_dir() / "ledgers")
+    except CloverError:
+        return []
+    found: list[Path] = []
+    for entry in sorted(index.glob("*.json")):
+        try:
+            path = Path(str(json.loads(entry.read_text(encoding="utf-8"))["path"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            entry.unlink(missing_ok=True)
+            continue
+        if path.exists() or any(path.parent.glob(f"{path.name}.sweeping-*")):
+            found.append(path)
+        else:
+            entry.unlink(missing_ok=True)
+    return found
+
+
+def sweep_registered(backend: Backend | None = None) -> list[str]:
+    """:func:`sweep_ledger` over every ledger of this user that holds open faults (``clover cleanup``)."""
+    messages: list[str] = []
+    for path in registered_ledgers():
+        if path.exists():
+            messages += sweep_ledger(path, backend)
+            if not path.exists():
+                _unregister(path)
+    return messages
 
 
 def read_ledger(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..errors import ConfigError, Problem
 from .model import (
+    Deployment,
     DestinationRule,
     Gateway,
     IstioObject,
@@ -31,13 +32,10 @@ def check_references(topo: Topology, problems: list[Problem]) -> None:
                     f"spec.template.spec.containers[{i}].readinessProbe",
                     f"port {c.readiness.port!r} is not a port of container {c.name!r}",
                 )
+    selected = _Selection(topo)
     for svc in topo.services.values():
         r = FieldReader(svc.source.file, f"Service/{svc.name}", problems)
-        pods = [
-            d
-            for d in topo.deployments.values()
-            if svc.selector and all(d.pod_labels.get(k) == v for k, v in svc.selector.items())
-        ]
+        pods = selected.deployments(svc.selector)
         if not svc.selector:
             r.warn("spec.selector", "is empty, so the Service has no endpoints")
         elif topo.deployments and not pods:
@@ -49,6 +47,12 @@ def check_references(topo: Topology, problems: list[Problem]) -> None:
                         f"spec.ports[{i}].targetPort",
                         f"no selected pod has a container port named {port.target_port!r}",
                     )
+    # Each Service's DestinationRule, found once (Topology.destination_rule_for looks through them all per call).
+    rules: dict[str, DestinationRule] = {}
+    for rule in topo.destination_rules.values():
+        ruled = topo.service_for_host(rule.host)
+        if ruled is not None:
+            rules.setdefault(ruled.name, rule)
     for vs in topo.virtual_services.values():
         r = FieldReader(vs.source.file, f"VirtualService/{vs.name}", problems)
         for g in vs.gateways:
@@ -72,13 +76,36 @@ def check_references(topo: Topology, problems: list[Problem]) -> None:
                 elif dest.port is not None and target.port(dest.port) is None:
                     r.error(join_path(path, "port.number"), f"Service {target.name} has no port {dest.port}")
                 if dest.subset:
-                    dr = topo.destination_rule_for(target)
+                    dr = rules.get(target.name)
                     if dr is None or dr.subset(dest.subset) is None:
                         r.warn(
                             join_path(path, "subset"),
                             f"subset {dest.subset!r} of {dest.host} is not defined in any DestinationRule; "
                             "requests routed to it get 503 (NC), as on a cluster",
                         )
+
+
+class _Selection:
+    """Which Deployments' pods a Service selector picks, without comparing every Service with every Deployment:
+    that was quadratic, minutes for a topology of a few thousand of each (see MAX_YAML_BYTES)."""
+
+    def __init__(self, topo: Topology) -> None:
+        self._by_label: dict[tuple[str, str], list[Deployment]] = {}
+        for dep in topo.deployments.values():
+            for label in dep.pod_labels.items():
+                self._by_label.setdefault(label, []).append(dep)
+        self._cache: dict[frozenset[tuple[str, str]], list[Deployment]] = {}
+
+    def deployments(self, selector: Mapping[str, str]) -> list[Deployment]:
+        """The Deployments whose pod labels include every label of ``selector`` (none for an empty selector)."""
+        if not selector:
+            return []
+        key = frozenset(selector.items())
+        if key not in self._cache:
+            # The rarest label's Deployments are the only candidates; the others must carry the rest.
+            candidates = min((self._by_label.get(label, []) for label in key), key=len)
+            self._cache[key] = [d for d in candidates if all(d.pod_labels.get(k) == v for k, v in key)]
+        return self._cache[key]
 
 
 def build_topology(objects: Iterable[KubeObject], problems: list[Problem]) -> Topology:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InvalidFault
+from ..errors import ConfigError, InvalidFault, Problem
 from .model import ISTIO_NETWORKING, parse_duration
 
 __all__ = [
@@ -211,18 +211,19 @@ def _split(service: str, weights: Mapping[str, int], port: Any) -> list[dict[str
 
 def read_istio_file(path: Path) -> list[dict[str, Any]]:
     """The named Istio objects of a YAML file, as documents; ConfigError naming the file and the object otherwise."""
-    import yaml
+    from .parse import parse_text, read_yaml_file
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError.single(str(path), "file", "", f"cannot read it: {exc}") from exc
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ConfigError.single(str(path), "file", "", f"not valid YAML: {exc}") from exc
+    # The topology's reader: a file not UTF-8, larger than MAX_YAML_BYTES or not YAML is a problem, not a traceback.
+    text, problem = read_yaml_file(path)
+    if problem is not None:
+        raise ConfigError([problem])
+    problems: list[Problem] = []
+    docs = [d.body for d in parse_text(text or "", str(path), problems)]
+    if problems:
+        raise ConfigError(problems)
     for i, doc in enumerate(docs):
-        name = (doc.get("metadata") or {}).get("name") if isinstance(doc, dict) else None
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
         kind = doc.get("kind") if isinstance(doc, dict) else None
         if kind not in ISTIO_KINDS or not name:
             raise ConfigError.single(

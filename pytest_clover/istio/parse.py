@@ -26,6 +26,7 @@ from .model import (
     GRPC_STATUS,
     ISTIO_NETWORKING,
     ISTIO_VERSIONS,
+    LOCAL_COMMAND_ANNOTATION,
     Abort,
     ConnectionPool,
     Container,
@@ -76,6 +77,14 @@ _VS_HOST = re.compile(r"\*|(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """An HTTP header name (an RFC 9110 token)."""
 LB_SIMPLE = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
+MAX_YAML_BYTES = 2 * 1024 * 1024
+"""The largest YAML input pytest-clover reads: each file of a topology, each file ``clover validate`` or ``clover
+apply`` is given, each text :func:`~pytest_clover.istio.parse_istio_text` parses (2 MiB, some 50 000 lines: far
+more than a topology or an Istio configuration needs). Two reasons for a limit. PyYAML is pure Python, so a
+huge file is parsed for minutes while memory grows to many times its size (50 MB: over 2 minutes, 700 MB).
+And ``clover apply`` sends the text to the embedded mesh's supervisor as one JSON line, which its control
+socket reads up to 16 MiB; JSON escaping makes a byte of text at most 6 bytes (a control character as
+``\\u0001``), so 2 MiB of any text fits in one line."""
 
 
 # --------------------------------------------------------------------------- reading helpers
@@ -289,23 +298,68 @@ def iter_yaml_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             yield path
 
 
+def _size_text(size: int) -> str:
+    return f"{size} bytes" if size < 1024 * 1024 else f"{size / (1024 * 1024):.1f} MiB ({size} bytes)"
+
+
+def _too_large(file: str, size: int | None) -> Problem:
+    how_big = f"is {_size_text(size)}, more" if size is not None else "holds more"
+    limit = _size_text(MAX_YAML_BYTES)
+    return Problem(
+        file,
+        "file",
+        "",
+        f"{how_big} than the {limit} pytest-clover reads from one YAML input: split it into several files",
+    )
+
+
+def read_yaml_file(path: str | os.PathLike[str]) -> tuple[str | None, Problem | None]:
+    """The text of one YAML file, or the problem that stops it being read (missing, unreadable, not UTF-8, larger
+    than :data:`MAX_YAML_BYTES`). At most the limit and one byte are read, so neither a huge file nor a device
+    (``/dev/zero``) is ever held in memory whole."""
+    file = str(path)
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_YAML_BYTES + 1)
+            if len(data) > MAX_YAML_BYTES:
+                size = os.fstat(stream.fileno()).st_size
+                # A device or a pipe has no size; a regular file's says how much over the limit it is.
+                return None, _too_large(file, size if size > MAX_YAML_BYTES else None)
+    except FileNotFoundError:
+        return None, Problem(file, "file", "", "no such file; check the path")
+    except IsADirectoryError:
+        return None, Problem(file, "file", "", "is a folder; give a YAML file (clover validate also takes folders)")
+    except OSError as exc:
+        return None, Problem(file, "file", "", f"cannot read it: {exc.strerror or exc}")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, Problem(
+            file,
+            "file",
+            "",
+            f"is not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}): give a Kubernetes or Istio YAML file",
+        )
+
+
 def load_documents(paths: Iterable[str | os.PathLike[str]], problems: list[Problem]) -> list[Document]:
     """Read every YAML document of the given files and folders; unreadable input becomes a problem."""
     docs: list[Document] = []
     for path in iter_yaml_files(paths):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            problems.append(Problem(str(path), "file", "", "no such file; check the path"))
-            continue
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(str(path), "file", "", f"cannot read it: {exc}"))
-            continue
-        docs.extend(parse_text(text, str(path), problems))
+        text, problem = read_yaml_file(path)
+        if problem is not None:
+            problems.append(problem)
+        if text is not None:
+            docs.extend(parse_text(text, str(path), problems))
     return docs
 
 
 def parse_text(text: str, file: str, problems: list[Problem]) -> list[Document]:
+    """The YAML documents of ``text``; a text too large (:data:`MAX_YAML_BYTES`) or not YAML becomes a problem."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_YAML_BYTES:
+        problems.append(_too_large(file, size))
+        return []
     try:
         bodies = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
@@ -487,6 +541,15 @@ def _parse_deployment(r: FieldReader, source: Source, name: str, ns: str, spec: 
     names = [c.name for c in containers]
     for dup in {n for n in names if names.count(n) > 1}:
         r.error("spec.template.spec.containers", f"container name {dup!r} is used twice")
+    if not annotations.get(LOCAL_COMMAND_ANNOTATION):
+        # Without either, no backend can start the pod; found here, not at mesh setup.
+        for i, raw in enumerate(raw_containers):
+            if isinstance(raw, dict) and raw.get("image") in (None, ""):
+                r.error(
+                    f"spec.template.spec.containers[{i}].image",
+                    "is required: a cluster runs the container's image, the embedded mesh the command in the "
+                    f"annotation {LOCAL_COMMAND_ANNOTATION} (spec.template.metadata.annotations); give one or both",
+                )
     if _count_errors(r.problems) > before:
         return None
     return Deployment(

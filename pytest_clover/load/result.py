@@ -523,6 +523,41 @@ class _RecentWindow(NamedTuple):
     """Provisional window: its requests without an outcome yet."""
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How well an open-loop run kept its schedule during its phases (the time a test judges)."""
+
+    rate: float
+    """Requests per second asked for."""
+    seconds: float
+    """Time spent in phases (s)."""
+    answered: int
+    """Requests sent during the phases that got an outcome (a response or an error)."""
+    late: int
+    """Of those, sent more than 10 ms after their intended time."""
+
+    @property
+    def intended(self) -> int:
+        return round(self.rate * self.seconds)
+
+    def missed(self, tolerance: float) -> str | None:
+        """Why the schedule was missed by more than ``tolerance`` (a share: 0.1 is 10 %), or None if it was kept.
+
+        Missed means fewer requests answered than scheduled, or more sent late, by more than the tolerance (and
+        by more than two requests: a boundary is worth one either side).
+        """
+        shortfall = self.intended - self.answered
+        short = shortfall > max(2.0, tolerance * self.intended)
+        behind = self.late > max(2.0, tolerance * max(self.answered, 1))
+        if not (short or behind):
+            return None
+        achieved = self.answered / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.answered} of {self.intended} scheduled requests answered in {self.seconds:.1f} s of phases "
+            f"({achieved:.1f} of {self.rate:g} requests/s), {self.late} sent more than 10 ms late"
+        )
+
+
 class _PhaseAccumulator:
     def __init__(self, name: str, start: float) -> None:
         self.name = name
@@ -741,6 +776,19 @@ class LoadResult:
             p95_ms=pcts["p95_us"] / 1000.0,
             p99_ms=pcts["p99_us"] / 1000.0,
             max_ms=pcts["max_us"] / 1000.0,
+        )
+
+    def schedule(self) -> Schedule | None:
+        """How the open loop kept its schedule during the phases; None for a closed loop (it has none)."""
+        if self.mode != "open" or not self.rate:
+            return None
+        with self._lock:
+            accs = list(self._phases.values())
+        return Schedule(
+            rate=float(self.rate),
+            seconds=sum(a.seconds for a in accs),
+            answered=sum(a.requests for a in accs),
+            late=sum(a.late for a in accs),
         )
 
     def histogram(self, phase: str) -> HdrHistogram:

@@ -184,6 +184,9 @@ class LoadRun:
         self.log_path = log_path
         self._ready = threading.Event()
         self._eof = threading.Event()
+        self._wake = threading.Event()
+        """Set when a blocking phase must end early: the generator's output ended, or :meth:`interrupt`."""
+        self._interrupted: BaseException | None = None
         self._send_lock = threading.Lock()
         self._ready_info: dict[str, Any] = {}
         self._done_info: dict[str, Any] | None = None
@@ -258,6 +261,7 @@ class LoadRun:
             pass  # the pipe was closed under us by _terminate()
         finally:
             self._eof.set()
+            self._wake.set()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -285,7 +289,17 @@ class LoadRun:
             result=self.result,
         )
 
+    def interrupt(self, error: BaseException) -> None:
+        """End the phase that blocks now (and refuse any later one) with ``error``: what the caller saw go wrong
+        around the load, e.g. the mesh under test stopped. The generator keeps running: :meth:`stop` still
+        returns what it measured. Thread-safe; the first error wins."""
+        if self._interrupted is None:
+            self._interrupted = error
+        self._wake.set()
+
     def _check(self) -> None:
+        if self._interrupted is not None:
+            raise self._interrupted
         if self._stopping:
             raise LoadGeneratorError(
                 f"this load run (pid {self._proc.pid}) was stopped; start a new one", pid=self._proc.pid
@@ -343,7 +357,9 @@ class LoadRun:
         self._current_phase = name
         ended: float | None = None
         try:
-            if self._eof.wait(duration):
+            if self._wake.wait(duration):
+                if self._interrupted is not None:
+                    raise self._interrupted
                 raise self._error(f"the load generator died during phase {name!r}")
             ended = time.time()
             self._send({"phase": None, "at": ended})

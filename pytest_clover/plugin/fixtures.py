@@ -10,6 +10,7 @@ test asks for a fixture.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
-from ..backends.protocol import Backend, BackendOptions, MeshRecord, PodInfo
-from ..errors import Problem, RevertFailed
+from ..backends.protocol import Backend, BackendOptions, MeshRecord, PodInfo, Watchable
+from ..errors import MeshNotRunning, Problem, RevertFailed, ScheduleMissed
 from ..report.layout import write_json_atomic
 from .session import clover_session
 from .settings import SETTINGS_KEY, CloverSettings
@@ -29,7 +30,16 @@ if TYPE_CHECKING:
     from ..timeline import Timeline
     from .progress import Progress
 
-__all__ = ["Load", "Mesh", "TrackedRun", "mesh_workdir"]
+__all__ = ["SCHEDULE_TOLERANCE", "Load", "Mesh", "TrackedRun", "mesh_workdir"]
+
+SCHEDULE_TOLERANCE = 0.1
+"""The share of an open loop's scheduled requests that may go unanswered or leave more than 10 ms late before the
+run proves nothing about the rate asked for. The suites keep far inside it (a few late sends in thousands on a
+busy 2-core machine); a rate one core cannot generate misses it by orders of magnitude."""
+
+MESH_WATCH_INTERVAL_S = 0.5
+"""How often (seconds) a running phase checks that the mesh still runs: a mesh that dies mid-phase ends the test
+within this, where the phase would otherwise run on to its end against nothing."""
 
 
 # --------------------------------------------------------------------------- the fixtures
@@ -78,7 +88,17 @@ def mesh(clover_backend: Backend, clover_settings: CloverSettings, pytestconfig:
     """The topology deployed on the chosen backend for the whole session (one per xdist worker)."""
     state = clover_session(pytestconfig)
     deployed = Mesh(clover_backend, keep=clover_settings.keep_mesh)
-    deployed.deploy(clover_settings.deploy_timeout)
+    warnings = [str(p) for p in deployed.deploy(clover_settings.deploy_timeout)]
+    if warnings:
+        # Said where the run starts (and again in the summary), not only by `clover validate`: a Service that
+        # selects no pod answers nothing, and a test on it would pass for the wrong reason or fail for one.
+        state.topology_warnings = warnings
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_line(f"clover: the topology has {len(warnings)} warning(s):", yellow=True)
+            for line in warnings:
+                reporter.write_line(f"  {line}", yellow=True)
     try:
         yield deployed
     finally:
@@ -130,6 +150,7 @@ def faults(mesh: Mesh, clover_timeline: Timeline, pytestconfig: pytest.Config) -
     finally:
         try:
             injector.revert_all()
+            state.unreverted.extend(injector.unreverted)
         finally:
             if injector in state.open_faults and not any(h.active for h in injector.handles):
                 state.open_faults.remove(injector)
@@ -164,6 +185,7 @@ def load(
         timeline=clover_timeline,
         progress=Progress.for_test(request.config, request.node.name, state.settings.time_scale),
         hop_cursor=lambda: _hop_cursor(mesh),
+        check_mesh=mesh.backend.check_running if isinstance(mesh.backend, Watchable) else None,
     )
     try:
         yield loader
@@ -269,10 +291,14 @@ class Mesh:
 class TrackedRun:
     """A load run as the test sees it: the generator's run, with its result remembered for the plugin."""
 
-    def __init__(self, run: Any, load: Load, hop_cursor: Any = None) -> None:
+    def __init__(
+        self, run: Any, load: Load, hop_cursor: Any = None, schedule_tolerance: float | None = SCHEDULE_TOLERANCE
+    ) -> None:
         self._run = run
         self._load = load
         self._hop_cursor = hop_cursor
+        self.schedule_tolerance = schedule_tolerance
+        """How far (a share) the open loop may miss its schedule before the run is inconclusive; None: never."""
         self.result: Any = None
         """The result once stopped."""
 
@@ -293,24 +319,76 @@ class TrackedRun:
         return bool(self._run.alive)
 
     def phase(self, name: str, seconds: float) -> Any:
-        """Run a phase for ``seconds`` × the time scale (blocks), tagging its requests with ``name``."""
-        progress = self._load.progress
-        if progress is None:
-            return self._run.phase(name, seconds)
-        # The live line is drawn from a thread while the generator's phase blocks here, as it always does.
-        with progress.phase(self._run, name, seconds):
-            return self._run.phase(name, seconds)
+        """Run a phase for ``seconds`` × the time scale (blocks), tagging its requests with ``name``.
+
+        Raises :class:`~pytest_clover.errors.MeshNotRunning` at once if the mesh stops meanwhile (when its
+        backend can tell: :class:`~pytest_clover.backends.protocol.Watchable`), as it raises LoadGeneratorError
+        at once if the load generator dies."""
+        __tracebackhide__ = True
+        with self._watching_the_mesh():
+            progress = self._load.progress
+            if progress is None:
+                return self._run.phase(name, seconds)
+            # The live line is drawn from a thread while the generator's phase blocks here, as it always does.
+            with progress.phase(self._run, name, seconds):
+                return self._run.phase(name, seconds)
+
+    @contextlib.contextmanager
+    def _watching_the_mesh(self) -> Iterator[None]:
+        check = self._load.check_mesh
+        if check is None:
+            yield
+            return
+        check()  # a mesh already gone: say so rather than run a phase against nothing
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(MESH_WATCH_INTERVAL_S):
+                try:
+                    check()
+                except MeshNotRunning as exc:
+                    self._run.interrupt(exc)
+                    return
+                except Exception:  # a check that cannot tell is no verdict; the next one may
+                    continue
+
+        watcher = threading.Thread(target=watch, name="clover-mesh-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
 
     def mark(self, kind: str, name: str, **data: Any) -> Any:
         """Put an event on the test's timeline (e.g. ``run.mark("note", "v2 at 50 %")``)."""
         return self._run.mark(kind, name, **data)
 
     def stop(self) -> Any:
-        """Stop the load; returns the result (the same one if called again)."""
+        """Stop the load; returns the result (the same one if called again).
+
+        Raises :class:`~pytest_clover.errors.ScheduleMissed` (the test is INCONCLUSIVE) when the open loop fell
+        behind its schedule by more than ``schedule_tolerance``: the system was not tested at the rate asked for.
+        The result is saved for the report all the same.
+        """
+        __tracebackhide__ = True
         if self.result is None:
             self.result = self._run.stop()
             self._load._remember(self.result, self._hop_cursor)
+            self._check_schedule()
         return self.result
+
+    def _check_schedule(self) -> None:
+        __tracebackhide__ = True
+        schedule = getattr(self.result, "schedule", None)
+        report = schedule() if callable(schedule) and self.schedule_tolerance is not None else None
+        why = report.missed(self.schedule_tolerance) if report is not None else None
+        if why is not None:
+            raise ScheduleMissed(
+                f"the load missed its schedule: {why}. The system was not tested at the rate asked for (the "
+                "generator, one core, or the machine could not keep up): lower the rate, or pass "
+                "load.start(..., schedule_tolerance=None) to judge the run anyway"
+            )
 
 
 class Load:
@@ -327,8 +405,11 @@ class Load:
         timeline: Timeline | None,
         progress: Progress | None = None,
         hop_cursor: Callable[[], Any] | None = None,
+        check_mesh: Callable[[], None] | None = None,
     ) -> None:
         self._factory = factory
+        self.check_mesh = check_mesh
+        """Raises MeshNotRunning if the mesh under load has stopped (cheap); None when the backend cannot tell."""
         self._hop_cursor = hop_cursor
         self._base_url = base_url
         self.report_dir = report_dir
@@ -358,8 +439,16 @@ class Load:
         path: str | None = None,
         paths: Mapping[str, float] | None = None,
         headers: Mapping[str, str] | None = None,
+        schedule_tolerance: float | None = SCHEDULE_TOLERANCE,
     ) -> TrackedRun:
-        """Start load at the ingress: ``rate=`` requests/s (open loop) or ``users=`` (closed loop)."""
+        """Start load at the ingress: ``rate=`` requests/s (open loop) or ``users=`` (closed loop).
+
+        ``schedule_tolerance``: the share of scheduled requests the open loop may miss (not answered, or sent more
+        than 10 ms late) before ``stop()`` makes the test INCONCLUSIVE (default 0.1); None never does."""
+        if schedule_tolerance is not None and not 0 <= schedule_tolerance < 1:
+            raise ValueError(
+                f"schedule_tolerance must be a share from 0 to 1 (0.1 is 10 %) or None, not {schedule_tolerance!r}"
+            )
         if (rate is None) == (users is None):
             raise TypeError("give rate= (requests per second, open loop) or users= (closed loop), not both")
         n = len(self.runs) + 1
@@ -382,7 +471,7 @@ class Load:
                 cursor = self._hop_cursor()
             except Exception as exc:  # the breakdown is a report extra; the run goes on without it
                 self.problems.append(f"per-hop breakdown unavailable: {type(exc).__name__}: {exc}")
-        run = TrackedRun(generator.start(**kwargs), self, cursor)
+        run = TrackedRun(generator.start(**kwargs), self, cursor, schedule_tolerance)
         self.runs.append(run)
         return run
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Generator
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -140,16 +141,24 @@ class _XdistHooks:
 
 
 def _check_reference(settings: CloverSettings) -> None:
-    """--clover-compare must name a run the history holds: a typo is found before the first test, not after."""
-    from ..errors import NoReferenceRun
+    """--clover-compare must name a run the history holds: a typo is found before the first test, not after.
+
+    A history that cannot be read, or whose lines are not records (so that no earlier run is found), is a usage
+    error naming the file, here at configure, rather than an INTERNALERROR or a comparison with nothing.
+    """
+    from ..errors import NoReferenceRun, ReportDataError
     from ..report import history
 
-    records, _ = history.read(settings.report_dir)
+    where = settings.report_dir / history.HISTORY_FILE
+    try:
+        records, skipped = history.read(settings.report_dir)
+    except ReportDataError as exc:
+        raise pytest.UsageError(f"--clover-compare={settings.compare}: {exc}") from None
     try:
         history.reference_run(records, settings.compare or "last", settings.run_id)
     except NoReferenceRun as exc:
-        where = settings.report_dir / history.HISTORY_FILE
-        raise pytest.UsageError(f"{exc} (history: {where})") from None
+        damaged = f"; {len(skipped)} line(s) of it could not be read, first: {skipped[0]}" if skipped else ""
+        raise pytest.UsageError(f"{exc} (history: {where}{damaged})") from None
 
 
 def _settings(config: pytest.Config) -> CloverSettings | None:
@@ -165,16 +174,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Sweep the faults a killed run left open, before any test runs."""
+    """Sweep the faults a killed run left open, before any test runs: those of this report dir's ledgers, and those
+    of every ledger this user's runtime folder lists (a run killed elsewhere, its mesh kept running)."""
     settings = _settings(session.config)
-    if settings is None or not settings.ledger_dir.is_dir():
+    if settings is None:
         return
-    from ..faults.ledger import sweep_ledger
+    from ..runtime import runtime_path
 
+    registered = runtime_path() / "ledgers"
+    if not settings.ledger_dir.is_dir() and not (registered.is_dir() and any(registered.glob("*.json"))):
+        return  # nothing to look at: a run that uses no pytest-clover pays for nothing
+    from ..faults.ledger import sweep_ledger, sweep_registered
+
+    messages: list[str] = []
     try:
-        messages = sweep_ledger(settings.ledger_dir)
+        if settings.ledger_dir.is_dir():
+            messages += sweep_ledger(settings.ledger_dir)
+        messages += sweep_registered()
     except Exception as exc:  # a broken ledger must not stop the run; say so
-        messages = [f"the ledger in {settings.ledger_dir} could not be swept: {exc}"]
+        messages.append(f"a fault ledger could not be swept: {exc}")
     if not messages:
         return
     clover_session(session.config).swept = messages
@@ -217,6 +235,14 @@ def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Coll
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    problem = _marker_problem(item)
+    if problem is not None:
+        # Outside the except block: failing inside it would print the message twice ("During handling…").
+        pytest.fail(problem, pytrace=False)
+
+
+def _marker_problem(item: pytest.Item) -> str | None:
+    """What is wrong with the test's resilience and slo markers, if anything."""
     weight = item.get_closest_marker("resilience")
     if weight is not None:
         from ..slo import marker_weight
@@ -224,17 +250,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         try:
             marker_weight(weight)
         except ValueError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            return str(exc)
     markers = list(item.iter_markers("slo"))
     if not markers:
-        return
+        return None
     from ..slo import marker_objectives
 
     for marker in markers:
         try:
             marker_objectives(marker.kwargs, marker.args)
         except ValueError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            return str(exc)
+    return None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -263,6 +290,13 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     return outcome
 
 
+def _where_in_test(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    """``file:line: `` of the test's own line that the exception passed through, or nothing."""
+    path = getattr(item, "path", None)
+    lines = [entry for entry in excinfo.traceback if path is not None and Path(entry.path) == path]
+    return f"{lines[-1].path}:{lines[-1].lineno + 1}: " if lines else ""
+
+
 def _uses_clover(item: pytest.Item) -> bool:
     names = getattr(item, "fixturenames", ())
     return (
@@ -276,14 +310,18 @@ def _uses_clover(item: pytest.Item) -> bool:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     if call.excinfo is not None and report.failed:
-        from ..errors import CloverError
+        from ..errors import CloverError, MeshNotRunning
 
         if call.excinfo.errisinstance(CloverError):
-            from ..errors import FaultInconclusive
+            from ..errors import Inconclusive
 
-            report.clover_error = "inconclusive" if call.excinfo.errisinstance(FaultInconclusive) else "error"
+            report.clover_error = "inconclusive" if call.excinfo.errisinstance(Inconclusive) else "error"
         if getattr(call.excinfo.value, "clover_automatic", False):
             report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
+        elif call.excinfo.errisinstance(MeshNotRunning):
+            # The mesh stopped under the test: where the test was and what the backend knows say it all; the
+            # backend's frames and the socket error it translated would bury that.
+            report.longrepr = _where_in_test(item, call.excinfo) + f"MeshNotRunning: {call.excinfo.value}"
     if _uses_clover(item):
         report.clover = {}
         if report.when == "call":
@@ -417,7 +455,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(SESSION_KEY, None)
-    if state is None or not (state.rows or state.swept or state.kept):
+    if state is None or not (state.rows or state.swept or state.kept or state.topology_warnings or state.unreverted):
         return
     from .outputs import format_summary
 
@@ -443,3 +481,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"swept {len(state.swept)} {noun} left open by a killed run (see the top)")
     for line in state.kept:
         terminalreporter.write_line(line)
+    for line in state.unreverted:
+        terminalreporter.write_line(f"{line}; its ledger entry stays for `clover cleanup`", yellow=True)
+    if state.topology_warnings:
+        terminalreporter.write_line(f"the topology has {len(state.topology_warnings)} warning(s):", yellow=True)
+        for line in state.topology_warnings:
+            terminalreporter.write_line(f"  {line}", yellow=True)

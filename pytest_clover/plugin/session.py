@@ -66,6 +66,10 @@ class CloverSession:
     open_faults: list[Faults] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    unreverted: list[str] = field(default_factory=list)
+    """Faults left in force because their mesh stopped answering (kept in the ledger for a later sweep)."""
+    topology_warnings: list[str] = field(default_factory=list)
+    """What the deployed topology holds that will not behave as written (a Service selecting no pod…)."""
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     args: tuple[str, ...] = ()
     """The command line's arguments (for the replay command in the report)."""

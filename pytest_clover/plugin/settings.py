@@ -280,6 +280,27 @@ def parse_compare(text: Any, where: str) -> str:
     return value
 
 
+def check_writable(folder: Path, where: str) -> None:
+    """UsageError unless ``folder`` can be made and written: found now, not after the mesh started and a test ran.
+
+    Nothing is left behind: the check makes (and removes) an empty folder in the nearest folder that exists.
+    """
+    import tempfile
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise pytest.UsageError(f"{where}: {folder} cannot be made: {existing} is a file; pass --clover-report-dir=DIR")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".clover-check-", dir=existing))
+    except OSError as exc:
+        raise pytest.UsageError(
+            f"{where}: {folder} cannot be written ({exc.strerror or exc}); pass --clover-report-dir=DIR with a "
+            "folder you can write to"
+        ) from None
+
+
 def check_backend(value: str, where: str) -> str:
     """The backend's name if a distribution registers it; UsageError naming the installed ones otherwise."""
     from ..backends.registry import backend_class
@@ -331,6 +352,7 @@ def load_settings(config: pytest.Config) -> CloverSettings:
             f"{where or '--clover-report-dir'}: {values['report_dir']} exists and is not a folder; "
             "pass --clover-report-dir=DIR"
         )
+    check_writable(values["report_dir"], where or "--clover-report-dir")
 
     scale, where = _raw(config, OPTIONS[3])
     if scale is not None:

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from ..load.result import ROW_COLUMNS
 from . import history
-from .summary import RunData, SavedTest, build_summary, load_run
+from .summary import RunData, SavedTest, build_summary, dropped_events_problem, load_run
 
 PLOT_FILES = {
     "timeseries": "timeseries.png",
@@ -105,8 +105,11 @@ def draw_test_figures(folder: Path, title: str, *, result_dir: str = "") -> dict
     """The figures :func:`render_test_plots` saves for the test in ``folder``, drawn the same way but not saved
     (plot name → :class:`~pytest_clover.report.plots.PlotFigure`): what a check of the plots' contents
     (``fig.clover_spans``, the artists' data) looks at. A plot that cannot be drawn raises."""
+    from . import plots
+
     test, result_folder = _saved_for_plots(Path(folder), result_dir)
-    return {name: make() for name, make in _plot_makers(test, result_folder, title).items()}
+    with plots.missing_glyphs_allowed():
+        return {name: make() for name, make in _plot_makers(test, result_folder, title).items()}
 
 
 def render_test_plots(
@@ -129,8 +132,9 @@ def render_test_plots(
     def attempt(name: str, make: Callable[[], Any]) -> None:
         path = result_folder / PLOT_FILES[name]
         try:
-            fig = make()
-            plots.save(fig, path)
+            with plots.missing_glyphs_allowed():
+                fig = make()
+                plots.save(fig, path)
             files[name] = prefix + PLOT_FILES[name]
         except Exception as exc:  # one broken plot must not cost the whole report
             problems.append(f"{folder.name}: {name} plot failed: {type(exc).__name__}: {exc}")
@@ -325,9 +329,11 @@ class _WindowsCsv:
         self._attempt(close)
 
     def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        # Cleanup, also on the way out of an error (a run folder that is not a folder): it must not replace it.
+        with contextlib.suppress(OSError):
+            if self._file is not None:
+                self._file.close()
+            self._tmp.unlink(missing_ok=True)
 
     def _attempt(self, step: Callable[[TextIO], Any]) -> None:
         if self.problem is not None:
@@ -373,7 +379,8 @@ def render_trend(report_dir: Path, out: Path, *, last: int = 30) -> Path | None:
         return None
     from . import plots
 
-    plots.save(plots.trend(records, title="pytest-clover trend", last=last), out)
+    with plots.missing_glyphs_allowed():
+        plots.save(plots.trend(records, title="pytest-clover trend", last=last), out)
     return out
 
 
@@ -417,6 +424,8 @@ def build_report(
         if not (run_dir / "events.ndjson").is_file():
             write_events(data, run_dir / "events.ndjson")
         plot_files, problems = plots.finish()
+    if data.dropped_events:
+        problems.append(dropped_events_problem(data.dropped_events))
     stages["plots"] = plots.seconds
     lap = time.monotonic()
     if windows_csv.problem is not None:

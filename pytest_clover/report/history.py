@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import NoReferenceRun
+from ..errors import NoReferenceRun, ReportDataError
 from .summary import finite
 
 HISTORY_FILE = "history.jsonl"
@@ -77,28 +77,55 @@ def append(report_dir: Path, records: Sequence[Mapping[str, Any]]) -> Path:
     return path
 
 
+METRIC_FIELDS = ("p99_ms", "error_rate", "throughput_rps", "recovery_s")
+"""A record's fields that map a phase (or, for recovery, the phase after a fault) to a number."""
+
+
 def read(report_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """(records in file order, warnings about lines that could not be read)."""
+    """(records in file order, warnings about lines that could not be read).
+
+    A line that is not UTF-8, not JSON or not a version-1 record (a disk filled mid-write, a file overwritten by
+    something else) is skipped with a warning naming the file and the line; no history file is no record. A file
+    that exists but cannot be read at all (a folder, no permission) raises :class:`ReportDataError` naming it.
+    """
     path = Path(report_dir) / HISTORY_FILE
     records: list[dict[str, Any]] = []
     warnings: list[str] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
         return [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+    except OSError as exc:
+        raise ReportDataError(f"{path}: cannot read the run history: {exc.strerror or exc}") from exc
+    # Split on b"\n" only, then decode line by line: one undecodable line costs that line, not the file (and
+    # str.splitlines would also split inside a record at \x1c, \x85, \u2028 and other line boundaries).
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            warnings.append(f"{path}:{number}: not UTF-8 text, skipped")
+            continue
+        except (ValueError, RecursionError):
             warnings.append(f"{path}:{number}: not JSON, skipped")
             continue
-        if not isinstance(record, dict) or record.get("v") != HISTORY_VERSION or "nodeid" not in record:
+        if not _is_record(record):
             warnings.append(f"{path}:{number}: not a version-{HISTORY_VERSION} record, skipped")
             continue
         records.append(record)
     return records, warnings
+
+
+def _is_record(record: Any) -> bool:
+    """A record as :func:`records_for` writes it, in the fields the readers (compare, trend) rely on."""
+    return (
+        isinstance(record, dict)
+        and record.get("v") == HISTORY_VERSION
+        and isinstance(record.get("nodeid"), str)
+        and isinstance(record.get("run_id"), str)
+        and all(isinstance(record.get(key) or {}, dict) for key in METRIC_FIELDS)
+    )
 
 
 def run_ids(records: Iterable[Mapping[str, Any]]) -> list[str]:

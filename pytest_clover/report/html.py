@@ -62,7 +62,10 @@ def _e(value: Any) -> str:
 def _when(ts: Any) -> str:
     if not isinstance(ts, int | float) or not math.isfinite(ts):
         return "—"
-    return datetime.datetime.fromtimestamp(float(ts), datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.datetime.fromtimestamp(float(ts), datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):  # beyond year 9999 or the platform's time_t: not a time we wrote
+        return _e(ts)
 
 
 def _duration(seconds: Any) -> str:

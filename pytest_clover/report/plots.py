@@ -18,14 +18,16 @@ on the plots.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import re
 import tempfile
+import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -1220,7 +1222,10 @@ def _run_label(run_id: str, when: float | None) -> str:
     if when is not None:
         import time
 
-        return time.strftime("%m-%d\n%H:%M", time.localtime(when))
+        try:
+            return time.strftime("%m-%d\n%H:%M", time.localtime(when))
+        except (OverflowError, OSError, ValueError):  # a time no run was recorded at (history.jsonl edited)
+            pass
     return _shorten(run_id, 12)
 
 
@@ -1387,6 +1392,16 @@ def _sparse_ticks(n: int, most: int) -> list[int]:
 
 
 # -- 5. output ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def missing_glyphs_allowed() -> Iterator[None]:
+    """Draw a character the font lacks (a control character or an emoji in a test id, a phase name, a run id) as
+    matplotlib does, a box, without its warning: under ``-W error`` (pytest's filterwarnings) the warning would
+    cost the whole plot, drawn while figures are laid out and saved."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        yield
 
 
 def to_png_bytes(fig: Figure, *, dpi: int = _DPI) -> bytes:

@@ -98,7 +98,7 @@ class SavedTest:
         if self.released is not None:
             return self.released[1]
         windows = (self.result or {}).get("windows") or []
-        return float(windows[0]["start"]) if windows else None
+        return finite(windows[0].get("start")) if windows else None
 
     def release_windows(self) -> None:
         """Drop ``result["windows"]``, keeping what the summary reads of them (how many, the first start).
@@ -125,13 +125,99 @@ class RunData:
     folder: Path
     run: dict[str, Any]
     tests: list[SavedTest]
+    dropped_events: int = 0
+    """Lines of ``events.ndjson`` that were not events (torn, garbled) and were left out: the report is partial."""
+
+
+# --------------------------------------------------------------------------- the shape of what was read
+#
+# The files are the plugin's, but a report is rebuilt from whatever a folder holds (a copy, an edit, a disk that
+# filled up): a value of the wrong type is a ReportDataError naming the file and the field, never a traceback
+# from deep inside the summary. Numbers are read leniently where they are used (finite(), _whole()).
+
+
+_KINDS: dict[type, str] = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _expect(path: Path, data: Mapping[str, Any], key: str, kind: type, *, of_objects: bool = False) -> None:
+    """``data[key]``, when present and not null, is a ``kind`` (a list or object of objects, if ``of_objects``)."""
+    value = data.get(key)
+    if value is None:
+        return
+    if not isinstance(value, kind):
+        raise ReportDataError(f"{path}: {key} must be {_KINDS[kind]}, found {_kind(value)}")
+    if of_objects:
+        container: Any = value  # a dict or a list: checked above
+        values: Iterable[Any] = container.values() if isinstance(container, dict) else container
+        bad = [v for v in values if not isinstance(v, dict)]
+        if bad:
+            raise ReportDataError(f"{path}: {key} must be {_KINDS[kind]} of objects, found {_kind(bad[0])} in it")
+
+
+def _checked_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """``test.json`` in the shape the summary reads."""
+    for key in ("nodeid", "folder", "verdict", "result_dir"):
+        _expect(path, record, key, str)
+    for key in ("slo", "faults", "regressions"):
+        _expect(path, record, key, list, of_objects=True)
+    _expect(path, record, "phases", dict, of_objects=True)
+    _expect(path, record, "recovery", dict)
+    _expect(path, record, "files", dict)
+    relative = record.get("result_dir") or ""
+    if relative and (Path(relative).is_absolute() or ".." in Path(relative).parts):
+        raise ReportDataError(f"{path}: result_dir {relative!r} must be a folder inside the test's folder")
+    return record
+
+
+def _checked_result(path: Path, result: Any) -> dict[str, Any]:
+    """``result.json`` in the shape the summary and the plots read."""
+    if not isinstance(result, dict):
+        raise ReportDataError(f"{path}: expected a JSON object, found {_kind(result)}")
+    _expect(path, result, "phases", dict, of_objects=True)
+    _expect(path, result, "windows", list, of_objects=True)
+    _expect(path, result, "events", list)
+    _expect(path, result, "histograms", dict)
+    for values in (result.get("phases") or {}).values():
+        _expect(path, values, "status_counts", dict)
+    return result
+
+
+def _events(raw: Any) -> list[dict[str, Any]]:
+    """The events of a timeline: objects with a finite time (anything else is no event)."""
+    if not isinstance(raw, list):
+        return []
+    return [e for e in raw if isinstance(e, dict) and finite(e.get("time")) is not None]
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` if it is an integer (not a boolean), else None: what summary.json holds for a seed or a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _whole(value: Any) -> int:
+    """A count: ``value`` as an int, 0 for anything not a finite number."""
+    number = finite(value)
+    return int(number) if number is not None else 0
+
+
+def _run_number(path: Path) -> int:
+    tail = path.parent.name.split("-")[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def _result_path(folder: Path, record: Mapping[str, Any]) -> Path | None:
     relative = record.get("result_dir") or ""
     candidates = [folder / relative / "result.json"] if relative else []
     # Without a recorded folder (a run killed before the record was written): the last run-N, else the test's own.
-    runs = sorted(folder.glob("run-*/result.json"), key=lambda p: int(p.parent.name.split("-")[-1] or 0))
+    runs = sorted(folder.glob("run-*/result.json"), key=_run_number)
     candidates += [*reversed(runs), folder / "result.json"]
     return next((p for p in candidates if p.is_file()), None)
 
@@ -143,19 +229,20 @@ def load_saved_test(folder: Path, streamed: Mapping[str, list[dict[str, Any]]] |
     record: dict[str, Any] = read_json(record_path) if record_path.is_file() else {"verdict": "interrupted"}
     if not isinstance(record, dict):
         raise ReportDataError(f"{record_path}: expected a JSON object, found {type(record).__name__}")
+    _checked_record(record_path, record)
     record.setdefault("folder", folder.name)
     result = None
     path = _result_path(folder, record)
     if path is not None:
-        result = read_json(path)
-        if path.parent != folder:
-            record.setdefault("result_dir", path.parent.relative_to(folder).as_posix())
+        result = _checked_result(path, read_json(path))
+        if path.parent != folder and not record.get("result_dir"):
+            record["result_dir"] = path.parent.relative_to(folder).as_posix()
     events: list[dict[str, Any]] = []
     timeline = folder / "timeline.json"
     if timeline.is_file():
-        events = [e for e in read_json(timeline) if isinstance(e, dict) and "time" in e]
+        events = _events(read_json(timeline))
     elif result is not None:
-        events = list(result.get("events") or [])
+        events = _events(result.get("events"))
     if streamed and streamed.get(folder.name):
         # events.ndjson also has what happened after the timeline was saved: the revert of a fault that an
         # interrupted teardown left to the session's end, or everything, for a test killed before saving.
@@ -171,24 +258,30 @@ def _event_key(event: Mapping[str, Any]) -> tuple[str, str, float]:
     return str(event.get("kind")), str(event.get("name")), round(float(event["time"]), 6)
 
 
-def streamed_events(folder: Path) -> dict[str, list[dict[str, Any]]]:
-    """``events.ndjson`` grouped by test folder name (a torn last line, from a kill mid-write, is skipped)."""
+def streamed_events(folder: Path) -> tuple[dict[str, list[dict[str, Any]]], int]:
+    """``events.ndjson`` grouped by test folder name, and how many lines were not events and were skipped (a torn
+    last line from a kill mid-write, a garbled one): the caller says so, since the report then lacks them."""
     from .layout import folder_for_test
 
     grouped: dict[str, list[dict[str, Any]]] = {}
+    dropped = 0
     path = folder / "events.ndjson"
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = path.read_bytes().split(b"\n")
     except OSError:
-        return grouped
+        return grouped, 0
     for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
+        if not line.strip():
             continue
+        try:
+            event = json.loads(line.decode("utf-8", errors="replace"))
+        except (ValueError, RecursionError):
+            event = None
         if isinstance(event, dict) and event.get("test") and finite(event.get("time")) is not None:
             grouped.setdefault(folder_for_test(str(event["test"])), []).append(event)
-    return grouped
+        else:
+            dropped += 1
+    return grouped, dropped
 
 
 def load_run(folder: Path, *, on_test: Callable[[SavedTest], None] | None = None) -> RunData:
@@ -199,7 +292,8 @@ def load_run(folder: Path, *, on_test: Callable[[SavedTest], None] | None = None
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ReportDataError(f"{folder}: no such run folder; give <report-dir>/<run-id>, e.g. reports/latest")
+        what = "not a folder" if folder.exists() else "no such run folder"
+        raise ReportDataError(f"{folder}: {what}; give a run folder, <report-dir>/<run-id>, e.g. reports/latest")
     run_path = folder / "run.json"
     if not run_path.is_file():
         raise ReportDataError(f"{run_path}: missing — is {folder} a pytest-clover run folder (reports/<run-id>)?")
@@ -208,7 +302,7 @@ def load_run(folder: Path, *, on_test: Callable[[SavedTest], None] | None = None
         raise ReportDataError(f"{run_path}: expected a JSON object")
     tests = []
     # Read even for a finished run: an interrupted test may never have written its timeline.
-    streamed = streamed_events(folder)
+    streamed, dropped = streamed_events(folder)
     for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if (
             (child / "test.json").is_file()
@@ -220,7 +314,7 @@ def load_run(folder: Path, *, on_test: Callable[[SavedTest], None] | None = None
             if on_test is not None:
                 on_test(test)
             tests.append(test)
-    return RunData(folder=folder, run=run, tests=tests)
+    return RunData(folder=folder, run=run, tests=tests, dropped_events=dropped)
 
 
 # --------------------------------------------------------------------------- the pieces of a test
@@ -235,16 +329,16 @@ def phase_table(test: SavedTest) -> dict[str, dict[str, Any]]:
             table[name] = {
                 "start_s": _offset(p.get("start"), t0),
                 "end_s": _offset(p.get("end"), t0),
-                "requests": int(p.get("requests") or 0),
-                "errors": int(p.get("errors") or 0),
-                "late": int(p.get("late") or 0),
+                "requests": _whole(p.get("requests")),
+                "errors": _whole(p.get("errors")),
+                "late": _whole(p.get("late")),
                 "error_rate": finite(p.get("error_rate")),
                 "throughput_rps": finite(p.get("throughput_rps")),
                 "p50_ms": finite(p.get("p50_ms")),
                 "p95_ms": finite(p.get("p95_ms")),
                 "p99_ms": finite(p.get("p99_ms")),
                 "max_ms": finite(p.get("max_ms")),
-                "status_counts": {str(k): int(v) for k, v in (p.get("status_counts") or {}).items()},
+                "status_counts": {str(k): _whole(v) for k, v in (p.get("status_counts") or {}).items()},
             }
         return table
     # No result.json (interrupted before the load stopped): what the verdict hook saw, if anything.
@@ -252,8 +346,8 @@ def phase_table(test: SavedTest) -> dict[str, dict[str, Any]]:
         name: {
             "start_s": None,
             "end_s": None,
-            "requests": int(p.get("requests") or 0),
-            "errors": int(p.get("errors") or 0),
+            "requests": _whole(p.get("requests")),
+            "errors": _whole(p.get("errors")),
             "late": 0,
             "error_rate": finite(p.get("error_rate")),
             "throughput_rps": None,
@@ -302,6 +396,8 @@ def fault_intervals(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
             continue
         t = float(event["time"])
         key = event.get("id") if event.get("id") is not None else event.get("name")
+        if not isinstance(key, str | int | float | bool | None):
+            key = json.dumps(key, sort_keys=True, default=str)  # an id that is a list or an object: still one key
         target = str(event.get("target") or "")
         if kind == "fault-start":
             if event.get("fault") == "shift" and target:
@@ -333,8 +429,8 @@ def fault_intervals(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 def _interval(event: Mapping[str, Any], *, start: float | None, end: float | None) -> dict[str, Any]:
     return {
-        "id": event.get("id"),
-        "kind": event.get("fault") or "fault",
+        "id": event.get("id") if isinstance(event.get("id"), str) else _integer(event.get("id")),
+        "kind": str(event.get("fault") or "fault"),
         "description": str(event.get("name", "")),
         "target": str(event.get("target") or ""),
         "start": start,
@@ -376,7 +472,18 @@ def slo_checks(test: SavedTest) -> list[dict[str, Any]]:
 
 
 def regressions(test: SavedTest) -> list[dict[str, Any]]:
-    return [dict(r) for r in test.record.get("regressions") or []]
+    return [
+        {
+            "metric": str(r.get("metric", "")),
+            "phase": str(r.get("phase", "")),
+            "reference": finite(r.get("reference")),
+            "observed": finite(r.get("observed")),
+            "allowed": finite(r.get("allowed")),
+            "ok": bool(r.get("ok")),
+            "run_id": _text(r.get("run_id")),
+        }
+        for r in test.record.get("regressions") or []
+    ]
 
 
 def score_fraction(test: SavedTest) -> float | None:
@@ -433,7 +540,7 @@ def summarise_test(test: SavedTest) -> dict[str, Any]:
         "faults": fault_events(test),
         "recovery_s": {str(k): finite(v) for k, v in (record.get("recovery") or {}).items()},
         "regressions": regressions(test),
-        "files": dict(record.get("files") or {}),
+        "files": {str(k): str(v) for k, v in (record.get("files") or {}).items()},
     }
 
 
@@ -442,24 +549,34 @@ def _load_info(test: SavedTest) -> dict[str, Any] | None:
         return None
     r = test.result
     return {
-        "mode": r.get("mode"),
+        "mode": _text(r.get("mode")),
         "rate_rps": finite(r.get("rate")),
-        "users": r.get("users"),
-        "seed": r.get("seed"),
+        "users": _integer(r.get("users")),
+        "seed": _integer(r.get("seed")),
         "windows": test.window_count,
         "result_dir": test.record.get("result_dir") or "",
     }
 
 
-def is_partial(run: Mapping[str, Any], tests: Iterable[SavedTest]) -> tuple[bool, str]:
+def is_partial(run: Mapping[str, Any], tests: Iterable[SavedTest], dropped_events: int = 0) -> tuple[bool, str]:
+    reasons = []
     if not run.get("finished"):
-        return True, "the run did not finish (killed, or still running): this report holds the tests it completed"
-    if run.get("partial"):
-        return True, str(run.get("partial_reason") or "the run was interrupted")
-    interrupted = [t.nodeid for t in tests if t.verdict == "interrupted"]
-    if interrupted:
-        return True, f"{len(interrupted)} test(s) interrupted: {', '.join(interrupted[:3])}"
-    return False, ""
+        reasons.append("the run did not finish (killed, or still running): this report holds the tests it completed")
+    elif run.get("partial"):
+        reasons.append(str(run.get("partial_reason") or "the run was interrupted"))
+    else:
+        interrupted = [t.nodeid for t in tests if t.verdict == "interrupted"]
+        if interrupted:
+            reasons.append(f"{len(interrupted)} test(s) interrupted: {', '.join(interrupted[:3])}")
+    if dropped_events:
+        reasons.append(dropped_events_problem(dropped_events))
+    return bool(reasons), "; ".join(reasons)
+
+
+def dropped_events_problem(dropped: int) -> str:
+    """What the report says about lines of ``events.ndjson`` it could not read."""
+    noun = "line" if dropped == 1 else "lines"
+    return f"events.ndjson: {dropped} {noun} not readable as events were left out (phases and faults may be missing)"
 
 
 def build_summary(data: RunData) -> dict[str, Any]:
@@ -467,12 +584,13 @@ def build_summary(data: RunData) -> dict[str, Any]:
     run = data.run
     ordered = sorted(data.tests, key=lambda t: (VERDICT_ORDER.get(t.verdict, 9), t.nodeid))
     score, counted = resilience_score(ordered)
-    partial, reason = is_partial(run, ordered)
+    partial, reason = is_partial(run, ordered, data.dropped_events)
     totals: dict[str, int] = {"tests": len(ordered)}
     for verdict in VERDICT_ORDER:
         totals[verdict] = sum(1 for t in ordered if t.verdict == verdict)
     started = finite(run.get("started"))
     finished = finite(run.get("finished"))
+    versions = run.get("versions")
     return {
         "schema": SCHEMA,
         "version": SCHEMA_VERSION,
@@ -483,15 +601,16 @@ def build_summary(data: RunData) -> dict[str, Any]:
             "duration_s": round(finished - started, 3) if started is not None and finished is not None else None,
             "partial": partial,
             "partial_reason": reason,
-            "exitstatus": run.get("exitstatus"),
-            "backend": run.get("backend"),
-            "topology": run.get("topology"),
-            "seed": run.get("seed"),
-            "time_scale": run.get("time_scale"),
-            "replay": run.get("replay") or "",
-            "compare": run.get("compare"),
-            "versions": dict(run.get("versions") or {}),
-            "host": run.get("host") or platform.node(),
+            # As summary.schema.json has them: a value of another type (run.json edited or damaged) is left out.
+            "exitstatus": _integer(run.get("exitstatus")),
+            "backend": _text(run.get("backend")),
+            "topology": _text(run.get("topology")),
+            "seed": _integer(run.get("seed")),
+            "time_scale": finite(run.get("time_scale")),
+            "replay": _text(run.get("replay")) or "",
+            "compare": _text(run.get("compare")),
+            "versions": {str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict) else {},
+            "host": _text(run.get("host")) or platform.node(),
         },
         "score": {"value": score, "tests_scored": counted, "formula": SCORE_FORMULA},
         "totals": totals,

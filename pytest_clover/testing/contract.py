@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from ..backends.protocol import Backend, PodInfo
+from ..backends.protocol import Backend, PodInfo, Watchable
 from ..backends.registry import connect
 from ..envoy.access_log import DIRECTIONS, missing_fields
 from ..envoy.stats import fault_count
@@ -117,6 +117,14 @@ class BackendSmokeContract:
         assert again is not None, f"connect({record!r}) did not find the running mesh"
         assert sorted(p.name for p in again.pods()) == sorted(p.name for p in contract_backend.pods())
         assert contract_backend.info(), "info() says nothing about the mesh"
+
+    def test_a_watchable_backend_says_its_running_mesh_runs(self, contract_backend: Backend) -> None:
+        if not isinstance(contract_backend, Watchable):
+            pytest.skip("the backend does not declare Watchable: load phases are not watched for a dead mesh")
+        contract_backend.check_running()  # a running mesh: no MeshNotRunning
+        again: object = connect(contract_backend.record())
+        assert isinstance(again, Watchable), "a reconnected backend must be Watchable as the original is"
+        again.check_running()
 
     def test_a_killed_pod_is_replaced_under_a_new_name(self, contract_backend: Backend) -> None:
         backend = contract_backend

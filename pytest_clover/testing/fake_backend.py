@@ -88,6 +88,11 @@ def _percent(fault: Mapping[str, Any]) -> float:
     return 100.0
 
 
+def _stop_server(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 class FakeBackend:
     """An in-memory mesh behind the Backend protocol; optionally persisted to a JSON file."""
 
@@ -125,10 +130,12 @@ class FakeBackend:
         self.frozen: dict[str, Any] | None = None
         self.ingress: str = ""
         """The ingress URL while deployed: the fake's HTTP server when this process deployed it."""
-        self._server: ThreadingHTTPServer | None = None
+        self._stop_server: weakref.finalize[[ThreadingHTTPServer], FakeBackend] | None = None
         self._lock = threading.RLock()
         self._round_robin = itertools.count()
         self._memory_id = f"{MEMORY_PREFIX}{uuid.uuid4().hex[:12]}"
+        self.topology_path = Path(topology) if topology is not None else None
+        """Where the topology came from (its warnings are what deploy returns)."""
         if self.state_file is None:
             FakeBackend._live[self._memory_id] = self
         if self.state_file is not None and self.state_file.exists():
@@ -288,7 +295,12 @@ class FakeBackend:
         self.history.append("deploy")
         self._start_ingress()
         self._save()
-        return []
+        if self.topology_path is None:
+            return []
+        from ..istio import validate
+
+        # What any backend would say about the topology; what only the embedded mesh cannot honour is not ours.
+        return [p for p in validate([self.topology_path]) if p.severity == "warning" and p.scope != "local"]
 
     def teardown(self) -> None:
         self._stop_ingress()
@@ -302,6 +314,10 @@ class FakeBackend:
     def ingress_url(self) -> str:
         self._require()
         return self.ingress or "http://127.66.0.1:8080"
+
+    def check_running(self) -> None:
+        """:class:`~pytest_clover.backends.protocol.Watchable`: the fake mesh runs while it is deployed."""
+        self._require()
 
     def _require(self) -> None:
         if not self.deployed:
@@ -510,16 +526,20 @@ class FakeBackend:
     # ------------------------------------------------------------------ the ingress
 
     def _start_ingress(self) -> None:
-        """Answer HTTP at the ingress, in this process, until teardown."""
+        """Answer HTTP at the ingress, in this process, until teardown or until this fake is dropped."""
         if not any(p["deployment"] is None for p in self.pods_):
             return
-        backend = self
+        # The server's threads hold only a weak reference: a test that drops its fake without tearing it down
+        # does not keep the fake, its port and its threads alive until the process ends.
+        ref = weakref.ref(self)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                status, body = backend._serve({k.lower(): v for k, v in self.headers.items()}, self.path)
+                backend = ref()
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, body = backend._serve(headers, self.path) if backend is not None else (503, "gone\n")
                 data = body.encode()
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")
@@ -530,17 +550,20 @@ class FakeBackend:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the access log is the fake's own
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that hung up (a load generator stopping) is no error of the fake's
+
+        server = Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="fake-ingress", daemon=True).start()
-        self._server = server
+        self._stop_server = weakref.finalize(self, _stop_server, server)
         self.ingress = f"http://127.0.0.1:{server.server_address[1]}"
 
     def _stop_ingress(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        stop, self._stop_server = self._stop_server, None
+        if stop is not None:
+            stop()
 
     def _target(self) -> str | None:
         """The service the gateway sends requests to: the first destination of a gateway-bound VirtualService."""

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ..errors import LoadGeneratorError
+from ..load.result import Schedule
 from ..timeline import Timeline
 
 __all__ = ["FakeLoadGenerator", "FakeLoadResult", "FakeLoadRun", "FakePhaseStats"]
@@ -48,9 +49,22 @@ class FakeLoadResult:
     windows: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     recovery: dict[str, float | None] = field(default_factory=dict)
+    rate: float | None = None
+    """The open loop's rate (None: closed loop, or a result made by hand): what ``schedule()`` judges against."""
 
     def window_rows(self) -> list[dict[str, Any]]:
         return [dict(w) for w in self.windows]
+
+    def schedule(self) -> Schedule | None:
+        """As the real result's: the phases' requests and late sends against the rate (profiles may set both)."""
+        if not self.rate:
+            return None
+        return Schedule(
+            rate=self.rate,
+            seconds=sum(p.end - p.start for p in self.phases.values()),
+            answered=sum(p.requests for p in self.phases.values()),
+            late=sum(p.late for p in self.phases.values()),
+        )
 
     def recovery_seconds(self, after: str, **slo: float) -> float | None:
         return self.recovery.get(after)
@@ -78,9 +92,10 @@ class FakeLoadRun:
         self.clock = time.time()
         self.phases: dict[str, FakePhaseStats] = {}
         self.windows: list[dict[str, Any]] = []
-        self.result = FakeLoadResult(self.phases, self.windows)
+        self.result = FakeLoadResult(self.phases, self.windows, rate=rate)
         """Live, like the load generator's: every phase adds its windows and statistics at once."""
         self.stopped = False
+        self.interrupted: BaseException | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -91,7 +106,14 @@ class FakeLoadRun:
         if self.alive:
             self.stop()
 
+    def interrupt(self, error: BaseException) -> None:
+        """As the load generator's: the next phase raises ``error``."""
+        if self.interrupted is None:
+            self.interrupted = error
+
     def phase(self, name: str, seconds: float) -> None:
+        if self.interrupted is not None:
+            raise self.interrupted
         if not self.alive:
             raise LoadGeneratorError("the load run is stopped: start another with load.start(...)")
         if self.generator.profile.get("crash") == name:

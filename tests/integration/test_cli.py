@@ -66,13 +66,12 @@ def _listening(ip: str, port: int) -> bool:
 
 def _footprint(status: dict[str, Any], state_dir: Path) -> tuple[list[psutil.Process], list[tuple[str, int]]]:
     state = MeshState(state_dir)
-    status = LocalBackend(state_dir=state_dir).status()  # the local backend's own status: admin ports too
     procs = [psutil.Process(r.pid) for r in state.read_pids()]
     owner = state.owner()
     assert owner is not None
     procs.append(psutil.Process(owner.pid))
+    # Envoy admin APIs are Unix sockets in the state dir (gone with it); every TCP port is in the block.
     ports = [(p["ip"], int(port)) for p in status["pods"] for port in p["ports"].values()]
-    ports += [(p["ip"], int(p["admin_url"].rsplit(":", 1)[1])) for p in status["pods"]]
     return procs, ports
 
 
@@ -89,7 +88,7 @@ def _descendants(state_dir: Path) -> list[psutil.Process]:
 
 
 def _listening_in_block(block: str) -> list[tuple[str, int]]:
-    """Every listening socket on the mesh's loopback block: the pods' ports, their admin APIs, the xDS server."""
+    """Every listening socket on the mesh's loopback block: the pods' ports and the xDS server."""
     return sorted(
         (c.laddr.ip, c.laddr.port)
         for c in psutil.net_connections(kind="inet4")

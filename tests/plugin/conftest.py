@@ -12,6 +12,7 @@ import pytest
 # matplotlib's C extensions cannot be loaded a second time in one process (the report builds them).
 import pytest_clover.report.build
 import pytest_clover.report.plots  # noqa: F401
+from pytest_clover.runtime import RUNTIME_ENV
 from pytest_clover.testing import FakeBackend
 
 # pytester is enabled for the whole test run in pyproject.toml (addopts -p pytester).
@@ -122,7 +123,9 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> Project:
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Project:
+    # A runtime folder per test: the fault ledgers one test's killed run leaves are not swept by another's.
+    monkeypatch.setenv(RUNTIME_ENV, str(pytester.path.parent / f"{pytester.path.name}-runtime"))
     return Project(pytester)
 
 

@@ -495,3 +495,126 @@ def test_a_pytest_killed_with_sigkill_is_swept_by_the_next_run(project: Project)
     assert by_key(mesh.istio_objects()) == by_key(pristine_istio())
     assert mesh.desired["clover-server"] == 3
     assert project.open_ledger_entries() == [] and list(project.ledger_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "inject",
+    [
+        lambda f: f.delay("http-lbb", "100ms"),
+        lambda f: f.abort("no-such-service"),
+        lambda f: f.shift("clover-servr", {"v1": 100}),
+    ],
+)
+def test_a_fault_on_a_service_the_mesh_does_not_have_is_refused_at_once(
+    fake: FakeBackend, injector: Faults, inject: Any
+) -> None:
+    # Before: accepted, then INCONCLUSIVE after the verification timeout, with a hint about load.
+    with pytest.raises(InvalidFault, match=r"no service '[a-z-]+' in the mesh; (did you mean [a-z-]+\? )?services: "):
+        inject(injector)
+    assert injector.handles == [] and fake.reload().history == ["deploy"]
+
+
+def test_scale_takes_a_whole_number_of_replicas(injector: Faults) -> None:
+    with pytest.raises(InvalidFault, match="replicas must be a whole number of 0 or more, got '2'"):
+        injector.scale("clover-server", "2")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"count": 0}, "count must be a whole number of pods, 1 or more, got 0"),
+        ({"count": "2"}, "count must be a whole number of pods, 1 or more, got '2'"),
+        ({"percent": 500}, r"percent must be more than 0 and at most 100 \(a share of the pods\), got 500"),
+        ({"grace": -1}, "grace must be 0 or more seconds, got -1"),
+    ],
+)
+def test_kill_arguments_are_checked_before_anything_is_killed(
+    fake: FakeBackend, injector: Faults, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidFault, match=message):
+        injector.kill("clover-server", **kwargs)
+    assert fake.reload().history == ["deploy"]
+
+
+def test_a_mesh_that_stops_mid_test_is_one_clear_error_at_once_not_an_inconclusive_fault(project: Project) -> None:
+    # Before: ~27 s of polling, then "inconclusive … was load reaching http-lb?" and a second error at teardown.
+    project.pytester.makepyfile(
+        """
+        import time
+
+        def test_it(mesh, faults):
+            fault = faults.delay("http-lb", "1s")
+            mesh.backend.teardown()  # what a killed supervisor looks like to the fault engine
+            started = time.monotonic()
+            try:
+                fault.verify(timeout=30)
+            finally:
+                assert time.monotonic() - started < 5
+        """
+    )
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*MeshNotRunning: the fake mesh is not deployed*"])
+    result.stdout.fnmatch_lines(["delay 1s 100% on http-lb: not reverted, the mesh is not running*clover cleanup*"])
+    assert "INCONCLUSIVE" not in result.stdout.str() and "ERROR at teardown" not in result.stdout.str()
+
+
+def test_faults_a_killed_run_left_on_a_kept_mesh_are_found_from_any_report_dir(project: Project) -> None:
+    # Before: only the next run with the same report dir reverted them; `clover cleanup` did not find them.
+    project.pytester.makepyfile(
+        test_killed=f"""
+        import os
+
+        def test_killed(mesh, faults):
+            faults.delay("http-lb", "300ms")
+            os.kill(os.getpid(), {int(signal.SIGKILL)})
+        """
+    )
+    killed = project.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--clover-keep-mesh", "--clover-report-dir=first"
+    )
+    assert killed.ret == -signal.SIGKILL
+    assert project.mesh().deployed and "fault" in json.dumps(project.mesh().istio_objects())
+
+    (project.path / "test_killed.py").unlink()
+    project.pytester.makepyfile(test_next="def test_next(): pass")
+    result = project.run("--clover-report-dir=elsewhere")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [f"  delay 300ms 100% on http-lb: reverted on the fake mesh at {project.state_file}"]
+    )
+    assert by_key(project.mesh().istio_objects()) == by_key(pristine_istio())
+    from pytest_clover.faults import registered_ledgers
+
+    assert registered_ledgers() == []
+
+
+def test_clover_cleanup_reverts_the_faults_a_killed_run_left_on_a_kept_mesh(
+    project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: `clover cleanup` said "left running: … its owner is alive" and the fault stayed in force.
+    project.pytester.makepyfile(
+        test_killed=f"""
+        import os
+
+        def test_killed(mesh, faults):
+            faults.delay("http-lb", "300ms")
+            os.kill(os.getpid(), {int(signal.SIGKILL)})
+        """
+    )
+    killed = project.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--clover-keep-mesh", "--clover-report-dir=far/away"
+    )
+    assert killed.ret == -signal.SIGKILL
+    assert by_key(project.mesh().istio_objects()) != by_key(pristine_istio())
+
+    from pytest_clover.cli.main import main
+    from pytest_clover.faults import registered_ledgers
+
+    # Another folder than the run's report dir: the ledger is found through this user's runtime folder.
+    monkeypatch.chdir(project.path.parent)
+    assert main(["cleanup"]) == 0
+    out = capsys.readouterr().out
+    assert "fault swept: delay 300ms 100% on http-lb: reverted" in out
+    assert by_key(project.mesh().istio_objects()) == by_key(pristine_istio())
+    assert registered_ledgers() == []

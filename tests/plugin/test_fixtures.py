@@ -130,3 +130,41 @@ def test_load_runs_against_the_ingress_with_the_seed_and_time_scale_in_the_tests
         # never verified in the body: the automatic check after it found the effect it had before its revert
         ("fault-verified", "delay 300ms 100% on http-lb"),
     ]
+
+
+def test_a_topology_warning_is_said_at_deploy_and_in_the_summary(pytester: pytest.Pytester) -> None:
+    # Before: `clover validate` warned about a Service that selects no pod, and the run passed in silence.
+    import shutil
+
+    topology = pytester.path / "topology"
+    shutil.copytree(SDC, topology)
+    (topology / "orphan.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: orphan}\n"
+        "spec:\n  selector: {app: nobody}\n  ports: [{name: http, port: 9180}]\n"
+    )
+    pytester.makeini(f"[pytest]\nclover_topology = {topology}\nclover_backend = fake\n")
+    pytester.makepyfile("def test_it(mesh): pass")
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
+    warning = "*Service/orphan: spec.selector: warning: {'app': 'nobody'} selects no Deployment's pods*"
+    result.stdout.fnmatch_lines(["clover: the topology has 1 warning(s):", warning, "*pytest-clover*", "*", warning])
+
+
+def test_a_mesh_that_stops_before_a_phase_ends_the_test_at_the_phase_with_one_short_error(project: Project) -> None:
+    # Before: the phase ran against nothing, then "inconclusive … was load reaching http-lb?", a
+    # ConnectionRefusedError traceback and a second error at teardown.
+    project.pytester.makepyfile(
+        """
+        def test_it(mesh, load, faults):
+            run = load.start(rate=10)
+            faults.delay("http-lb", "100ms")
+            mesh.backend.teardown()  # what a killed supervisor looks like to the plugin
+            run.phase("fault", 30)
+        """
+    )
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*.py:5: MeshNotRunning: the fake mesh is not deployed*"])
+    out = result.stdout.str()
+    assert "INCONCLUSIVE" not in out and "ERROR at teardown" not in out and "Traceback" not in out
+    assert "fake_backend.py" not in out  # the backend's own frames are not the user's business

@@ -151,6 +151,25 @@ def test_a_report_dir_that_is_a_file_is_refused(pytester: pytest.Pytester) -> No
     result.stderr.fnmatch_lines(["ERROR: --clover-report-dir: */reports.txt exists and is not a folder*"])
 
 
+@pytest.mark.parametrize(
+    ("report_dir", "message"),
+    [
+        ("/proc/clover-reports", "*--clover-report-dir: /proc/clover-reports cannot be written (*)*"),
+        ("notes.txt/reports", "*--clover-report-dir: */notes.txt/reports cannot be made: */notes.txt is a file*"),
+    ],
+)
+def test_a_report_dir_that_cannot_be_written_is_refused_before_any_test(
+    pytester: pytest.Pytester, report_dir: str, message: str
+) -> None:
+    # Before: an INTERNALERROR, and only after the mesh had started and the first test had run.
+    pytester.makefile(".txt", notes="")
+    pytester.makepyfile("def test_plain(): pass")
+    result = run(pytester, f"--clover-report-dir={report_dir}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert not list(pytester.path.glob(".clover-check-*"))
+
+
 def test_the_default_topology_is_only_required_by_tests_that_need_the_mesh(pytester: pytest.Pytester) -> None:
     # A project without fixtures/sdc that does not use the plugin is not disturbed by it…
     pytester.makepyfile(test_plain="def test_plain(): pass")
@@ -169,7 +188,11 @@ def test_the_slo_marker_is_registered(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["@pytest.mark.slo(phase, p50_ms=None, *max_error_rate=None*"])
 
 
-def test_the_plugin_imports_nothing_heavy_in_a_run_that_does_not_use_it(pytester: pytest.Pytester) -> None:
+def test_the_plugin_imports_nothing_heavy_in_a_run_that_does_not_use_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A runtime folder of its own: one that lists fault ledgers to sweep rightly makes a run load the fault engine.
+    monkeypatch.setenv("CLOVER_RUNTIME_DIR", str(pytester.path / "runtime"))
     pytester.makepyfile(
         """
         import sys

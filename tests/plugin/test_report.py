@@ -186,6 +186,31 @@ def test_compare_with_an_unknown_run_is_a_usage_error(project: Project) -> None:
     result.stderr.fnmatch_lines(["*--clover-compare=20990101-000000-1: no such run in the history*"])
 
 
+def test_compare_with_a_binary_history_is_a_usage_error_naming_the_file(project: Project) -> None:
+    # Was: an INTERNALERROR (UnicodeDecodeError) at configure.
+    _setup(project)
+    project.report_dir.mkdir()
+    (project.report_dir / "history.jsonl").write_bytes(b"\x00\xff\xfe binary\n\x9c\n")
+    result = project.run("--clover-compare=last")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    where = project.report_dir / "history.jsonl"
+    result.stderr.fnmatch_lines(
+        [
+            f"*--clover-compare=last: the history holds no earlier run*(history: {where}; 2 line(s) of it could not"
+            f" be read, first: {where}:1: not UTF-8 text, skipped)*"
+        ]
+    )
+
+
+def test_compare_with_a_history_that_cannot_be_read_is_a_usage_error_naming_it(project: Project) -> None:
+    _setup(project)
+    (project.report_dir / "history.jsonl").mkdir(parents=True)
+    result = project.run("--clover-compare=last")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    where = project.report_dir / "history.jsonl"
+    result.stderr.fnmatch_lines([f"*--clover-compare=last: {where}: cannot read the run history: Is a directory*"])
+
+
 @pytest.mark.parametrize(
     "flag", ["--clover-regression-p99=-1", "--clover-regression-error-rate=lots", "--clover-experiment-rate=-2"]
 )
@@ -303,3 +328,37 @@ def test_dry_run_records_faults_without_touching_the_mesh_and_reports_slo_misses
     assert [f["description"] for f in test["faults"]] == ["delay 300ms 100% on http-lb", "kill 1 pod of clover-server"]
     assert all(f["verified"] is None for f in test["faults"])
     assert [c["ok"] for c in test["slo"]] == [False, False]  # both misses are in the report
+
+
+SECRET = "s3cr3t-planted-7f41c9"
+
+
+def test_environment_values_stay_out_of_every_report_file_while_the_command_line_is_kept(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What CI machines carry in their environment: tokens, and variables that pytest-metadata picks up.
+    for name in ("CLOVER_API_TOKEN", "AWS_SECRET_ACCESS_KEY", "JENKINS_URL", "BUILD_URL", "GIT_COMMIT", "CI"):
+        monkeypatch.setenv(name, f"{SECRET}-{name}")
+    project.pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.slo(phase="steady", p99_ms=1000)
+        def test_it(load, faults):
+            run = load.start(rate=10)
+            faults.delay("http-lb", "100ms")
+            run.phase("steady", 1)
+            run.stop()
+        """
+    )
+    junit = project.path / "junit.xml"
+    result = project.run("--clover-seed=7", f"--junitxml={junit}", "-k", "test_it")
+    result.assert_outcomes(passed=1)
+    files = [p for p in (project.path / "reports").rglob("*") if p.is_file()] + [junit]
+    assert len(files) > 5
+    leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert not leaked, f"environment values written to {leaked}"
+    [run_json] = {p.resolve() for p in (project.path / "reports").glob("*/run.json")}  # the run, and `latest`
+    info = json.loads(run_json.read_text())
+    assert "-k" in info["args"] and f"--junitxml={junit}" in info["args"]
+    assert "--clover-seed=7" in info["replay"]

@@ -236,6 +236,23 @@ def test_a_malformed_slo_marker_errors_at_setup(project: Project) -> None:
     result.stdout.fnmatch_lines(["*@pytest.mark.slo needs phase='<name of a load phase>'*"])
 
 
+def test_a_slo_marker_with_a_bad_value_says_so_once(project: Project) -> None:
+    project.pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.slo(phase="steady", p99_ms="fast")
+        def test_it(load):
+            pass
+        """
+    )
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    assert "During handling of the above exception" not in output
+    assert output.count("objectives must be numbers, got {'p99_ms': 'fast'}") == 1, output
+
+
 def test_a_load_generator_that_dies_errors_the_test_and_its_faults_are_reverted(project: Project) -> None:
     project.profile({"crash": "fault"})
     project.pytester.makepyfile(

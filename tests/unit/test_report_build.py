@@ -6,6 +6,9 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
+from pytest_clover.errors import ReportDataError
 from pytest_clover.report.build import WINDOW_CSV_COLUMNS, build_report
 from pytest_clover.report.sample import write_sample_run
 from pytest_clover.report.summary import build_summary, load_run
@@ -79,3 +82,21 @@ def test_released_windows_leave_the_summary_unchanged(tmp_path: Path) -> None:
     assert all(t.result is not None and "windows" not in t.result for t in data.tests)
     assert [t.window_count for t in data.tests] == [50, 50]
     assert build_summary(data) == expected
+
+
+def test_events_that_cannot_be_read_are_a_problem_of_the_report(tmp_path: Path) -> None:
+    run = write_sample_run(tmp_path / RUN_ID, tests=1, seconds=(2.0, 1.0, 2.0))
+    (run / "events.ndjson").write_bytes(b"\x00\xff garbage\n{torn")
+    built = build_report(run, jobs=1)
+    message = "events.ndjson: 2 lines not readable as events were left out (phases and faults may be missing)"
+    assert message in built.problems
+    assert built.summary["run"]["partial"] is True and built.summary["run"]["partial_reason"] == message
+    assert "Partial report." in (run / "index.html").read_text()
+
+
+def test_a_run_folder_that_is_a_file_is_a_report_data_error(tmp_path: Path) -> None:
+    # Was: NotADirectoryError from the cleanup of windows.csv's temporary file, hiding the real error.
+    path = tmp_path / "not-a-folder"
+    path.write_text("")
+    with pytest.raises(ReportDataError, match="not-a-folder: not a folder; give a run folder"):
+        build_report(path, jobs=1)

@@ -153,6 +153,37 @@ def test_a_broken_history_line_is_skipped_with_a_warning(tmp_path: Path) -> None
     assert len(warnings) == 1 and "history.jsonl:2: not JSON" in warnings[0]
 
 
+def test_a_binary_history_is_skipped_line_by_line_with_warnings_naming_the_file(tmp_path: Path) -> None:
+    # Was: UnicodeDecodeError for the whole file (`clover report trend`), an INTERNALERROR for --clover-compare.
+    good = {"v": 1, "run_id": "a", "nodeid": "t", "p99_ms": {"fault": 1.0}}
+    lines = [
+        json.dumps(good).encode(),
+        b"\x00\xff\xfe binary",
+        b'{"v": 1, "nodeid": "no run id"}',
+        b'{"v": 1, "run_id": "b", "nodeid": "t", "p99_ms": [1, 2]}',
+        b'{"v": 1, "run_id": 7, "nodeid": "t"}',
+        b"[" * 100_000,
+        json.dumps({**good, "nodeid": "caf\u00e9 \u2028"}, ensure_ascii=False).encode(),
+    ]
+    (tmp_path / "history.jsonl").write_bytes(b"\r\n".join(lines) + b"\n")
+    records, warnings = history.read(tmp_path)
+    assert [r["nodeid"] for r in records] == ["t", "caf\u00e9 \u2028"]
+    path = tmp_path / "history.jsonl"
+    assert warnings == [
+        f"{path}:2: not UTF-8 text, skipped",
+        f"{path}:3: not a version-1 record, skipped",
+        f"{path}:4: not a version-1 record, skipped",
+        f"{path}:5: not a version-1 record, skipped",
+        f"{path}:6: not JSON, skipped",
+    ]
+
+
+def test_a_history_that_cannot_be_read_at_all_is_a_report_data_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "history.jsonl").mkdir()
+    with pytest.raises(ReportDataError, match=r"history\.jsonl: cannot read the run history: Is a directory"):
+        history.read(tmp_path)
+
+
 def test_the_reference_run_is_the_last_other_run_or_the_one_named() -> None:
     records = [{"run_id": r, "nodeid": "t"} for r in ("r1", "r2", "r3")]
     assert history.reference_run(records, "last", current_run_id="r3") == "r2"
@@ -282,6 +313,40 @@ def test_a_test_killed_midway_is_reported_from_the_streamed_events(tmp_path: Pat
     killed = next(t for t in summary["tests"] if t["nodeid"] == nodeid)
     assert killed["outcome"] == "interrupted"
     assert [(f["description"], f["end"]) for f in killed["faults"]] == [("delay 1s on http-lb", None)]
+
+
+def test_events_that_cannot_be_read_are_counted_and_make_the_report_partial(tmp_path: Path) -> None:
+    # Was: dropped silently, and the report of a finished run claimed to be complete.
+    run = _run(tmp_path, tests=1, finished=True)
+    nodeid = "suites/test_zz.py::test_streamed"
+    good = {"test": nodeid, "time": 1_795_270_905.0, "kind": "phase-start", "name": "baseline"}
+    lines = [
+        json.dumps(good).encode(),
+        b"\x00\xff garbage",
+        b"{not json",
+        b'{"test": "t", "time": "never"}',
+        b"[1, 2]",
+        b"",
+    ]
+    (run / "events.ndjson").write_bytes(b"\n".join(lines))
+    data = load_run(run)
+    assert data.dropped_events == 4
+    summary = build_summary(data)
+    jsonschema.validate(summary, SCHEMA)
+    assert summary["run"]["partial"] is True
+    assert summary["run"]["partial_reason"] == (
+        "events.ndjson: 4 lines not readable as events were left out (phases and faults may be missing)"
+    )
+
+
+def test_a_dropped_event_adds_to_the_reason_a_run_is_partial(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=1, finished=False)
+    (run / "events.ndjson").write_text('{"test": "torn')
+    reason = build_summary(load_run(run))["run"]["partial_reason"]
+    assert reason.startswith("the run did not finish")
+    assert reason.endswith(
+        "; events.ndjson: 1 line not readable as events were left out (phases and faults may be missing)"
+    )
 
 
 def test_events_after_the_saved_timeline_complete_it(tmp_path: Path) -> None:

@@ -8,7 +8,10 @@ name), the exact dotted field path and a key phrase of the message (plus the hin
 from __future__ import annotations
 
 import copy
+import dataclasses
 import glob
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,20 @@ import pytest
 import yaml
 
 from pytest_clover.errors import ConfigError, Problem
-from pytest_clover.istio import VirtualService, load_topology, parse_duration, parse_istio_text, validate
+from pytest_clover.istio import (
+    Deployment,
+    Topology,
+    VirtualService,
+    check_references,
+    load_topology,
+    parse_documents,
+    parse_duration,
+    parse_istio_text,
+    validate,
+)
+from pytest_clover.istio.documents import read_istio_file
+from pytest_clover.istio.model import Source
+from pytest_clover.istio.parse import MAX_YAML_BYTES, Document
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "tests" / "data" / "istio-samples"
@@ -295,6 +311,23 @@ BAD_INPUTS = [
         "Deployment/web",
         "spec.template.spec.containers",
         "used twice",
+    ),
+    case(
+        "container-without-image-or-local-command",
+        with_spec(deployment(), "spec.template.spec.containers", [{"name": "web", "ports": [{"containerPort": 80}]}]),
+        "Deployment/web",
+        "spec.template.spec.containers[0].image",
+        "is required",
+        "clover.opnfv.org/local-command",
+    ),
+    case(
+        "container-with-an-empty-image-and-no-local-command",
+        with_spec(
+            deployment(), "spec.template.spec.containers", [{"name": "a", "image": "w"}, {"name": "b", "image": ""}]
+        ),
+        "Deployment/web",
+        "spec.template.spec.containers[1].image",
+        "a cluster runs the container's image, the embedded mesh the command",
     ),
     case(
         "env-value-not-string",
@@ -1173,6 +1206,14 @@ def test_deprecated_percent_sample_warns_and_keeps_value() -> None:
         vs(route(headers={"request": {"set": {":authority": "a.example", "x-a": ""}}})),
         vs(route(retries={"attempts": 2147483647, "retryOn": "100,599,5xx"}, timeout="87600h")),
         vs({"redirect": {"uri": "/n", "scheme": "https", "port": 8443, "redirectCode": 308}}),
+        # An image and no local command: the embedded mesh says so at deploy; a cluster runs it.
+        deployment(),
+        # A local command and no image: the embedded mesh runs it; a cluster backend says so at deploy.
+        with_spec(
+            with_spec(deployment(), "spec.template.spec.containers", [{"name": "web"}]),
+            "spec.template.metadata.annotations",
+            {"clover.opnfv.org/local-command": "{python} -m web --port {port}"},
+        ),
     ],
 )
 def test_edge_inputs_are_accepted(tmp_path: Path, doc: dict[str, Any]) -> None:
@@ -1315,3 +1356,127 @@ def test_bad_fixture_folder_each_file_has_an_error() -> None:
         assert any(p.obj == obj and p.field == field and phrase in p.message for p in errors), (
             f"{f.name}\n{_show(problems)}"
         )
+
+
+# --------------------------------------------------------------------------- input size and cost
+
+
+def _over_the_limit() -> str:
+    """Valid YAML (one comment) one byte larger than the limit: only its size is wrong."""
+    return "#" * MAX_YAML_BYTES + "\n"
+
+
+def test_validate_refuses_a_file_larger_than_the_limit_giving_its_size_and_the_limit(tmp_path: Path) -> None:
+    # 50 MB of Deployments kept `clover validate` busy for minutes at 700 MB; the limit stops it at the door.
+    path = tmp_path / "huge.yaml"
+    path.write_text(_over_the_limit(), encoding="utf-8")
+    problems = validate([path])
+    assert [(p.file, p.obj, p.field, p.severity) for p in problems] == [(str(path), "file", "", "error")]
+    assert f"({MAX_YAML_BYTES + 1} bytes)" in problems[0].message
+    assert f"the 2.0 MiB ({MAX_YAML_BYTES} bytes) pytest-clover reads" in problems[0].message
+    assert "split it into several files" in problems[0].message
+
+
+def test_load_topology_and_parse_istio_text_refuse_input_larger_than_the_limit(tmp_path: Path) -> None:
+    (tmp_path / "huge.yaml").write_text(_over_the_limit(), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"huge\.yaml: file: error: is 2\.0 MiB \(2097153 bytes\), more than"):
+        load_topology(tmp_path)
+    _, problems = parse_istio_text(_over_the_limit(), "big.yaml")
+    assert [(p.file, p.obj, p.severity) for p in problems] == [("big.yaml", "file", "error")]
+    assert "more than the 2.0 MiB" in problems[0].message
+
+
+def test_input_at_the_limit_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "edge.yaml"
+    text = dump(service())
+    path.write_text(text + "#" * (MAX_YAML_BYTES - len(text) - 1) + "\n", encoding="utf-8")
+    assert path.stat().st_size == MAX_YAML_BYTES
+    assert validate([path]) == []
+
+
+def test_the_limit_keeps_an_applied_text_within_the_supervisors_line_limit() -> None:
+    # `clover apply` sends the text as one JSON line; the embedded mesh's control socket reads lines up to
+    # 16 MiB (asyncio's limit=2**24 in backends/local/supervisor.py). A control character is JSON's worst case.
+    worst = json.dumps({"op": "apply", "text": "\x01" * MAX_YAML_BYTES, "source": "x" * 4096})
+    assert len(worst.encode()) + 1 < 2**24
+
+
+def test_a_file_that_is_not_utf8_names_the_file_and_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.yaml"
+    path.write_bytes(b"kind: Service\n\x9c\xff")
+    problems = validate([path])
+    assert [(p.file, p.obj, p.severity) for p in problems] == [(str(path), "file", "error")]
+    assert "is not UTF-8 text (byte 14 is 0x9c)" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("content", "phrase"),
+    [
+        (b"\x9c\xff\x00", "is not UTF-8 text"),
+        (("#" * MAX_YAML_BYTES + "\n").encode(), "more than the 2.0 MiB"),
+        (b"kind: VirtualService\nmetadata: {name: [", "not valid YAML"),
+        (b"kind: VirtualService\nmetadata: [a]\n", "only named Istio objects"),
+    ],
+)
+def test_a_fault_file_that_cannot_be_used_is_a_config_error_naming_it(
+    tmp_path: Path, content: bytes, phrase: str
+) -> None:
+    # faults.apply(path) reads with read_istio_file: a binary file was a UnicodeDecodeError, a huge one unbounded.
+    path = tmp_path / "fault.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(str(path))) as info:
+        read_istio_file(path)
+    assert phrase in str(info.value)
+
+
+class _CountedLabels(dict[str, str]):
+    """Pod labels that count how often they are looked up."""
+
+    lookups = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        _CountedLabels.lookups += 1
+        return super().get(key, default)
+
+
+def test_cross_object_checks_grow_linearly_with_the_topology(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every Service was compared with every Deployment, and every subset route looked through every
+    # DestinationRule: a topology of a few thousand of each took minutes. Counted, not timed.
+    n = 300
+    docs: list[Any] = []
+    for i in range(n):
+        labels = {"app": f"s{i}", "version": "v1"}
+        docs.append(
+            with_spec(
+                with_spec(deployment(f"d{i}"), "spec.selector", {"matchLabels": labels}),
+                "spec.template.metadata.labels",
+                labels,
+            )
+        )
+        docs += [
+            service(f"s{i}", selector={"app": f"s{i}"}),
+            dr(f"r{i}", host=f"s{i}", subsets=[{"name": "v1", "labels": {"version": "v1"}}]),
+        ]
+        docs.append(vs({"route": [{"destination": {"host": f"s{i}", "subset": "v1"}}]}, name=f"v{i}", hosts=[f"s{i}"]))
+    problems: list[Problem] = []
+    objects = parse_documents([Document(Source("big.yaml", i), d) for i, d in enumerate(docs)], problems)
+    assert problems == []
+    topo = Topology()
+    for obj in objects:
+        topo.add(
+            dataclasses.replace(obj, pod_labels=_CountedLabels(obj.pod_labels)) if isinstance(obj, Deployment) else obj
+        )
+    hosts = 0
+    resolve = Topology.service_for_host
+
+    def counted(self: Topology, host: str) -> Any:
+        nonlocal hosts
+        hosts += 1
+        return resolve(self, host)
+
+    monkeypatch.setattr(Topology, "service_for_host", counted)
+    _CountedLabels.lookups = 0
+    check_references(topo, problems)
+    assert problems == []
+    assert _CountedLabels.lookups <= 4 * n  # was n * n
+    assert hosts <= 4 * n  # was n * n

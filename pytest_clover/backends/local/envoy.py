@@ -1,4 +1,4 @@
-"""Running real Envoy sidecars: the binary, its command line and its admin API.
+"""Running real Envoy sidecars: the binary, its command line and its admin API (on a Unix socket).
 
 Their configuration comes over gRPC ADS from the supervisor (see ``xds.py`` for why not files).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+from collections.abc import Awaitable
 from pathlib import Path
 
 from ...errors import BackendError
@@ -58,13 +59,24 @@ def envoy_command(bootstrap: Path, log_path: Path, concurrency: int = 1) -> list
 
 
 async def http_get(ip: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
-    """Minimal async HTTP/1.1 GET for probes and admin calls; (0, error) when unreachable."""
+    """Minimal async HTTP/1.1 GET for probes; (0, error) when unreachable."""
+    return await _get(asyncio.open_connection(ip, port), f"{ip}:{port}", path, timeout)
+
+
+async def http_get_unix(socket_path: str, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    """The same over a Unix socket: how the supervisor reads an Envoy's admin API (``/ready``)."""
+    return await _get(asyncio.open_unix_connection(socket_path), "localhost", path, timeout)
+
+
+async def _get(
+    connecting: Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]], host: str, path: str, timeout: float
+) -> tuple[int, str]:
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+        reader, writer = await asyncio.wait_for(connecting, timeout)
     except (OSError, TimeoutError) as exc:
         return 0, str(exc)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), timeout)
     except (OSError, TimeoutError) as exc:

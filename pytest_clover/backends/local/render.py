@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...istio.model import Topology
+from .state import MAX_SOCKET_PATH
 from .supervisor import GATEWAY_LABELS
 from .translate import Endpoint, InboundPort, ProxySpec, render_bootstrap, render_resources
 
@@ -57,6 +61,16 @@ def static_bootstrap(bootstrap: dict[str, Any], files: dict[str, dict[str, Any]]
     return static
 
 
+def _admin_socket(pod_dir: Path) -> Path:
+    """Where the admin socket would be, as the mesh places it: in the pod's folder, unless that path is too long
+    for a Unix socket (``envoy --mode validate`` rejects it), then a short one in the per-user socket folder."""
+    own = pod_dir / "admin.sock"
+    if len(os.fsencode(str(own))) <= MAX_SOCKET_PATH:
+        return own
+    digest = hashlib.sha1(os.fsencode(str(pod_dir))).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"clover-sockets-{os.getuid()}" / f"render-{digest}.sock"
+
+
 def plan(topo: Topology, out_dir: Path) -> list[RenderedProxy]:
     """One proxy per pod the topology would start (all ready), with stand-in addresses 127.0.0.N."""
     pods: list[tuple[str, dict[str, str], list[int], str]] = []
@@ -88,7 +102,7 @@ def plan(topo: Topology, out_dir: Path) -> list[RenderedProxy]:
             namespace=topo.namespace,
             kind="gateway" if gateway else "sidecar",
             ip=ip,
-            admin_port=15000,
+            admin_socket=str(_admin_socket(pod_dir)),
             labels=labels,
             access_log=str(pod_dir / "access.log"),
             outbound_port=0 if gateway else 15001,

@@ -6,6 +6,10 @@ readiness, and pushes endpoints and Istio changes to every Envoy through file-ba
 write. Clients (``clover``, the pytest plugin) talk to it over a Unix socket, one JSON line each way.
 
 Every child gets PR_SET_PDEATHSIG, so no application or Envoy outlives a supervisor that is killed.
+
+It holds the mesh's lock (``mesh.lock``) for its whole life, runs in the state folder with umask 077 (every
+file of the mesh is its user's alone), and each Envoy serves its admin API on a Unix socket in its pod's
+folder, out of other local users' reach (see docs/architecture.md, "who can reach what").
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -39,9 +44,9 @@ from ...istio import (
 )
 from ...limits import raise_open_files_limit
 from ..protocol import PodInfo
-from .envoy import envoy_command, http_get
-from .plan import local_command, placeholders
-from .state import MeshState, ProcessRecord, die_with_parent, pick_port, unregister_mesh
+from .envoy import envoy_command, http_get, http_get_unix
+from .plan import BLOCK_PODS, DEFAULT_MAX_PODS, local_command, max_pods_setting, placeholders, too_many_pods
+from .state import MeshState, ProcessRecord, die_with_parent, pick_port, remove_state, unregister_mesh
 from .translate import Endpoint, EndpointsView, InboundPort, ProxySpec, render_bootstrap, render_resources
 from .xds import AdsServer, group_by_type
 from .zygote import ZygoteClient, ZygoteProcess
@@ -123,6 +128,8 @@ class Supervisor:
         self.ads = AdsServer()
         self.zygote: ZygoteClient | None = None
         self.xds_address = (f"{self.block}.1", 0)
+        self.max_pods = int(self.mesh.get("max_pods") or DEFAULT_MAX_PODS)
+        """How many pods the mesh may have (set at deploy; a scale request may give its own)."""
 
     def _background(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``work`` concurrently, keeping a reference so the task is not garbage-collected mid-way."""
@@ -141,7 +148,7 @@ class Supervisor:
         if any(ZygoteClient.handles(self._argv_of(d)) for d in self.topology.deployments.values()):
             self.zygote = ZygoteClient()
             self.zygote.on_change = self._write_pids
-            self.zygote.start(str(self.state.root / "zygote.log"), die_with_parent)
+            self.zygote.start(str(self.state.root / "zygote.log"), die_with_parent, cwd=str(self.state.root))
             self._background(self.zygote.run())
         host = self.xds_address[0]
         self.xds_address = (host, await self.ads.start(host, pick_port(host, 15010)))
@@ -194,11 +201,11 @@ class Supervisor:
     # ------------------------------------------------------------------ pods
 
     def _allocate_ip(self) -> tuple[int, str]:
-        for n in range(2, 255):
+        for n in range(2, 2 + BLOCK_PODS):
             if n not in self.used_ips:
                 self.used_ips.add(n)
                 return n, f"{self.block}.{n}"
-        raise BackendError(f"the mesh's loopback block {self.block}.0/24 is full (253 pods)")
+        raise BackendError(f"the mesh's loopback block {self.block}.0/24 is full ({BLOCK_PODS} pods)")
 
     def _new_name(self, prefix: str) -> str:
         while True:
@@ -225,7 +232,7 @@ class Supervisor:
                 name = self._new_name(f"{dep.name}-{_template_hash(dep)}")
                 labels = dict(dep.pod_labels)
             directory = self.state.pod_dir(name)
-            (directory / "xds").mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             inbound = tuple(
                 InboundPort(cp, pick_port(ip, cp), pick_port(ip)) for cp in (self._inbound_ports(dep) if dep else [])
             )
@@ -234,7 +241,7 @@ class Supervisor:
                 namespace=self.topology.namespace,
                 kind="gateway" if dep is None else "sidecar",
                 ip=ip,
-                admin_port=pick_port(ip, 15000),
+                admin_socket=str(self.state.admin_socket(name)),
                 labels=labels,
                 access_log=str(directory / "access.log"),
                 outbound_port=pick_port(ip, 15001) if dep is not None else 0,
@@ -287,6 +294,9 @@ class Supervisor:
 
     def _start_envoy(self, pod: Pod) -> None:
         argv = envoy_command(pod.directory / "bootstrap.json", pod.directory / "envoy.log")
+        # The admin socket a killed predecessor left at this path: Envoy 1.40 replaces it when it binds, but a
+        # restart in place must not depend on that.
+        Path(pod.spec.admin_socket).unlink(missing_ok=True)
         pod.envoy = self._spawn(argv, "envoy.stdout.log", pod)
         pod.envoy_live = False
 
@@ -335,7 +345,7 @@ class Supervisor:
         return ""
 
     async def _probe(self, pod: Pod) -> bool:
-        status, body = await http_get(pod.ip, pod.spec.admin_port, "/ready", timeout=1.0)
+        status, body = await http_get_unix(pod.spec.admin_socket, "/ready", timeout=1.0)
         if status != 200 or "LIVE" not in body:
             return False
         pod.envoy_live = True
@@ -421,6 +431,8 @@ class Supervisor:
             pod.task.cancel()
         self.pods.pop(pod.name, None)
         self.ads.forget(pod.name)
+        # Envoy leaves its socket behind; one outside the state folder (a short path) would outlive the mesh.
+        Path(pod.spec.admin_socket).unlink(missing_ok=True)
         self.used_ips.discard(int(pod.ip.rsplit(".", 1)[1]))
         self._write_pids()
         self._note("pod-deleted", pod=pod.name)
@@ -540,6 +552,16 @@ class Supervisor:
                         "ok": False,
                         "error": {"type": "BackendError", "message": f"bad request for {op}: {exc}"},
                     }
+                except Exception as exc:
+                    # Answered, not dropped: a connection closed without a reply reads as a dead mesh.
+                    log.exception("operation %s failed", op)
+                    response = {
+                        "ok": False,
+                        "error": {
+                            "type": "BackendError",
+                            "message": f"{op} failed in the mesh supervisor: {exc!r}; see {self.state.log_file}",
+                        },
+                    }
             writer.write(json.dumps(response).encode() + b"\n")
             await writer.drain()
         except (OSError, ValueError) as exc:
@@ -557,9 +579,9 @@ class Supervisor:
             "status": self.mesh.get("status"),
             "seed": self.mesh.get("seed", 0),
             "ingress_url": self.ingress_url(),
-            # Beside the protocol's pod fields, where each sidecar's admin API listens (only the client reads it).
+            # Beside the protocol's pod fields, the Unix socket of each sidecar's admin API (only the client reads it).
             "pods": [
-                {**p.info().as_dict(), "admin_url": f"http://{p.ip}:{p.spec.admin_port}"}
+                {**p.info().as_dict(), "admin_socket": p.spec.admin_socket}
                 for p in sorted(self.pods.values(), key=lambda p: p.name)
             ],
             "desired": self.desired,
@@ -678,17 +700,50 @@ class Supervisor:
         self._note("killed", pods=[p.name for p in victims], grace=grace)
         return {"killed": [p.name for p in victims], "replacements": created}
 
-    async def op_scale(self, deployment: str, replicas: int) -> dict[str, Any]:
-        if deployment not in self.topology.deployments:
+    async def op_scale(self, deployment: str, replicas: int, max_pods: int | None = None) -> dict[str, Any]:
+        """Set a Deployment's replicas: refused before anything starts if the pods would not fit (the limit,
+        ``max_pods`` when the caller gives one, else the mesh's; the loopback block's free addresses); if a pod
+        cannot be started, the Deployment is put back to its previous count and the pods made for it stopped."""
+        dep = self.topology.deployments.get(deployment)
+        if dep is None:
             raise BackendError(
                 f"no Deployment {deployment!r}; deployments: {', '.join(sorted(self.topology.deployments))}"
             )
         if replicas < 0:
             raise BackendError(f"replicas must be 0 or more, got {replicas}")
+        limit = max_pods_setting(max_pods, "max_pods") if max_pods is not None else self.max_pods
+        previous = self.desired.get(deployment, dep.replicas)
+        total = sum({**self.desired, deployment: replicas}.values()) + (1 if self.topology.gateways else 0)
+        if replicas > previous and total > limit:
+            raise BackendError(too_many_pods(f"scaling {deployment} to {replicas}", total, limit))
+        live = sum(1 for p in self.pods.values() if p.deployment is dep and not p.terminating)
+        # Terminating pods keep their address until they exit (up to their grace period).
+        free = BLOCK_PODS - len(self.used_ips)
+        if replicas - live > free:
+            raise BackendError(
+                f"scaling {deployment} to {replicas} needs {replicas - live} new pods, and the mesh's loopback block "
+                f"{self.block}.0/24 has {free} free addresses now: nothing was started; retry once terminating pods "
+                "are gone, or scale less"
+            )
+        before = set(self.pods)
         self.desired[deployment] = replicas
-        created = await self._reconcile()
+        try:
+            created = await self._reconcile()
+        except Exception as exc:
+            self.desired[deployment] = previous
+            extra = [p for name, p in self.pods.items() if name not in before and p.deployment is dep]
+            for pod in extra:
+                pod.terminating = True
+                pod.ready = False
+            await asyncio.gather(*(self._stop_pod(p, 0.0, drain=False) for p in extra), return_exceptions=True)
+            await self._push_quietly()
+            self._note("scale-failed", deployment=deployment, replicas=replicas, error=str(exc))
+            raise BackendError(
+                f"scaling {deployment} to {replicas} failed: {exc}; it is back at {previous} replicas "
+                f"({len(extra)} pods it had started are stopped)"
+            ) from exc
         self._note("scaled", deployment=deployment, replicas=replicas)
-        return {"created": created}
+        return {"created": created, "previous": previous}
 
     async def op_shutdown(self) -> dict[str, Any]:
         # Next loop turn: the reply is written first (by then in the socket's buffer, which outlives this process).
@@ -735,10 +790,25 @@ async def _wait_exit(proc: subprocess.Popen[bytes] | ZygoteProcess, grace: float
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m pytest_clover.backends.local.supervisor STATE_DIR", file=sys.stderr)
+    if len(args) not in (1, 3) or (len(args) == 3 and args[1] != "--lock-fd"):
+        print("usage: python -m pytest_clover.backends.local.supervisor STATE_DIR [--lock-fd FD]", file=sys.stderr)
         return 2
     state = MeshState(args[0])
+    # Everything the mesh writes (logs, configs, records, sockets), its Envoys' and pods' files included, is
+    # for this user alone: the admin sockets and pids.json must not be reachable or writable by anyone else.
+    os.umask(0o077)
+    # The mesh's processes run in its folder: how `clover cleanup` tells them from a PID a file merely names.
+    os.chdir(state.root)
+    # The mesh's lock, held for its whole life (never closed: released when this process ends). The deploying
+    # client took it and passed it on; a supervisor started by hand takes it itself.
+    lock_fd = int(args[2]) if len(args) == 3 else state.try_lock()
+    try:
+        if lock_fd is None:
+            raise BlockingIOError
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print(f"cannot start the mesh: a mesh is already starting or running at {state.root}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         filename=str(state.log_file), level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -761,10 +831,10 @@ def main(argv: list[str] | None = None) -> int:
         # After a crash the state dir stays: its supervisor.out and log say why, and the owner (or
         # `clover cleanup`) removes it once read.
         if not supervisor.mesh.get("keep_state") and not crashed:
+            # Still holding the lock: a deploy waiting on this folder starts only once it is gone.
+            with contextlib.suppress(CloverError, OSError):
+                remove_state(state, supervisor.mesh["mesh_id"], holding_lock=True)
             unregister_mesh(supervisor.mesh["mesh_id"])
-            import shutil
-
-            shutil.rmtree(state.root, ignore_errors=True)
     return 0
 
 

@@ -83,13 +83,18 @@ class ProxySpec:
     kind: str
     """``sidecar`` or ``gateway``."""
     ip: str
-    admin_port: int
     labels: Mapping[str, str]
     access_log: str
     outbound_port: int = 0
     inbound: tuple[InboundPort, ...] = ()
     gateway_ports: Mapping[int, int] = field(default_factory=dict)
     """Gateway server port (as written in the Gateway) → the port actually listened on."""
+    admin_socket: str = ""
+    """The Unix socket Envoy serves its admin API on. The mesh always gives one: the admin API can change
+    Envoy's runtime and dump its configuration, and a socket in the 0700 state folder keeps it from other
+    local users, where any of them could reach a TCP port on loopback."""
+    admin_port: int = 0
+    """A TCP admin port on ``ip``, only when no ``admin_socket`` is given (a bootstrap rendered on its own)."""
 
     @property
     def app(self) -> str:
@@ -141,7 +146,11 @@ def render_bootstrap(proxy: ProxySpec, xds: tuple[str, int] = ("127.0.0.1", 1501
             "cluster": f"{proxy.app}.{proxy.namespace}",
             "metadata": {"POD_NAME": proxy.name, "LABELS": dict(proxy.labels)},
         },
-        "admin": {"address": _socket(proxy.ip, proxy.admin_port)},
+        "admin": {
+            "address": {"pipe": {"path": proxy.admin_socket, "mode": 0o600}}
+            if proxy.admin_socket
+            else _socket(proxy.ip, proxy.admin_port)
+        },
         # Istio's bootstrap raises RE2's program-size limit from Envoy's 100 to 32768; without it Envoy
         # rejects regexes Istio accepts (and the whole route table with them).
         "layered_runtime": {

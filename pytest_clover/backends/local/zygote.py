@@ -44,7 +44,7 @@ def _child(request: dict[str, Any]) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.setpgid(0, 0)
         os.chdir(request["cwd"])
-        fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -171,7 +171,8 @@ class ZygoteClient:
         self.on_change: Any = None
         """Called after a pod's PID becomes known or a pod exits (the supervisor records its processes)."""
 
-    def start(self, log_path: str, preexec: Any) -> None:
+    def start(self, log_path: str, preexec: Any, cwd: str | None = None) -> None:
+        """Start the zygote; ``cwd``: the mesh's folder, where its processes run (how a sweep knows them)."""
         import subprocess
 
         ours, theirs = socket.socketpair()
@@ -183,6 +184,7 @@ class ZygoteClient:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=preexec,
+                cwd=cwd,
             )
         theirs.close()
         self._sock = ours
