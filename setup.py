@@ -42,6 +42,8 @@ TEST_REQUIRES = [
     # Runs distributed by xdist (a mesh per worker, the report built once the workers are done) are tested
     # with it installed.
     "pytest-xdist>=3.5",
+    # The embedded mesh's Kubernetes API is tested with the official client, as users drive it.
+    "kubernetes>=37,<38",
 ]
 
 LINT_REQUIRES = [
@@ -76,7 +78,12 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["pytest_clover", "pytest_clover.*"]),
-    package_data={"pytest_clover": ["py.typed"], "pytest_clover.report": ["summary.schema.json"]},
+    package_data={
+        "pytest_clover": ["py.typed"],
+        "pytest_clover.report": ["summary.schema.json"],
+        # The OpenAPI documents the embedded mesh's Kubernetes API serves (kubectl apply, explain).
+        "pytest_clover.backends.local.kube": ["openapi/*.json.xz", "openapi/NOTICE.md"],
+    },
     zip_safe=False,
     install_requires=[
         "pytest>=8",
@@ -96,6 +103,8 @@ setup(
         "locust>=2.47,<3",
         "hdrhistogram>=0.10.8",
         "pandas>=2.2",
+        # The embedded mesh's Kubernetes API: its CA, serving certificate (aiohttp serves it).
+        "cryptography>=42",
         # Reports: per-test PNG plots rendered with the object-oriented API on the Agg canvas (no display).
         "matplotlib>=3.8",
         # pytest_clover.chaos; pinned so Python 3.11 resolves: lib 1.45+ and CLI 1.21+ require Python 3.12.

@@ -28,6 +28,7 @@ ORDER = [
     "bench_throughput",
     "bench_load_ceiling",
     "bench_report",
+    "bench_kube_api",
 ]
 TIMEOUT_S = 900.0
 

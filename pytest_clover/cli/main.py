@@ -89,11 +89,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     _print_problems(backend.deploy(timeout=args.timeout))
     info = backend.info()
+    api: dict[str, Any] = {k: info.pop(k) for k in ("kube_api_url", "kubeconfig", "kube_api_error") if k in info}
     print(f"mesh ready in {time.monotonic() - started:.1f} s: {_facts(info)}")
     print(f"ingress: {backend.ingress_url()}")
+    _print_api(api)
     _print_pods(backend.pods())
     if args.backend == DEFAULT_BACKEND and not args.location and not os.environ.get("CLOVER_STATE_DIR"):
         print(f"(the default mesh; elsewhere: export CLOVER_STATE_DIR={record.location})")
+    return 0
+
+
+def _print_api(api: dict[str, Any]) -> None:
+    if api.get("kube_api_url"):
+        print(f"kubernetes API: {api['kube_api_url']} (kubectl, the official client); for kubectl:")
+        print(f"export KUBECONFIG={api['kubeconfig']}")
+    elif api.get("kube_api_error"):
+        print(f"kubernetes API: not serving: {api['kube_api_error']}")
+
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    """The path of the mesh's kubeconfig (``export KUBECONFIG=$(clover kubeconfig)``)."""
+    info = _connect(args).info()
+    path = info.get("kubeconfig")
+    if not path:
+        why = info.get("kube_api_error") or "this mesh serves no Kubernetes API (started with CLOVER_KUBE_API=0?)"
+        raise CloverError(str(why))
+    print(path)
     return 0
 
 
@@ -477,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=_timeout, default=60.0, help="Seconds to wait for readiness (default 60)")
     p.set_defaults(func=cmd_up)
+
+    p = command("kubeconfig", "Print the path of the mesh's kubeconfig (export KUBECONFIG=$(clover kubeconfig))")
+    p.set_defaults(func=cmd_kubeconfig)
 
     p = command("status", "Ingress URL and pods")
     p.add_argument("--json", action="store_true", help="Machine-readable output")

@@ -16,14 +16,20 @@ from .model import (
     Source,
     Topology,
     VirtualService,
+    resolve_gateway,
+    resolve_host,
 )
 from .parse import FieldReader, join_path, load_documents, parse_documents, parse_text
 
 # --------------------------------------------------------------------------- topology
 
 
-def check_references(topo: Topology, problems: list[Problem]) -> None:
-    """Cross-object checks, as ``istioctl analyze`` does: dangling hosts, subsets, gateways, ports."""
+def check_references(topo: Topology, problems: list[Problem], others: Mapping[str, Topology] | None = None) -> None:
+    """Cross-object checks, as ``istioctl analyze`` does: dangling hosts, subsets, gateways, ports.
+
+    ``topo`` is one namespace's objects; ``others`` (namespace → topology), when given, are the other
+    namespaces of the mesh, against which hosts and gateways naming another namespace are checked (without
+    it, such references are taken as they are)."""
     for dep in topo.deployments.values():
         r = FieldReader(dep.source.file, f"Deployment/{dep.name}", problems)
         for i, c in enumerate(dep.containers):
@@ -50,20 +56,37 @@ def check_references(topo: Topology, problems: list[Problem]) -> None:
     # Each Service's DestinationRule, found once (Topology.destination_rule_for looks through them all per call).
     rules: dict[str, DestinationRule] = {}
     for rule in topo.destination_rules.values():
-        ruled = topo.service_for_host(rule.host)
+        ruled = topo.service_for_host(rule.host, rule.namespace)
         if ruled is not None:
             rules.setdefault(ruled.name, rule)
     for vs in topo.virtual_services.values():
         r = FieldReader(vs.source.file, f"VirtualService/{vs.name}", problems)
         for g in vs.gateways:
-            gname = g.split("/")[-1]
-            if g != "mesh" and gname not in topo.gateways:
+            if g == "mesh":
+                continue
+            gw_namespace, gname = resolve_gateway(g, vs.namespace)
+            if gw_namespace != vs.namespace and others is not None:
+                known = gw_namespace in others and gname in others[gw_namespace].gateways
+            else:
+                known = gname in topo.gateways
+            if not known:
                 r.error("spec.gateways", f"gateway {g!r} is not defined; add the Gateway or fix the name")
         for i, route in enumerate(vs.http):
             dests = [(f"spec.http[{i}].route[{j}].destination", d.destination) for j, d in enumerate(route.route)]
             dests += [(f"spec.http[{i}].mirror", m.destination) for m in route.mirrors]
             for path, dest in dests:
-                target = topo.service_for_host(dest.host)
+                target = topo.service_for_host(dest.host, vs.namespace)
+                named = resolve_host(dest.host, vs.namespace)
+                if target is None and named is not None and named[1] != vs.namespace and others is not None:
+                    # Another namespace's Service (Istio exports Services mesh-wide by default).
+                    other = others.get(named[1])
+                    target = other.services.get(named[0]) if other is not None else None
+                    if target is None:
+                        r.warn(
+                            join_path(path, "host"),
+                            f"{dest.host!r} is not a Service of namespace {named[1]!r}; requests to it get 503",
+                        )
+                        continue
                 if target is None:
                     if topo.services:
                         r.warn(
@@ -75,7 +98,7 @@ def check_references(topo: Topology, problems: list[Problem]) -> None:
                     r.error(join_path(path, "port"), f"is required: Service {target.name} has several ports")
                 elif dest.port is not None and target.port(dest.port) is None:
                     r.error(join_path(path, "port.number"), f"Service {target.name} has no port {dest.port}")
-                if dest.subset:
+                if dest.subset and target.namespace == vs.namespace:
                     dr = rules.get(target.name)
                     if dr is None or dr.subset(dest.subset) is None:
                         r.warn(
@@ -108,7 +131,11 @@ class _Selection:
         return self._cache[key]
 
 
-def build_topology(objects: Iterable[KubeObject], problems: list[Problem]) -> Topology:
+def build_topology(
+    objects: Iterable[KubeObject], problems: list[Problem], others: Mapping[str, Topology] | None = None
+) -> Topology:
+    """The topology ``objects`` form, its problems appended to ``problems`` (``others``: see
+    :func:`check_references`)."""
     topo = Topology()
     seen: dict[tuple[str, str], Source] = {}
     for obj in objects:
@@ -141,7 +168,7 @@ def build_topology(objects: Iterable[KubeObject], problems: list[Problem]) -> To
         )
     if namespaces:
         topo.namespace = sorted(namespaces)[0]
-    check_references(topo, problems)
+    check_references(topo, problems, others)
     topo.warnings = [p for p in problems if p.severity == "warning"]
     return topo
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ConfigError, Problem
@@ -27,6 +27,40 @@ GRPC_STATUS = {
 }  # fmt: skip
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNIT_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+# --------------------------------------------------------------------------- names across namespaces
+
+
+def resolve_host(host: str, namespace: str) -> tuple[str, str] | None:
+    """The Kubernetes Service an Istio host names, as ``(service name, service namespace)``; None otherwise.
+
+    ``namespace`` is the namespace of the object the host is written in. A short name (no dot) is read in that
+    namespace, as Istio reads it (``reviews`` in a VirtualService of ``ns`` is ``reviews.ns.svc.cluster.local``,
+    whatever namespace the Service is in). ``name.other``, ``name.other.svc`` and the FQDN name a Service of
+    ``other`` (Istio itself takes a dotted host literally and matches it against the FQDN; the mesh also
+    accepts the two shorter forms that a pod's DNS search path resolves). Wildcards, IPs and external names
+    (``*``, ``*.example.com``, ``api.example.com``) name no Service.
+    """
+    if not host or "*" in host:
+        return None
+    parts = host.split(".")
+    if len(parts) == 1:
+        return host, namespace
+    if len(parts) == 2 or (len(parts) == 3 and parts[2] == "svc"):
+        return parts[0], parts[1]
+    if len(parts) == 5 and ".".join(parts[2:]) == CLUSTER_DOMAIN:
+        return parts[0], parts[1]
+    return None
+
+
+def resolve_gateway(ref: str, namespace: str) -> tuple[str, str]:
+    """A VirtualService's gateway reference as ``(gateway namespace, gateway name)``: ``name`` is read in the
+    VirtualService's ``namespace``, ``ns/name`` names another namespace's Gateway (Istio's rule)."""
+    if "/" in ref:
+        ns, _, name = ref.partition("/")
+        return ns, name
+    return namespace, ref
 
 
 # --------------------------------------------------------------------------- model: Kubernetes
@@ -384,21 +418,44 @@ class Topology:
             self.namespace,
         )
 
-    def service_for_host(self, host: str) -> Service | None:
-        """Resolve an Istio host (short name, ``name.ns``, or FQDN) to a Service of this mesh."""
+    def service_for_host(self, host: str, namespace: str | None = None) -> Service | None:
+        """Resolve an Istio host (short name, ``name.ns``, or FQDN) to a Service of this topology.
+
+        ``namespace`` is where the host is written (the VirtualService's or DestinationRule's namespace): a
+        short name is read there (:func:`resolve_host`). Without it, a short name means this topology's
+        Service of that name, whatever its namespace (one namespace per topology)."""
         name = host.split(".")[0]
         svc = self.services.get(name)
         if svc is None:
             return None
+        if namespace is not None:
+            return svc if resolve_host(host, namespace) == (svc.name, svc.namespace) else None
         if host in (svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", svc.fqdn):
             return svc
         return None
 
     def destination_rule_for(self, service: Service) -> DestinationRule | None:
+        """The DestinationRule of ``service`` among this topology's (the first whose host names it)."""
         for dr in self.destination_rules.values():
-            if self.service_for_host(dr.host) is service:
+            if self.service_for_host(dr.host, dr.namespace) is service:
                 return dr
         return None
+
+    def in_namespace(self, namespace: str) -> Topology:
+        """A copy of this topology in ``namespace``: every object moved there (as ``kubectl apply -n``)."""
+
+        def moved(table: Mapping[str, Any]) -> dict[str, Any]:
+            return {k: replace(v, namespace=namespace) for k, v in table.items()}
+
+        return Topology(
+            moved(self.deployments),
+            moved(self.services),
+            moved(self.gateways),
+            moved(self.virtual_services),
+            moved(self.destination_rules),
+            list(self.warnings),
+            namespace,
+        )
 
     def add(self, obj: KubeObject) -> None:
         """Add or replace an object (``kubectl apply`` semantics: same kind and name replaces)."""

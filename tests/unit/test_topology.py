@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_clover.errors import ConfigError, Problem
 from pytest_clover.istio import (
@@ -32,7 +34,7 @@ from pytest_clover.istio import (
     validate,
 )
 from pytest_clover.istio.documents import read_istio_file
-from pytest_clover.istio.model import Source
+from pytest_clover.istio.model import Source, resolve_gateway, resolve_host
 from pytest_clover.istio.parse import MAX_YAML_BYTES, Document
 
 REPO = Path(__file__).resolve().parents[2]
@@ -1469,10 +1471,10 @@ def test_cross_object_checks_grow_linearly_with_the_topology(monkeypatch: pytest
     hosts = 0
     resolve = Topology.service_for_host
 
-    def counted(self: Topology, host: str) -> Any:
+    def counted(self: Topology, host: str, namespace: str | None = None) -> Any:
         nonlocal hosts
         hosts += 1
-        return resolve(self, host)
+        return resolve(self, host, namespace)
 
     monkeypatch.setattr(Topology, "service_for_host", counted)
     _CountedLabels.lookups = 0
@@ -1480,3 +1482,93 @@ def test_cross_object_checks_grow_linearly_with_the_topology(monkeypatch: pytest
     assert problems == []
     assert _CountedLabels.lookups <= 4 * n  # was n * n
     assert hosts <= 4 * n  # was n * n
+
+
+# --------------------------------------------------------------------------- names across namespaces
+
+_LABEL = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+
+
+@given(name=_LABEL, namespace=_LABEL, other=_LABEL)
+def test_resolve_host_reads_a_short_name_in_the_objects_namespace_and_dotted_forms_as_written(
+    name: str, namespace: str, other: str
+) -> None:
+    assert resolve_host(name, namespace) == (name, namespace)
+    for host in (f"{name}.{other}", f"{name}.{other}.svc", f"{name}.{other}.svc.cluster.local"):
+        assert resolve_host(host, namespace) == (name, other), host
+    for host in ("*", f"*.{other}.svc.cluster.local", f"{name}.{other}.example.com", f"{name}.{other}.svc.x"):
+        assert resolve_host(host, namespace) is None, host
+    assert resolve_gateway(name, namespace) == (namespace, name)
+    assert resolve_gateway(f"{other}/{name}", namespace) == (other, name)
+
+
+def _app(namespace: str, *docs: dict[str, Any]) -> Topology:
+    """Objects of one namespace (as the store holds them), checked against nothing else."""
+    problems: list[Problem] = []
+    placed = [{**d, "metadata": {**d["metadata"], "namespace": namespace}} for d in docs]
+    objects = parse_documents([Document(Source("t.yaml", i), d) for i, d in enumerate(placed)], problems)
+    topo = Topology(namespace=namespace)
+    for obj in objects:
+        topo.add(obj)
+    return topo
+
+
+def _svc(name: str, port: int = 9080) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port}]},
+    }
+
+
+def _route_to(name: str, host: str, gateways: list[str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"hosts": ["*"], "http": [{"route": [{"destination": {"host": host}}]}]}
+    if gateways is not None:
+        spec["gateways"] = gateways
+    return {"apiVersion": ISTIO, "kind": "VirtualService", "metadata": {"name": name}, "spec": spec}
+
+
+def test_service_for_host_with_a_namespace_reads_short_names_there() -> None:
+    topo = _app("sdc2", _svc("reviews"))
+    svc = topo.services["reviews"]
+    assert topo.service_for_host("reviews", "sdc2") is svc
+    assert topo.service_for_host("reviews.sdc2", "default") is svc
+    assert topo.service_for_host("reviews", "default") is None  # reviews.default, another Service
+    assert topo.service_for_host("reviews.default.svc.cluster.local") is None
+    moved = topo.in_namespace("sdc3")
+    assert moved.namespace == "sdc3" and moved.services["reviews"].fqdn == "reviews.sdc3.svc.cluster.local"
+    assert topo.services["reviews"].namespace == "sdc2"  # the original is untouched
+
+
+def test_check_references_resolves_other_namespaces_when_it_sees_them() -> None:
+    gateway = {
+        "apiVersion": ISTIO,
+        "kind": "Gateway",
+        "metadata": {"name": "gw"},
+        "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{"port": {"number": 80, "name": "http",
+                 "protocol": "HTTP"}, "hosts": ["*"]}]},
+    }  # fmt: skip
+    others = {"sdc2": _app("sdc2", _svc("reviews"), _svc("multi") | {"spec": {"selector": {"app": "m"}, "ports": [
+        {"name": "http", "port": 1}, {"name": "http-2", "port": 2}]}}, gateway)}  # fmt: skip
+    topo = _app(
+        "default",
+        _svc("web"),
+        _route_to("to-reviews", "reviews.sdc2"),
+        _route_to("to-missing", "missing.sdc2.svc.cluster.local"),
+        _route_to("to-multi", "multi.sdc2"),
+        _route_to("via-gw", "web", gateways=["sdc2/gw"]),
+        _route_to("via-no-gw", "web", gateways=["sdc2/nope"]),
+    )
+    problems: list[Problem] = []
+    check_references(topo, problems, others)
+    found = {(p.obj, p.severity, p.field): p.message for p in problems}
+    assert not [k for k in found if k[0] in ("VirtualService/to-reviews", "VirtualService/via-gw")], found
+    assert "is not a Service of namespace 'sdc2'" in found[
+        ("VirtualService/to-missing", "warning", "spec.http[0].route[0].destination.host")]  # fmt: skip
+    assert "has several ports" in found[("VirtualService/to-multi", "error", "spec.http[0].route[0].destination.port")]
+    assert "'sdc2/nope' is not defined" in found[("VirtualService/via-no-gw", "error", "spec.gateways")]
+    # Without the other namespaces in view, the same references are taken as the one-namespace mesh took them.
+    alone: list[Problem] = []
+    check_references(topo, alone, None)
+    assert ("VirtualService/to-reviews", "warning") in {(p.obj, p.severity) for p in alone}

@@ -31,7 +31,7 @@ from pytest_clover.backends.local.translate import (
 )
 from pytest_clover.envoy.access_log import FORMAT as ACCESS_LOG_FORMAT
 from pytest_clover.envoy.views import FAULT_FILTER
-from pytest_clover.istio import Topology, load_topology, validate
+from pytest_clover.istio import Topology, load_topology, parse_documents, parse_text, validate
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "tests" / "data" / "istio-samples"
@@ -1155,3 +1155,139 @@ def test_routes_never_carry_max_stream_duration(topo: Callable[..., Topology], t
     for text in (vs(one_route("    timeout: 2s\n")), vs(one_route(""))):
         action = only_route(render(topo(text), sidecar(tmp_path)))["route"]
         assert "max_stream_duration" not in action
+
+
+# =========================================================================== namespaces
+
+OTHER = "other"
+OTHER_REVIEWS = f"reviews.{OTHER}.svc.cluster.local"
+OTHER_ENDPOINTS: dict[tuple[str, int], list[Endpoint]] = {
+    ("productpage", 9080): [Endpoint("productpage-o-0", "127.0.1.2", 9080, {"app": "productpage", "version": "v1"})],
+    ("reviews", 9080): [
+        Endpoint("reviews-o-1", "127.0.1.4", 9080, {"app": "reviews", "version": "v1"}),
+        Endpoint("reviews-o-2", "127.0.1.5", 9080, {"app": "reviews", "version": "v2"}),
+    ],
+    ("ratings", 9080): [Endpoint("ratings-o-0", "127.0.1.8", 9080, {"app": "ratings", "version": "v1"})],
+}
+
+
+def render_two(home: Topology, other: Topology, proxy: ProxySpec) -> dict[str, dict[str, Any]]:
+    """``proxy`` of namespace ``default`` or ``other`` in a mesh running both (Bookinfo's services in each)."""
+    moved = other.in_namespace(OTHER)
+    if proxy.namespace == OTHER:
+        files = render_resources(moved, OTHER_ENDPOINTS, proxy, [(home, ENDPOINTS)])
+    else:
+        files = render_resources(home, ENDPOINTS, proxy, [(moved, OTHER_ENDPOINTS)])
+    detached: dict[str, dict[str, Any]] = json.loads(json.dumps(files))
+    return detached
+
+
+def unchecked(*texts: str) -> Topology:
+    """The objects of ``texts`` as a topology, without the cross-object checks (which cannot see the other
+    namespace these objects refer to)."""
+    problems: list[Any] = []
+    t = Topology()
+    for obj in parse_documents(parse_text("\n---\n".join(texts), "<test>", problems), problems):
+        t.add(obj)
+    assert not [p for p in problems if p.severity == "error"], problems
+    return t
+
+
+def in_other(spec: ProxySpec) -> ProxySpec:
+    return dataclasses.replace(spec, namespace=OTHER)
+
+
+def test_a_proxy_sees_every_namespaces_services_short_names_only_its_own(
+    topo: Callable[..., Topology], tmp_path: Path
+) -> None:
+    files = render_two(topo(), topo(), in_other(sidecar(tmp_path)))
+    own = vhost(files, OTHER_REVIEWS)["domains"]
+    for host in ("reviews", "reviews.other", "reviews.other.svc", OTHER_REVIEWS):
+        assert host in own and f"{host}:9080" in own
+    foreign = vhost(files, REVIEWS)["domains"]
+    for host in ("reviews.default", "reviews.default.svc", REVIEWS):
+        assert host in foreign and f"{host}:9080" in foreign
+    assert "reviews" not in foreign and "reviews:9080" not in foreign
+    # Each namespace's Service is its own cluster with its own endpoints.
+    assert eds_pods(files, f"outbound|9080||{OTHER_REVIEWS}") == ["reviews-o-1", "reviews-o-2"]
+    assert len(eds_pods(files, f"outbound|9080||{REVIEWS}")) == 4
+    assert only_route(files, OTHER_REVIEWS)["route"]["cluster"] == f"outbound|9080||{OTHER_REVIEWS}"
+
+
+def test_a_short_host_is_read_in_its_objects_namespace(topo: Callable[..., Topology], tmp_path: Path) -> None:
+    abort = vs("  - fault: {abort: {httpStatus: 503, percentage: {value: 100}}}\n" + TO_REVIEWS)
+    for proxy in (sidecar(tmp_path), in_other(sidecar(tmp_path))):
+        files = render_two(topo(), topo(abort), proxy)
+        # The VirtualService of `other` routes other's reviews, for a caller of any namespace...
+        faulted = only_route(files, OTHER_REVIEWS)
+        assert faulted["typed_per_filter_config"][FAULT_FILTER]["abort"]["http_status"] == 503
+        assert faulted["route"]["cluster"] == f"outbound|9080||{OTHER_REVIEWS}"
+        # ...and default's reviews is untouched.
+        assert "typed_per_filter_config" not in only_route(files, REVIEWS)
+
+
+@pytest.mark.parametrize("host", ["reviews.other", "reviews.other.svc", OTHER_REVIEWS])
+def test_a_dotted_or_full_host_names_another_namespaces_service(
+    topo: Callable[..., Topology], tmp_path: Path, host: str
+) -> None:
+    to_other = vs(f"  - route: [{{destination: {{host: {host}}}}}]\n", name="to-other")
+    files = render_two(topo(to_other.replace("[reviews]", "[ratings]")), topo(), sidecar(tmp_path))
+    assert only_route(files, FQDN.format("ratings"))["route"]["cluster"] == f"outbound|9080||{OTHER_REVIEWS}"
+
+
+def test_the_callers_namespaces_destination_rule_wins_then_the_services(
+    topo: Callable[..., Topology], tmp_path: Path
+) -> None:
+    lb = "  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n"
+    theirs = dr(lb.replace("RANDOM", "ROUND_ROBIN") + "  subsets: [{name: v1, labels: {version: v1}}]\n")
+    mine = dr(lb, host=OTHER_REVIEWS)
+    # A proxy of `default` calling other's reviews: its own namespace's rule for that host first.
+    files = render_two(topo(mine), topo(theirs), sidecar(tmp_path))
+    assert cluster(files, f"outbound|9080||{OTHER_REVIEWS}")["lb_policy"] == "RANDOM"
+    # Without one, the Service's namespace's rule, subsets included.
+    files = render_two(topo(), topo(theirs), sidecar(tmp_path))
+    assert cluster(files, f"outbound|9080||{OTHER_REVIEWS}")["lb_policy"] == "ROUND_ROBIN"
+    assert eds_pods(files, f"outbound|9080|v1|{OTHER_REVIEWS}") == ["reviews-o-1"]
+    # Default's own reviews is ruled by neither.
+    assert cluster(files, f"outbound|9080||{REVIEWS}")["lb_policy"] == "LEAST_REQUEST"
+
+
+def test_a_gateway_proxy_serves_its_own_namespaces_gateways_only(topo: Callable[..., Topology], tmp_path: Path) -> None:
+    entry = vs("  - route: [{destination: {host: productpage}}]\n", name="entry", hosts='["*"]',
+               extra="  gateways: [sdc-gateway]\n")  # fmt: skip
+    home, other = topo(GATEWAY, entry), topo(GATEWAY, entry)
+    for proxy, fqdn in ((gateway_spec(tmp_path), FQDN.format("productpage")),
+                        (in_other(gateway_spec(tmp_path)), f"productpage.{OTHER}.svc.cluster.local")):  # fmt: skip
+        (rc,) = resources(render_two(home, other, proxy), "rds_http_80.json")
+        (host,) = rc["virtual_hosts"]
+        assert host["domains"] == ["*"]
+        assert [r["route"]["cluster"] for r in host["routes"]] == [f"outbound|9080||{fqdn}"]
+
+
+def test_gateway_references_and_server_hosts_across_namespaces(topo: Callable[..., Topology], tmp_path: Path) -> None:
+    scoped = GATEWAY.replace('hosts: ["*"]', 'hosts: ["./*", "other/ratings.example"]')
+    # Bound from `other` by `default/sdc-gateway`: the server admits other's VirtualServices for one host only.
+    remote = vs("  - route: [{destination: {host: ratings}}]\n", name="remote", hosts='["*", ratings.example]',
+                extra="  gateways: [default/sdc-gateway]\n")  # fmt: skip
+    # `sdc-gateway` read in `other` is other's, which does not exist: not bound here.
+    unbound = vs("  - route: [{destination: {host: ratings}}]\n", name="unbound", hosts="[reviews.example]",
+                 extra="  gateways: [sdc-gateway]\n")  # fmt: skip
+    files = render_two(topo(scoped), unchecked(SERVICES, remote, unbound), gateway_spec(tmp_path))
+    (rc,) = resources(files, "rds_http_80.json")
+    assert [v["domains"][0] for v in rc["virtual_hosts"]] == ["ratings.example"]
+    (route,) = rc["virtual_hosts"][0]["routes"]
+    assert route["route"]["cluster"] == f"outbound|9080||ratings.{OTHER}.svc.cluster.local"
+
+
+def test_envoy_accepts_a_proxy_of_a_two_namespace_mesh(tmp_path: Path) -> None:
+    sdc = load_topology(REPO / "fixtures" / "sdc")
+    other = sdc.in_namespace("sdc2")
+    eps = endpoints_of(sdc)
+    for proxy in (proxies_of(sdc, tmp_path, only="http-lb")[0], gateway_spec(tmp_path)):
+        for spec in (proxy, dataclasses.replace(proxy, namespace="sdc2")):
+            own, rest = (other, sdc) if spec.namespace == "sdc2" else (sdc, other)
+            files = render_resources(own, eps, spec, [(rest, eps)])
+            names = {c["name"] for c in resources(files, "cds.json")}
+            assert "outbound|9180||clover-server.sdc2.svc.cluster.local" in names
+            assert "outbound|9180|v2|clover-server.default.svc.cluster.local" in names
+            assert_envoy_accepts(spec, files, tmp_path)

@@ -59,6 +59,10 @@ _ERRORS: dict[str, type[BackendError]] = {
 }
 
 
+KUBE_API_ENV = "CLOVER_KUBE_API"
+"""Set to 0 for a mesh without its Kubernetes API (it starts ~0.1 s of CPU sooner)."""
+
+
 class LocalBackend:
     """Each pod a local process behind a real Envoy sidecar, on its own loopback address."""
 
@@ -73,6 +77,7 @@ class LocalBackend:
         detach: bool = False,
         keep_state: bool = False,
         max_pods: int | None = None,
+        kube_api: bool | None = None,
     ) -> None:
         self.topology_dir = Path(topology) if topology is not None else None
         self.state = MeshState(state_dir if state_dir is not None else default_state_dir())
@@ -87,6 +92,10 @@ class LocalBackend:
         """What the topology holds that the local backend will not honour (set by deploy)."""
         self._admin_sockets: dict[str, str] = {}
         """Pod → its sidecar's admin API socket; a pod's name is never reused, so an entry never goes stale."""
+        self.kube_api = (
+            kube_api if kube_api is not None else os.environ.get(KUBE_API_ENV, "1") not in ("0", "false", "no")
+        )
+        """Whether the mesh serves its Kubernetes API (``$CLOVER_KUBE_API=0`` turns it off)."""
         self.max_pods = max_pods if max_pods is not None else requested_max_pods({})
         """The pod limit the user asked for (the setting ``max_pods``, else ``$CLOVER_MAX_PODS``); None: the
         mesh's own (given at deploy, else :data:`~.plan.DEFAULT_MAX_PODS`)."""
@@ -177,6 +186,7 @@ class LocalBackend:
                 "status": "launching",
                 "keep_state": self.keep_state,
                 "max_pods": max_pods,
+                "kube_api": self.kube_api,
             }
             # Before the registry entry, so that every entry leads to a folder that names its mesh.
             self.state.write_json(self.state.mesh_file, mesh)
@@ -441,7 +451,17 @@ class LocalBackend:
 
     def info(self) -> dict[str, Any]:
         status = self.status()
-        return {key: status.get(key) for key in ("mesh_id", "status", "seed", "state_dir")}
+        info = {key: status.get(key) for key in ("mesh_id", "status", "seed", "state_dir")}
+        # The mesh's Kubernetes API (kubectl, the official client), when it serves one.
+        for key in ("kube_api_url", "kubeconfig", "kube_api_error"):
+            if status.get(key):
+                info[key] = status[key]
+        return info
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The kubeconfig of the mesh's Kubernetes API (``<state-dir>/kubeconfig``, mode 0600)."""
+        return self.state.root / "kubeconfig"
 
     def ingress_url(self) -> str:
         url = self.status().get("ingress_url")

@@ -10,6 +10,19 @@ Every child gets PR_SET_PDEATHSIG, so no application or Envoy outlives a supervi
 It holds the mesh's lock (``mesh.lock``) for its whole life, runs in the state folder with umask 077 (every
 file of the mesh is its user's alone), and each Envoy serves its admin API on a Unix socket in its pod's
 folder, out of other local users' reach (see docs/architecture.md, "who can reach what").
+
+Namespaces: the topology's namespace is the mesh's own (its "home": what the backend protocol, `clover`
+commands and faults act on, and the only one whose pods the backend's ``pods()`` lists). Objects written
+through the Kubernetes API into another namespace form another app beside it (:meth:`Supervisor.swap_topology`),
+with its own pods, endpoints and Istio objects; every proxy sees every namespace's Services, as Istio exports
+them mesh-wide. The pod limit counts every namespace's pods.
+
+Ingress: each namespace that has Gateways gets its own ingress gateway pod (``istio-ingressgateway-…`` in that
+namespace, on its own loopback address), serving that namespace's Gateways only, as Istio does with a gateway
+deployed per namespace and ``PILOT_SCOPE_GATEWAY_TO_NAMESPACE``. So a second app's ``sdc-gateway`` (hosts
+``*``, port 80) is reached at its own address without touching the first's; the home namespace's gateway is
+the backend's ``ingress_url()``. Each namespace's address is in the status (``namespaces.<ns>.ingress_url``)
+and on its gateway's Pod object (annotation ``clover.opnfv.org/ingress-url``).
 """
 
 from __future__ import annotations
@@ -36,8 +49,10 @@ from typing import Any
 from ...errors import BackendError, CloverError, ConfigError, Problem
 from ...istio import (
     Deployment,
+    DestinationRule,
     Gateway,
     Topology,
+    VirtualService,
     check_references,
     load_topology,
     parse_istio_text,
@@ -60,8 +75,12 @@ SHUTDOWN_GRACE_S = 0.5
 Envoys within 0.19 s."""
 
 
-def _template_hash(dep: Deployment) -> str:
+def template_hash(dep: Deployment) -> str:
+    """The ``pod-template-hash`` of a Deployment's pods (and the name suffix of its ReplicaSet)."""
     return _template_hash_of(json.dumps([dep.name, dict(dep.pod_labels)], sort_keys=True))
+
+
+_template_hash = template_hash
 
 
 def _template_hash_of(text: str) -> str:
@@ -91,6 +110,10 @@ class Pod:
     def service(self) -> str:
         return self.labels.get("app", self.name)
 
+    @property
+    def namespace(self) -> str:
+        return self.spec.namespace
+
     def info(self) -> PodInfo:
         phase = "Terminating" if self.terminating else ("Running" if self.ready else "Pending")
         return PodInfo(
@@ -113,11 +136,18 @@ class Supervisor:
     def __init__(self, state: MeshState) -> None:
         self.state = state
         self.mesh = state.read_mesh()
-        self.topology: Topology = load_topology(state.topology_dir)
+        home = load_topology(state.topology_dir)
+        self.home: str = home.namespace
+        """The mesh's own namespace (the topology's): what the backend protocol acts on."""
+        self.topologies: dict[str, Topology] = {self.home: home}
+        """Each namespace's app: its Deployments, Services and Istio objects."""
+        self.desired_in: dict[str, dict[str, int]] = {
+            self.home: {d.name: d.replicas for d in home.deployments.values()}
+        }
+        """Each namespace's Deployments' replica counts."""
         self.block: str = self.mesh["block"]
         self.rng = random.Random(int(self.mesh.get("seed", 0)))
         self.pods: dict[str, Pod] = {}
-        self.desired = {d.name: d.replicas for d in self.topology.deployments.values()}
         self.used_ips: set[int] = set()
         self.push_lock = asyncio.Lock()
         self.stopping = asyncio.Event()
@@ -130,6 +160,26 @@ class Supervisor:
         self.xds_address = (f"{self.block}.1", 0)
         self.max_pods = int(self.mesh.get("max_pods") or DEFAULT_MAX_PODS)
         """How many pods the mesh may have (set at deploy; a scale request may give its own)."""
+        self.events_total = 0
+        """Notes ever taken (``events`` keeps the last 500): how the Kubernetes API finds the new ones."""
+        self.cluster: Any = None
+        """The Kubernetes API's side of the mesh (:class:`.kube.cluster.Cluster`), once it serves."""
+        self.api_runner: Any = None
+        self.api_task: asyncio.Future[None] | None = None
+
+    @property
+    def topology(self) -> Topology:
+        """The home namespace's topology."""
+        return self.topologies[self.home]
+
+    @topology.setter
+    def topology(self, new: Topology) -> None:
+        self.topologies[self.home] = new
+
+    @property
+    def desired(self) -> dict[str, int]:
+        """The home namespace's replica counts."""
+        return self.desired_in[self.home]
 
     def _background(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``work`` concurrently, keeping a reference so the task is not garbage-collected mid-way."""
@@ -145,6 +195,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stopping.set)
         self.state.socket_path.unlink(missing_ok=True)
+        # Apps that other namespaces bring later are started without the zygote unless the home one has it.
         if any(ZygoteClient.handles(self._argv_of(d)) for d in self.topology.deployments.values()):
             self.zygote = ZygoteClient()
             self.zygote.on_change = self._write_pids
@@ -154,13 +205,23 @@ class Supervisor:
         self.xds_address = (host, await self.ads.start(host, pick_port(host, 15010)))
         self.server = await asyncio.start_unix_server(self._client, path=str(self.state.socket_path), limit=2**24)
         self._write_mesh(status="starting")
+        # The Kubernetes API comes up while the first pods start (its imports and keys cost ~0.1 s of CPU that
+        # the pods' start-up, spent in other processes, hides); `wait_ready` waits for both.
+        self.api_task = asyncio.ensure_future(self._start_api()) if self.mesh.get("kube_api", True) else None
         try:
             await self._reconcile()
+            if self.api_task is not None:
+                await self.api_task
             self._write_mesh(status="running")
             await self.stopping.wait()
         finally:
             self._write_mesh(status="stopping")
             self.server.close()
+            if self.api_runner is not None:
+                from .kube.server import stop as stop_api
+
+                with contextlib.suppress(Exception):
+                    await stop_api(self.api_runner)
             started = time.monotonic()
             count = len(self.pods)
             await self._stop_all()
@@ -168,9 +229,28 @@ class Supervisor:
             log.info("stopped %d pods, the zygote and the xDS server in %.3f s", count, time.monotonic() - started)
             self.state.socket_path.unlink(missing_ok=True)
 
+    async def _start_api(self) -> None:
+        """Serve the mesh's Kubernetes API over HTTPS on its loopback address and write its kubeconfig."""
+        from .kube.cluster import start_api
+
+        host = f"{self.block}.1"
+        try:
+            cluster, self.api_runner, url = await start_api(self, host, pick_port(host, 6443))
+        except Exception as exc:  # the mesh runs without its API rather than not at all; the status says why
+            log.exception("the Kubernetes API could not start")
+            self.mesh["kube_api_error"] = f"the Kubernetes API could not start: {exc!r}; see {self.state.log_file}"
+            return
+        self.cluster = cluster
+        self.mesh["kube_api_url"] = url
+        self.mesh["kubeconfig"] = str(self.state.root / "kubeconfig")
+        self._background(cluster.run())
+        log.info("Kubernetes API at %s", url)
+
     def _write_mesh(self, status: str) -> None:
         me = ProcessRecord.of(os.getpid(), "supervisor")
-        self.mesh.update(status=status, supervisor=me.__dict__, ingress_url=self.ingress_url())
+        self.mesh.update(
+            status=status, supervisor=me.__dict__, ingress_url=self.ingress_url(), ingress_urls=self.ingress_urls()
+        )
         self.state.write_json(self.state.mesh_file, self.mesh)
 
     def _write_pids(self) -> None:
@@ -183,20 +263,109 @@ class Supervisor:
             records.append(ProcessRecord.of(self.zygote.process.pid, "zygote"))
         self.state.write_pids(records)
 
-    def ingress_url(self) -> str | None:
-        gw = self._gateway_pod()
+    def ingress_url(self, namespace: str | None = None) -> str | None:
+        """Where the ingress gateway of ``namespace`` (the home one by default) serves its lowest Gateway port."""
+        gw = self._gateway_pod(namespace)
         if gw is None or not gw.spec.gateway_ports:
             return None
         port = gw.spec.gateway_ports[min(gw.spec.gateway_ports)]
         return f"http://{gw.ip}:{port}"
 
-    def _gateway_pod(self) -> Pod | None:
-        return next((p for p in self.pods.values() if p.deployment is None and not p.terminating), None)
+    def ingress_urls(self) -> dict[str, str]:
+        """Each namespace's ingress URL, for the namespaces whose gateway serves."""
+        urls = {ns: self.ingress_url(ns) for ns in self.topologies}
+        return {ns: url for ns, url in urls.items() if url is not None}
+
+    def _gateway_pod(self, namespace: str | None = None) -> Pod | None:
+        ns = self.home if namespace is None else namespace
+        return next(
+            (p for p in self.pods.values() if p.deployment is None and not p.terminating and p.namespace == ns), None
+        )
+
+    def _render(self, spec: ProxySpec, views: dict[str, EndpointsView] | None = None) -> dict[str, dict[str, Any]]:
+        """One proxy's xDS documents: its namespace's app, and every other namespace's as it sees them."""
+        views = views if views is not None else {ns: self._endpoints(ns) for ns in self.topologies}
+        own = self.topologies.get(spec.namespace) or Topology(namespace=spec.namespace)
+        others = [(t, views.get(ns, {})) for ns, t in self.topologies.items() if ns != spec.namespace]
+        return render_resources(own, views.get(spec.namespace, {}), spec, others)
 
     def _note(self, kind: str, **fields: Any) -> None:
         self.events.append({"time": time.time(), "event": kind, **fields})
         del self.events[:-500]
+        self.events_total += 1
         self.changed.set()
+        if self.cluster is not None:
+            self.cluster.mark_dirty()
+
+    note = _note
+
+    def endpoints(self, namespace: str | None = None) -> EndpointsView:
+        """The ready endpoints of every Service port of ``namespace`` (the home one by default), as the Envoys
+        get them."""
+        return self._endpoints(namespace)
+
+    async def swap_topology(self, new: Topology) -> None:
+        """Run ``new`` (Istio objects, Services) as the app of its namespace (``new.namespace``; a namespace the
+        mesh does not run yet joins) once every Envoy ACKed it; the old one stays on failure."""
+        await self._swap_topology(new, new.namespace)
+
+    async def set_replicas(
+        self, deployment: str, replicas: int, forget: bool = False, namespace: str | None = None
+    ) -> None:
+        """The ReplicaSet controller's part of a Deployment write through the Kubernetes API: start or stop pods
+        to ``replicas`` (``forget``: the Deployment is gone). Failures are logged and noted; the status says
+        the rest, as on a cluster."""
+        ns = self.home if namespace is None else namespace
+        desired = self.desired_in.setdefault(ns, {})
+        try:
+            if forget:
+                desired[deployment] = 0
+                await self._reconcile()
+                desired.pop(deployment, None)
+                topology = self.topologies.get(ns)
+                if topology is not None:
+                    topology.deployments.pop(deployment, None)
+                return
+            if desired.get(deployment) != replicas:
+                await self.op_scale(deployment, replicas, namespace=ns)
+            else:
+                await self._reconcile()
+        except CloverError as exc:
+            log.error("scaling %s/%s to %d through the API failed: %s", ns, deployment, replicas, exc)
+            self._note("scale-failed", deployment=deployment, replicas=replicas, error=str(exc), namespace=ns)
+
+    async def drop_namespace(self, namespace: str) -> None:
+        """Stop a namespace's app (its namespace is being deleted): every pod stopped, its objects out of every
+        Envoy's configuration. The home namespace is emptied the same way but stays the mesh's own."""
+        topology = self.topologies.get(namespace)
+        if topology is None:
+            return
+        leaving = [p for p in self.pods.values() if p.namespace == namespace and not p.terminating]
+        for pod in leaving:
+            pod.terminating = True
+            pod.ready = False
+        if namespace == self.home:
+            self.topologies[namespace] = Topology(namespace=namespace)
+            self.desired_in[namespace] = {}
+        else:
+            self.topologies.pop(namespace, None)
+            self.desired_in.pop(namespace, None)
+        stops = [self._background(self._stop_pod(p, SHUTDOWN_GRACE_S, drain=False)) for p in leaving]
+        await self._push_quietly()
+        await asyncio.gather(*stops, return_exceptions=True)
+        self._note("namespace-dropped", namespace=namespace, pods=[p.name for p in leaving])
+
+    async def kill_pods(self, pods: list[Pod], grace: float, reason: str) -> None:
+        """Stop these pods (each within ``grace`` seconds) and let their Deployments replace them."""
+        for pod in pods:
+            pod.terminating = True
+            pod.ready = False
+        stops = [self._background(self._stop_pod(p, grace)) for p in pods]
+        await self._reconcile()
+        await self._push_quietly()
+        namespace = pods[0].namespace if pods else self.home
+        self._note("killed", pods=[p.name for p in pods], grace=grace, reason=reason, namespace=namespace)
+        await asyncio.gather(*stops, return_exceptions=True)
 
     # ------------------------------------------------------------------ pods
 
@@ -213,16 +382,19 @@ class Supervisor:
             if name not in self.pods:
                 return name
 
-    def _inbound_ports(self, dep: Deployment) -> list[int]:
+    def _inbound_ports(self, dep: Deployment, namespace: str) -> list[int]:
         ports = [p.port for p in dep.containers[0].ports]
-        for svc in self.topology.services.values():
+        topology = self.topologies.get(namespace) or Topology(namespace=namespace)
+        for svc in topology.services.values():
             if svc.selector and all(dep.pod_labels.get(k) == v for k, v in svc.selector.items()):
                 for sp in svc.ports:
                     if isinstance(sp.target_port, int) and sp.target_port not in ports:
                         ports.append(sp.target_port)
         return ports
 
-    def _create_pod(self, dep: Deployment | None) -> Pod:
+    def _create_pod(self, dep: Deployment | None, namespace: str | None = None) -> Pod:
+        """Start a pod of ``dep`` (None: the ingress gateway) in ``namespace`` (the home one by default)."""
+        ns = self.home if namespace is None else namespace
         n, ip = self._allocate_ip()
         try:
             if dep is None:
@@ -234,11 +406,12 @@ class Supervisor:
             directory = self.state.pod_dir(name)
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             inbound = tuple(
-                InboundPort(cp, pick_port(ip, cp), pick_port(ip)) for cp in (self._inbound_ports(dep) if dep else [])
+                InboundPort(cp, pick_port(ip, cp), pick_port(ip))
+                for cp in (self._inbound_ports(dep, ns) if dep else [])
             )
             spec = ProxySpec(
                 name=name,
-                namespace=self.topology.namespace,
+                namespace=ns,
                 kind="gateway" if dep is None else "sidecar",
                 ip=ip,
                 admin_socket=str(self.state.admin_socket(name)),
@@ -257,18 +430,19 @@ class Supervisor:
         bootstrap = render_bootstrap(spec, xds=self.xds_address)
         (directory / "bootstrap.json").write_text(json.dumps(bootstrap, indent=1), encoding="utf-8")
         # The Envoy fetches this over ADS as soon as it connects.
-        self.ads.proxy(name).desired = group_by_type(render_resources(self.topology, self._endpoints(), spec))
+        self.ads.proxy(name).desired = group_by_type(self._render(spec))
         self._start_envoy(pod)
         if dep is not None:
             self._start_app(pod)
         pod.task = asyncio.create_task(self._watch(pod))
         self._write_pids()
-        self._note("pod-created", pod=name, deployment=dep.name if dep else None)
+        self._note("pod-created", pod=name, deployment=dep.name if dep else None, namespace=ns)
         return pod
 
     def _open_gateway_ports(self, pod: Pod) -> None:
         ports = dict(pod.spec.gateway_ports)
-        for gw in self.topology.gateways.values():
+        topology = self.topologies.get(pod.namespace) or Topology(namespace=pod.namespace)
+        for gw in topology.gateways.values():
             if all(pod.labels.get(k) == v for k, v in gw.selector.items()):
                 for server in gw.servers:
                     if server.port not in ports:
@@ -332,7 +506,7 @@ class Supervisor:
         if path == "metadata.name":
             return pod.name
         if path == "metadata.namespace":
-            return self.topology.namespace
+            return pod.namespace
         if path in ("status.podIP", "status.podIPs"):
             return pod.ip
         if path in ("status.hostIP", "spec.nodeName"):
@@ -380,7 +554,9 @@ class Supervisor:
                     pod.ready = False
                     await self._push_quietly()
                 role, proc = crashed[0]
-                self._note("container-exited", pod=pod.name, container=role, code=proc.returncode)
+                self._note(
+                    "container-exited", pod=pod.name, container=role, code=proc.returncode, namespace=pod.namespace
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 if pod.terminating or self.stopping.is_set():
@@ -435,7 +611,7 @@ class Supervisor:
         Path(pod.spec.admin_socket).unlink(missing_ok=True)
         self.used_ips.discard(int(pod.ip.rsplit(".", 1)[1]))
         self._write_pids()
-        self._note("pod-deleted", pod=pod.name)
+        self._note("pod-deleted", pod=pod.name, namespace=pod.namespace)
 
     async def _stop_all(self) -> None:
         # The whole mesh goes, so no request is in flight that a sidecar must carry to its end: every app and
@@ -453,21 +629,26 @@ class Supervisor:
     async def _reconcile(self, scale_down_grace: float = 30.0) -> list[str]:
         """Bring pods to the desired state; returns the names of pods created."""
         created: list[str] = []
-        if self.topology.gateways and self._gateway_pod() is None:
-            created.append(self._create_pod(None).name)
-        gw = self._gateway_pod()
-        if gw is not None:
-            self._open_gateway_ports(gw)
         leaving: list[Pod] = []
-        for dep in self.topology.deployments.values():
-            live = [p for p in self.pods.values() if p.deployment is dep and not p.terminating]
-            want = self.desired.get(dep.name, dep.replicas)
-            for _ in range(want - len(live)):
-                created.append(self._create_pod(dep).name)
-            if len(live) > want:
-                # ReplicaSet order: not-ready pods first, then the newest.
-                live.sort(key=lambda p: (p.ready, -p.created))
-                leaving.extend(live[: len(live) - want])
+        for ns, topology in list(self.topologies.items()):
+            gw = self._gateway_pod(ns)
+            if topology.gateways and gw is None:
+                created.append(self._create_pod(None, ns).name)
+            elif gw is not None and not topology.gateways and ns != self.home:
+                leaving.append(gw)  # another namespace's gateway goes with its last Gateway
+            gw = self._gateway_pod(ns)
+            if gw is not None:
+                self._open_gateway_ports(gw)
+            desired = self.desired_in.setdefault(ns, {})
+            for dep in list(topology.deployments.values()):
+                live = [p for p in self.pods.values() if p.deployment is dep and not p.terminating]
+                want = desired.get(dep.name, dep.replicas)
+                for _ in range(want - len(live)):
+                    created.append(self._create_pod(dep, ns).name)
+                if len(live) > want:
+                    # ReplicaSet order: not-ready pods first, then the newest.
+                    live.sort(key=lambda p: (p.ready, -p.created))
+                    leaving.extend(live[: len(live) - want])
         for pod in leaving:
             pod.terminating = True
             pod.ready = False
@@ -478,12 +659,15 @@ class Supervisor:
                 self._background(self._stop_pod(pod, scale_down_grace))
         return created
 
-    def _endpoints(self) -> EndpointsView:
+    def _endpoints(self, namespace: str | None = None) -> EndpointsView:
+        ns = self.home if namespace is None else namespace
         view: dict[tuple[str, int], list[Endpoint]] = {}
         ready = sorted(
-            (p for p in self.pods.values() if p.ready and not p.terminating and p.deployment), key=lambda p: p.ip
+            (p for p in self.pods.values() if p.ready and not p.terminating and p.deployment and p.namespace == ns),
+            key=lambda p: p.ip,
         )
-        for svc in self.topology.services.values():
+        topology = self.topologies.get(ns) or Topology(namespace=ns)
+        for svc in topology.services.values():
             for sp in svc.ports:
                 eps = view.setdefault((svc.name, sp.port), [])
                 if not svc.selector:
@@ -500,16 +684,18 @@ class Supervisor:
     async def push(self) -> None:
         """Render every proxy's config from the current topology and endpoints; wait for each Envoy's ACK."""
         async with self.push_lock:
-            endpoints = self._endpoints()
+            views = {ns: self._endpoints(ns) for ns in self.topologies}
             pods = [p for p in self.pods.values() if not p.terminating]
             results = await asyncio.gather(
-                *(self.ads.push(p.name, render_resources(self.topology, endpoints, p.spec)) for p in pods),
+                *(self.ads.push(p.name, self._render(p.spec, views)) for p in pods),
                 return_exceptions=True,
             )
             failures = [
                 r for p, r in zip(pods, results, strict=True) if isinstance(r, BaseException) and not p.terminating
             ]
             self.changed.set()
+            if self.cluster is not None:
+                self.cluster.mark_dirty()  # Endpoints and EndpointSlices follow what the Envoys got
             if failures:
                 raise failures[0] if isinstance(failures[0], CloverError) else BackendError(str(failures[0]))
 
@@ -579,26 +765,49 @@ class Supervisor:
             "status": self.mesh.get("status"),
             "seed": self.mesh.get("seed", 0),
             "ingress_url": self.ingress_url(),
-            # Beside the protocol's pod fields, the Unix socket of each sidecar's admin API (only the client reads it).
-            "pods": [
-                {**p.info().as_dict(), "admin_socket": p.spec.admin_socket}
-                for p in sorted(self.pods.values(), key=lambda p: p.name)
-            ],
+            "kube_api_url": self.mesh.get("kube_api_url"),
+            "kubeconfig": self.mesh.get("kubeconfig"),
+            "kube_api_error": self.mesh.get("kube_api_error"),
+            "pods": self._pod_list(self.home),
             "desired": self.desired,
+            # Every namespace the mesh runs an app in (the home one included): its ingress, pods and replicas.
+            "namespaces": {
+                ns: {
+                    "ingress_url": self.ingress_url(ns),
+                    "pods": self._pod_list(ns),
+                    "desired": self.desired_in.get(ns, {}),
+                }
+                for ns in sorted(self.topologies)
+            },
             "istio": [dict(v.raw) for v in self.topology.virtual_services.values()]
             + [dict(d.raw) for d in self.topology.destination_rules.values()]
             + [_gateway_doc(g) for g in self.topology.gateways.values()],
             "events": self.events[-50:],
         }
 
-    async def op_wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+    def _pod_list(self, namespace: str) -> list[dict[str, Any]]:
+        # Beside the protocol's fields: the sidecar's admin socket and outbound port (where the app's calls go).
+        return [
+            {**p.info().as_dict(), "admin_socket": p.spec.admin_socket, "outbound_port": p.spec.outbound_port}
+            for p in sorted(self.pods.values(), key=lambda p: p.name)
+            if p.namespace == namespace
+        ]
+
+    async def op_wait_ready(self, timeout: float = 60.0, namespace: str | None = None) -> dict[str, Any]:
+        """Wait until every Deployment of ``namespace`` (the home one by default) has its ready pods."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            missing = self._not_ready()
+            missing = self._not_ready(namespace)
             if not missing:
                 async with self.push_lock:  # the last endpoints push has been confirmed
                     pass
+                if self.api_task is not None and not self.api_task.done():
+                    # The Kubernetes API is part of a ready mesh: `kubectl` works once `clover up` returns.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(self.api_task), max(0.1, deadline - loop.time()))
+                    if not self.api_task.done():
+                        raise BackendError(f"the Kubernetes API of the mesh was not serving after {timeout:.0f} s")
                 return {"ready": True}
             if loop.time() > deadline:
                 raise BackendError(self._readiness_report(missing, timeout))
@@ -606,15 +815,18 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), 0.05)
 
-    def _not_ready(self) -> list[str]:
+    def _not_ready(self, namespace: str | None = None) -> list[str]:
+        ns = self.home if namespace is None else namespace
+        topology = self.topologies.get(ns) or Topology(namespace=ns)
+        desired = self.desired_in.get(ns, {})
         missing = []
-        for dep in self.topology.deployments.values():
+        for dep in topology.deployments.values():
             pods = [p for p in self.pods.values() if p.deployment is dep]
             ready = [p for p in pods if p.ready and not p.terminating]
-            if len(ready) != self.desired.get(dep.name, dep.replicas) or len(pods) != len(ready):
+            if len(ready) != desired.get(dep.name, dep.replicas) or len(pods) != len(ready):
                 missing.append(dep.name)
-        gw = self._gateway_pod()
-        if self.topology.gateways and (gw is None or not gw.ready):
+        gw = self._gateway_pod(ns)
+        if topology.gateways and (gw is None or not gw.ready):
             missing.append("istio-ingressgateway")
         return missing
 
@@ -635,6 +847,8 @@ class Supervisor:
         objects, problems = parse_istio_text(text, source)
         if any(p.severity == "error" for p in problems):
             raise ConfigError(problems)
+        # The backend protocol acts on the mesh's own namespace: a short host in these objects is read there.
+        objects = [dataclasses.replace(o, namespace=self.home) for o in objects]
         new = self.topology.copy()
         for obj in objects:
             new.add(obj)
@@ -645,6 +859,10 @@ class Supervisor:
             raise ConfigError(problems)
         await self._swap_topology(new)
         self._note("applied", objects=[f"{type(o).__name__}/{o.name}" for o in objects])
+        if self.cluster is not None:
+            self.cluster.record_applied(
+                dict(o.raw) if isinstance(o, VirtualService | DestinationRule) else _gateway_doc(o) for o in objects
+            )
         return {"warnings": [p.__dict__ for p in problems if p.severity == "warning"]}
 
     async def op_remove(self, kind: str, name: str) -> dict[str, Any]:
@@ -653,17 +871,28 @@ class Supervisor:
             raise BackendError(f"no {kind} named {name!r} in the mesh")
         await self._swap_topology(new)
         self._note("removed", object=f"{kind}/{name}")
+        if self.cluster is not None:
+            self.cluster.record_removed(kind, name)
         return {}
 
-    async def _swap_topology(self, new: Topology) -> None:
-        old, self.topology = self.topology, new
+    async def _swap_topology(self, new: Topology, namespace: str | None = None) -> None:
+        ns = self.home if namespace is None else namespace
+        old = self.topologies.get(ns)
+        self.topologies[ns] = new
+        self.desired_in.setdefault(ns, {})
         try:
-            gw = self._gateway_pod()
+            gw = self._gateway_pod(ns)
             if gw is not None:
                 self._open_gateway_ports(gw)
+            elif new.gateways and ns != self.home:
+                # A namespace's first Gateway brings its gateway pod (the home one is started with the mesh).
+                await self._reconcile()
             await self.push()
         except CloverError:
-            self.topology = old
+            if old is None:
+                self.topologies.pop(ns, None)
+            else:
+                self.topologies[ns] = old
             await self._push_quietly()
             raise
 
@@ -676,7 +905,10 @@ class Supervisor:
             (
                 p
                 for p in self.pods.values()
-                if p.deployment and not p.terminating and all(p.labels.get(k) == v for k, v in selector.items())
+                if p.deployment
+                and not p.terminating
+                and p.namespace == self.home
+                and all(p.labels.get(k) == v for k, v in selector.items())
             ),
             key=lambda p: p.name,
         )
@@ -700,20 +932,35 @@ class Supervisor:
         self._note("killed", pods=[p.name for p in victims], grace=grace)
         return {"killed": [p.name for p in victims], "replacements": created}
 
-    async def op_scale(self, deployment: str, replicas: int, max_pods: int | None = None) -> dict[str, Any]:
+    def pod_total(self, namespace: str | None = None, deployment: str = "", replicas: int = 0) -> int:
+        """The pods the mesh would have (every namespace's replicas and gateways), with ``deployment`` of
+        ``namespace`` at ``replicas`` when given."""
+        total = 0
+        for ns, topology in self.topologies.items():
+            desired = dict(self.desired_in.get(ns, {}))
+            if deployment and ns == (self.home if namespace is None else namespace):
+                desired[deployment] = replicas
+            total += sum(desired.values()) + (1 if topology.gateways else 0)
+        return total
+
+    async def op_scale(
+        self, deployment: str, replicas: int, max_pods: int | None = None, namespace: str | None = None
+    ) -> dict[str, Any]:
         """Set a Deployment's replicas: refused before anything starts if the pods would not fit (the limit,
-        ``max_pods`` when the caller gives one, else the mesh's; the loopback block's free addresses); if a pod
-        cannot be started, the Deployment is put back to its previous count and the pods made for it stopped."""
-        dep = self.topology.deployments.get(deployment)
+        ``max_pods`` when the caller gives one, else the mesh's, counts every namespace's pods; the loopback
+        block's free addresses); if a pod cannot be started, the Deployment is put back to its previous count
+        and the pods made for it stopped. ``namespace``: the home one by default."""
+        ns = self.home if namespace is None else namespace
+        topology = self.topologies.get(ns) or Topology(namespace=ns)
+        desired = self.desired_in.setdefault(ns, {})
+        dep = topology.deployments.get(deployment)
         if dep is None:
-            raise BackendError(
-                f"no Deployment {deployment!r}; deployments: {', '.join(sorted(self.topology.deployments))}"
-            )
+            raise BackendError(f"no Deployment {deployment!r}; deployments: {', '.join(sorted(topology.deployments))}")
         if replicas < 0:
             raise BackendError(f"replicas must be 0 or more, got {replicas}")
         limit = max_pods_setting(max_pods, "max_pods") if max_pods is not None else self.max_pods
-        previous = self.desired.get(deployment, dep.replicas)
-        total = sum({**self.desired, deployment: replicas}.values()) + (1 if self.topology.gateways else 0)
+        previous = desired.get(deployment, dep.replicas)
+        total = self.pod_total(ns, deployment, replicas)
         if replicas > previous and total > limit:
             raise BackendError(too_many_pods(f"scaling {deployment} to {replicas}", total, limit))
         live = sum(1 for p in self.pods.values() if p.deployment is dep and not p.terminating)
@@ -726,23 +973,23 @@ class Supervisor:
                 "are gone, or scale less"
             )
         before = set(self.pods)
-        self.desired[deployment] = replicas
+        desired[deployment] = replicas
         try:
             created = await self._reconcile()
         except Exception as exc:
-            self.desired[deployment] = previous
+            desired[deployment] = previous
             extra = [p for name, p in self.pods.items() if name not in before and p.deployment is dep]
             for pod in extra:
                 pod.terminating = True
                 pod.ready = False
             await asyncio.gather(*(self._stop_pod(p, 0.0, drain=False) for p in extra), return_exceptions=True)
             await self._push_quietly()
-            self._note("scale-failed", deployment=deployment, replicas=replicas, error=str(exc))
+            self._note("scale-failed", deployment=deployment, replicas=replicas, error=str(exc), namespace=ns)
             raise BackendError(
                 f"scaling {deployment} to {replicas} failed: {exc}; it is back at {previous} replicas "
                 f"({len(extra)} pods it had started are stopped)"
             ) from exc
-        self._note("scaled", deployment=deployment, replicas=replicas)
+        self._note("scaled", deployment=deployment, replicas=replicas, namespace=ns)
         return {"created": created, "previous": previous}
 
     async def op_shutdown(self) -> dict[str, Any]:

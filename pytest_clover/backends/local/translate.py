@@ -5,6 +5,14 @@ bootstrap and its file-based xDS documents come out. The mapping follows istiod
 (``pilot/pkg/networking/core``): faults per route in MILLION units on the *caller's* outbound route,
 Istio's default retry policy when none is set, ``timeout: 0s`` when none is set, MaxUint32 circuit
 breakers, LEAST_REQUEST, and outlier detection enforced at 100 % with panic mode off.
+
+Namespaces, as Istio has them with its defaults (everything exported mesh-wide): a proxy sees the Services of
+every namespace (short names ``svc`` and ``svc:port`` only for its own namespace's, ``svc.ns``, ``svc.ns.svc``
+and the FQDN for all); a host in a VirtualService or DestinationRule is read in that object's namespace
+(:func:`~pytest_clover.istio.model.resolve_host`); a VirtualService of any namespace routes the Service its
+hosts name; a proxy uses the DestinationRule of its own namespace for a Service, else the Service's
+namespace's. Gateways are scoped to their namespace (Istio's ``PILOT_SCOPE_GATEWAY_TO_NAMESPACE``): a
+gateway proxy serves the Gateways of its own namespace only, each namespace running its own gateway pod.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from ...istio.model import (
     GRPC_STATUS,
     Delay,
     Destination,
+    DestinationRule,
     Gateway,
     HeaderOperations,
     Headers,
@@ -31,6 +40,8 @@ from ...istio.model import (
     Topology,
     TrafficPolicy,
     VirtualService,
+    resolve_gateway,
+    resolve_host,
 )
 
 T_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -62,7 +73,10 @@ class Endpoint:
 
 
 EndpointsView = Mapping[tuple[str, int], Sequence[Endpoint]]
-"""(service name, service port) → the ready endpoints, in a stable order."""
+"""(service name, service port) → the ready endpoints, in a stable order (one namespace's Services)."""
+
+Namespaces = Sequence[tuple[Topology, EndpointsView]]
+"""Other namespaces of the mesh, each its topology and its ready endpoints: what a proxy sees beyond its own."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +144,58 @@ ADS_SOURCE: dict[str, Any] = {"resource_api_version": "V3", "ads": {}}
 XDS_CLUSTER = "xds-grpc"
 
 
-def service_hosts(svc: Service) -> list[str]:
-    return [svc.name, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", svc.fqdn]
+def service_hosts(svc: Service, client_namespace: str | None = None) -> list[str]:
+    """The names a pod calls ``svc`` by: the short name only from its own namespace (DNS search path)."""
+    names = [f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", svc.fqdn]
+    return names if client_namespace not in (None, svc.namespace) else [svc.name, *names]
+
+
+class _Mesh:
+    """Every namespace a proxy sees, and Istio's lookups across them."""
+
+    def __init__(self, topo: Topology, endpoints: EndpointsView, others: Namespaces) -> None:
+        self.spaces: dict[str, tuple[Topology, EndpointsView]] = {topo.namespace: (topo, endpoints)}
+        for other, eps in others:
+            self.spaces.setdefault(other.namespace, (other, eps))
+
+    def services(self) -> list[Service]:
+        """Every Service of the mesh, by namespace and name."""
+        return sorted(
+            (svc for topo, _ in self.spaces.values() for svc in topo.services.values()),
+            key=lambda s: (s.namespace, s.name),
+        )
+
+    def service(self, host: str, namespace: str) -> Service | None:
+        """The Service ``host`` names when written in ``namespace``."""
+        named = resolve_host(host, namespace)
+        if named is None:
+            return None
+        space = self.spaces.get(named[1])
+        svc = space[0].services.get(named[0]) if space is not None else None
+        return svc if svc is not None and svc.namespace == named[1] else None
+
+    def endpoints(self, svc: Service, port: int) -> Sequence[Endpoint]:
+        space = self.spaces.get(svc.namespace)
+        return space[1].get((svc.name, port), ()) if space is not None else ()
+
+    def destination_rule(self, svc: Service, client_namespace: str) -> DestinationRule | None:
+        """Istio's choice: the client's namespace's DestinationRule for ``svc``, else the Service's own."""
+        for ns in dict.fromkeys((client_namespace, svc.namespace)):
+            space = self.spaces.get(ns)
+            for dr in space[0].destination_rules.values() if space is not None else ():
+                if self.service(dr.host, dr.namespace) is svc:
+                    return dr
+        return None
+
+    def virtual_services(self) -> list[VirtualService]:
+        return sorted(
+            (vs for topo, _ in self.spaces.values() for vs in topo.virtual_services.values()),
+            key=lambda v: (v.namespace, v.name),
+        )
+
+    def gateways(self, namespace: str) -> list[Gateway]:
+        space = self.spaces.get(namespace)
+        return sorted(space[0].gateways.values(), key=lambda g: g.name) if space is not None else []
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -194,19 +258,25 @@ def render_bootstrap(proxy: ProxySpec, xds: tuple[str, int] = ("127.0.0.1", 1501
 # --------------------------------------------------------------------------- resources
 
 
-def render_resources(topo: Topology, endpoints: EndpointsView, proxy: ProxySpec) -> dict[str, dict[str, Any]]:
-    """All xDS files of one proxy: file name → document (without ``version_info``, the writer adds it)."""
+def render_resources(
+    topo: Topology, endpoints: EndpointsView, proxy: ProxySpec, others: Namespaces = ()
+) -> dict[str, dict[str, Any]]:
+    """All xDS files of one proxy: file name → document (without ``version_info``, the writer adds it).
+
+    ``topo`` and ``endpoints`` are the proxy's namespace's; ``others`` the mesh's other namespaces, whose
+    Services, VirtualServices and DestinationRules the proxy sees too (Istio's default ``exportTo: "*"``)."""
+    mesh = _Mesh(topo, endpoints, others)
     files: dict[str, dict[str, Any]] = {}
     clusters: list[dict[str, Any]] = []
-    for svc in sorted(topo.services.values(), key=lambda s: s.name):
-        dr = topo.destination_rule_for(svc)
+    for svc in mesh.services():
+        dr = mesh.destination_rule(svc, proxy.namespace)
         for port in svc.ports:
             subsets: list[str | None] = [None, *(s.name for s in (dr.subsets if dr else ()))]
             for subset in subsets:
                 name = cluster_name("outbound", port.port, subset, svc.fqdn)
                 policy = dr.policy_for(subset, port.port) if dr else None
                 clusters.append(_outbound_cluster(proxy, name, policy))
-                eps = endpoints.get((svc.name, port.port), ())
+                eps = mesh.endpoints(svc, port.port)
                 if subset is not None and dr is not None:
                     sub = dr.subset(subset)
                     labels = sub.labels if sub else {}
@@ -218,11 +288,11 @@ def render_resources(topo: Topology, endpoints: EndpointsView, proxy: ProxySpec)
             clusters.append(_inbound_cluster(proxy, ib))
             listeners.append(_inbound_listener(proxy, ib))
         listeners.append(_outbound_listener(proxy))
-        files[f"rds_{OUTBOUND_ROUTE}.json"] = _resources(T_ROUTES, [_sidecar_routes(topo, proxy)])
+        files[f"rds_{OUTBOUND_ROUTE}.json"] = _resources(T_ROUTES, [_sidecar_routes(mesh, proxy)])
     else:
         for server_port, listen_port in sorted(proxy.gateway_ports.items()):
             listeners.append(_gateway_listener(proxy, server_port, listen_port))
-            files[f"rds_http_{server_port}.json"] = _resources(T_ROUTES, [_gateway_routes(topo, proxy, server_port)])
+            files[f"rds_http_{server_port}.json"] = _resources(T_ROUTES, [_gateway_routes(mesh, proxy, server_port)])
     files["cds.json"] = _resources(T_CLUSTER, clusters)
     files["lds.json"] = _resources(T_LISTENER, listeners)
     return files
@@ -436,23 +506,25 @@ def _gateway_listener(proxy: ProxySpec, server_port: int, listen_port: int) -> d
 # --------------------------------------------------------------------------- routes
 
 
-def _vs_for_service(topo: Topology, svc: Service) -> list[VirtualService]:
-    return [
+def _vs_for_service(mesh: _Mesh, svc: Service, client_namespace: str) -> list[VirtualService]:
+    """The VirtualServices bound to the mesh whose hosts name ``svc``: the client's namespace's first."""
+    bound = [
         vs
-        for vs in sorted(topo.virtual_services.values(), key=lambda v: v.name)
-        if vs.bound_to_mesh and any(topo.service_for_host(h) is svc for h in vs.hosts)
+        for vs in mesh.virtual_services()
+        if vs.bound_to_mesh and any(mesh.service(h, vs.namespace) is svc for h in vs.hosts)
     ]
+    return sorted(bound, key=lambda v: v.namespace != client_namespace)
 
 
-def _sidecar_routes(topo: Topology, proxy: ProxySpec) -> dict[str, Any]:
+def _sidecar_routes(mesh: _Mesh, proxy: ProxySpec) -> dict[str, Any]:
     vhosts = []
-    for svc in sorted(topo.services.values(), key=lambda s: s.name):
-        names = service_hosts(svc)
+    for svc in mesh.services():
+        names = service_hosts(svc, proxy.namespace)
         for i, port in enumerate(svc.ports):
             domains = [f"{h}:{port.port}" for h in names] + (names if i == 0 else [])
-            services = _vs_for_service(topo, svc)
+            services = _vs_for_service(mesh, svc, proxy.namespace)
             if services:
-                routes = [r for vs in services for r in _vs_routes(topo, vs, port.port, proxy, gateway=None)]
+                routes = [r for vs in services for r in _vs_routes(mesh, vs, port.port, proxy, gateway=None)]
             else:
                 routes = [_default_route(svc, port.port)]
             vhosts.append({"name": f"{svc.fqdn}:{port.port}", "domains": domains, "routes": routes})
@@ -464,21 +536,22 @@ def _sidecar_routes(topo: Topology, proxy: ProxySpec) -> dict[str, Any]:
     }
 
 
-def _gateway_routes(topo: Topology, proxy: ProxySpec, server_port: int) -> dict[str, Any]:
+def _gateway_routes(mesh: _Mesh, proxy: ProxySpec, server_port: int) -> dict[str, Any]:
     by_domain: dict[str, list[dict[str, Any]]] = {}
-    for gw in sorted(topo.gateways.values(), key=lambda g: g.name):
+    # The gateway's own namespace's Gateways only (PILOT_SCOPE_GATEWAY_TO_NAMESPACE): see the module docstring.
+    for gw in mesh.gateways(proxy.namespace):
         if not gw.selector or any(proxy.labels.get(k) != v for k, v in gw.selector.items()):
             continue
         for server in gw.servers:
             if server.port != server_port:
                 continue
-            for vs in sorted(topo.virtual_services.values(), key=lambda v: v.name):
+            for vs in mesh.virtual_services():
                 if not _vs_bound_to_gateway(vs, gw):
                     continue
-                hosts = [h for h in vs.hosts if _host_allowed(h, server.hosts)]
+                hosts = [h for h in vs.hosts if _host_allowed(h, vs.namespace, server.hosts, gw.namespace)]
                 for host in hosts:
                     # Envoy compares domains case-insensitively and rejects duplicates: merge by lower case.
-                    by_domain.setdefault(host.lower(), []).extend(_vs_routes(topo, vs, server_port, proxy, gateway=gw))
+                    by_domain.setdefault(host.lower(), []).extend(_vs_routes(mesh, vs, server_port, proxy, gateway=gw))
     vhosts = [
         {"name": f"{host}:{server_port}", "domains": [host] if host == "*" else [host, f"{host}:*"], "routes": routes}
         for host, routes in sorted(by_domain.items())
@@ -492,18 +565,22 @@ def _gateway_routes(topo: Topology, proxy: ProxySpec, server_port: int) -> dict[
 
 
 def _vs_bound_to_gateway(vs: VirtualService, gw: Gateway) -> bool:
-    return any(g in (gw.name, f"{gw.namespace}/{gw.name}") for g in vs.gateways)
+    return any(resolve_gateway(g, vs.namespace) == (gw.namespace, gw.name) for g in vs.gateways)
 
 
-def _host_allowed(host: str, server_hosts: Sequence[str]) -> bool:
-    for allowed in server_hosts:
-        allowed = allowed.split("/")[-1]
+def _host_allowed(host: str, vs_namespace: str, server_hosts: Sequence[str], gw_namespace: str) -> bool:
+    """Whether a Gateway server's ``hosts`` admit a VirtualService host: ``[namespace/]host``, where the
+    namespace is ``*`` (any, the default), ``.`` (the Gateway's own) or a name."""
+    for entry in server_hosts:
+        ns, _, allowed = entry.rpartition("/")
+        if ns not in ("", "*") and (gw_namespace if ns == "." else ns) != vs_namespace:
+            continue
         if allowed == "*" or allowed == host or (allowed.startswith("*.") and host.endswith(allowed[1:])):
             return True
     return False
 
 
-def _match_applies(m: HTTPMatch, port: int, proxy: ProxySpec, gateway: Gateway | None) -> bool:
+def _match_applies(m: HTTPMatch, port: int, proxy: ProxySpec, gateway: Gateway | None, vs_namespace: str) -> bool:
     """Match conditions that select *which proxies* get a route, not which requests (as istiod does)."""
     if m.port is not None and m.port != port:
         return False
@@ -514,22 +591,22 @@ def _match_applies(m: HTTPMatch, port: int, proxy: ProxySpec, gateway: Gateway |
     if m.gateways:
         if gateway is None:
             return "mesh" in m.gateways
-        return any(g in (gateway.name, f"{gateway.namespace}/{gateway.name}") for g in m.gateways)
+        return any(resolve_gateway(g, vs_namespace) == (gateway.namespace, gateway.name) for g in m.gateways)
     return True
 
 
 def _vs_routes(
-    topo: Topology, vs: VirtualService, port: int, proxy: ProxySpec, gateway: Gateway | None
+    mesh: _Mesh, vs: VirtualService, port: int, proxy: ProxySpec, gateway: Gateway | None
 ) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = []
     for i, http in enumerate(vs.http):
         base_name = http.name or f"{vs.name}.{i}"
         if not http.matches:
-            routes.append(_route(topo, http, None, base_name))
+            routes.append(_route(mesh, vs.namespace, http, None, base_name))
             continue
         for m in http.matches:
-            if _match_applies(m, port, proxy, gateway):
-                routes.append(_route(topo, http, m, f"{base_name}.{m.name}" if m.name else base_name))
+            if _match_applies(m, port, proxy, gateway, vs.namespace):
+                routes.append(_route(mesh, vs.namespace, http, m, f"{base_name}.{m.name}" if m.name else base_name))
     return routes
 
 
@@ -657,8 +734,9 @@ def _delay_percentage(delay: Delay) -> dict[str, Any]:
     return {"numerator": delay.percent or 0, "denominator": "HUNDRED"}
 
 
-def _destination_cluster(topo: Topology, dest: Destination) -> str:
-    svc = topo.service_for_host(dest.host)
+def _destination_cluster(mesh: _Mesh, namespace: str, dest: Destination) -> str:
+    """The cluster a destination written in ``namespace`` goes to (a short host is read there)."""
+    svc = mesh.service(dest.host, namespace)
     if svc is None:
         return cluster_name("outbound", dest.port or 80, dest.subset, dest.host)
     port = svc.port(dest.port)
@@ -700,7 +778,7 @@ def _authority_rewrite(h: Headers | None) -> str | None:
     return None
 
 
-def _route(topo: Topology, http: HTTPRoute, m: HTTPMatch | None, name: str) -> dict[str, Any]:
+def _route(mesh: _Mesh, namespace: str, http: HTTPRoute, m: HTTPMatch | None, name: str) -> dict[str, Any]:
     route: dict[str, Any] = {"name": name, "match": _route_match(m)}
     if m is not None and m.stat_prefix:
         route["stat_prefix"] = m.stat_prefix
@@ -732,7 +810,7 @@ def _route(topo: Topology, http: HTTPRoute, m: HTTPMatch | None, name: str) -> d
             direct["body"] = {"inline_string": str(body["string"])}
         route["direct_response"] = direct
     else:
-        route["route"] = _route_action(topo, http)
+        route["route"] = _route_action(mesh, namespace, http)
     fault = _fault_config(http)
     if fault is not None:
         route["typed_per_filter_config"] = {FAULT_FILTER: fault}
@@ -744,18 +822,18 @@ def _route(topo: Topology, http: HTTPRoute, m: HTTPMatch | None, name: str) -> d
     return route
 
 
-def _route_action(topo: Topology, http: HTTPRoute) -> dict[str, Any]:
+def _route_action(mesh: _Mesh, namespace: str, http: HTTPRoute) -> dict[str, Any]:
     action: dict[str, Any] = {}
     dests = list(http.route)
     if len(dests) == 1:
-        action["cluster"] = _destination_cluster(topo, dests[0].destination)
+        action["cluster"] = _destination_cluster(mesh, namespace, dests[0].destination)
     else:
         # Weight-0 destinations are dropped, as istiod does; Envoy normalises over the rest.
         clusters = []
         for d in dests:
             if d.weight <= 0:
                 continue
-            entry: dict[str, Any] = {"name": _destination_cluster(topo, d.destination), "weight": d.weight}
+            entry: dict[str, Any] = {"name": _destination_cluster(mesh, namespace, d.destination), "weight": d.weight}
             entry.update(_headers(d.headers))
             clusters.append(entry)
         action["weighted_clusters"] = {"clusters": clusters}
@@ -778,7 +856,7 @@ def _route_action(topo: Topology, http: HTTPRoute) -> dict[str, Any]:
         )
         mirrors.append(
             {
-                "cluster": _destination_cluster(topo, mirror.destination),
+                "cluster": _destination_cluster(mesh, namespace, mirror.destination),
                 "runtime_fraction": {"default_value": fraction},
                 "trace_sampled": False,
                 "disable_shadow_host_suffix_append": True,

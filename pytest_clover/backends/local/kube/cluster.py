@@ -1,0 +1,1095 @@
+"""The mesh behind the Kubernetes API: the supervisor's loops as Kubernetes' controllers and kubelet.
+
+The store (:mod:`.store`) holds what users wrote and what the mesh reports. This module connects it to the
+supervisor, in both directions:
+
+- **admission** (:meth:`Cluster.admit`): Deployments, Services and Istio objects go through the same parser and
+  cross-object checks as ``clover validate``; an object the mesh could not run is refused with a 422 ``Invalid``
+  whose causes name the fields, as Istio's validating webhook answers;
+- **effects** (:meth:`Cluster.committed`): a write to an Istio object or a Service of the mesh's namespace
+  rebuilds the topology from the store and returns once every Envoy has ACKed the new configuration (stronger
+  than a cluster, where istiod pushes later); a Deployment's new replica count is handed to the ReplicaSet
+  controller and the write returns at once, its status following, as on a cluster;
+- **kubelet** (:meth:`Cluster.sync`): every pod of the supervisor is a ``v1`` Pod with phase, conditions, podIP
+  and the statuses of its ``app`` and ``istio-proxy`` containers (restartCount included), owned by its
+  ReplicaSet, owned by its Deployment; Deployment and ReplicaSet status (replicas, ready, updated, available,
+  observedGeneration), Endpoints and EndpointSlices follow the pods; kills, starts, restarts and scaling are
+  Events;
+- **deletion**: a Pod deleted through the API (with its grace period) is stopped, and replaced by its
+  ReplicaSet under a new name.
+
+**Namespaces.** Every namespace is an app of the mesh: Deployments, Services and Istio objects written into
+another namespace than the mesh's own (the topology's) start that namespace's pods, endpoints and gateway
+beside the first, isolated from it (a short host is read in its object's namespace; see the supervisor's and
+translate's docstrings for routing and ingress). :meth:`Cluster.run` follows the store, not only the API's
+writes: a Deployment, Service or Istio object removed by any means (garbage collection, the namespace
+controller) leaves the mesh, and a namespace marked for deletion has its app stopped at once (its pods'
+processes gone, its configuration out of every Envoy), after which the namespace controller finds it empty.
+The mesh's own namespace, emptied the same way, stays the backend's. A Deployment's new pod template is
+stored without rolling its pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ....errors import CloverError, ConfigError, Problem
+from ....istio.checks import build_topology
+from ....istio.model import Source, Topology
+from ....istio.parse import Document, parse_documents
+from .errors import ApiError, Cause
+
+if TYPE_CHECKING:
+    from ..supervisor import Pod, Supervisor
+    from .resources import Resource
+    from .store import Store
+
+log = logging.getLogger("pytest_clover.supervisor.cluster")
+
+__all__ = ["MESH_KINDS", "Cluster"]
+
+MESH_KINDS = {
+    "apps/deployments": "Deployment",
+    "/services": "Service",
+    "networking.istio.io/virtualservices": "VirtualService",
+    "networking.istio.io/destinationrules": "DestinationRule",
+    "networking.istio.io/gateways": "Gateway",
+}
+"""What the mesh runs, by store key: the kinds the topology is built from."""
+TRAFFIC_KINDS = {"/services", "networking.istio.io/virtualservices", "networking.istio.io/destinationrules",
+                 "networking.istio.io/gateways"}  # fmt: skip
+"""Writes to these change Envoy configuration: they return once every Envoy has ACKed it."""
+MANAGER = "clover-supervisor"
+"""The field manager of what the mesh itself writes (status, pods, endpoints)."""
+INGRESS_ANNOTATION = "clover.opnfv.org/ingress-url"
+"""On a namespace's ingress gateway Pod: where its Gateways are served (``http://IP:port``)."""
+ADMIN_PORTS = (15000, 15090)
+"""Ports of a pod that reach its sidecar's admin API (15090 serves ``/stats/prometheus`` on Istio)."""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _causes(problems: Iterable[Problem]) -> list[Cause]:
+    return [
+        Cause(field=p.field, message=p.message, reason="FieldValueInvalid") for p in problems if p.severity == "error"
+    ]
+
+
+class Cluster:
+    """The :class:`~.hooks.ClusterHooks` of the embedded mesh: the store on one side, the supervisor on the other."""
+
+    def __init__(self, supervisor: Supervisor, store: Store) -> None:
+        self.sup = supervisor
+        self.store = store
+        self.namespace = supervisor.home
+        """The mesh's own namespace (what the backend protocol acts on)."""
+        self._dirty = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._killing: set[str] = set()
+        self._events_seen = 0
+        self._apply_lock = asyncio.Lock()
+        """One change of the mesh's apps at a time: a removal seen both as an API write and in the store's
+        watch is applied once."""
+
+    # ------------------------------------------------------------------ seeding
+
+    def seed(self, documents: Iterable[Any]) -> None:
+        """Store the namespaces and the topology's own documents (as ``kubectl apply`` would have created them)."""
+        from .resources import by_kind
+
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease", self.namespace):
+            self._ensure("/namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        for doc in documents:
+            if not isinstance(doc, dict):
+                continue
+            resource = by_kind(str(doc.get("apiVersion", "")), str(doc.get("kind", "")))
+            if resource is None:
+                continue
+            body = dict(doc)
+            meta = dict(body.get("metadata") or {})
+            if resource.namespaced:
+                meta.setdefault("namespace", self.namespace)
+            body["metadata"] = meta
+            namespace = meta.get("namespace") if resource.namespaced else None
+            if namespace and namespace != self.namespace:
+                self._ensure(
+                    "/namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+                )
+            self._ensure(resource.key, namespace, body)
+        self.sync()
+
+    def _ensure(self, key: str, namespace: str | None, body: dict[str, Any]) -> None:
+        status = None
+        if key == "/namespaces":
+            from .gc import new_namespace
+
+            body = new_namespace(str(body["metadata"]["name"]))  # as kube-apiserver makes one: Active
+            status = body.pop("status", None)
+        with contextlib.suppress(ApiError):  # already there: the server made the standard namespaces
+            self.store.create(key, body, status=status)
+
+    # ------------------------------------------------------------------ what the mesh changed by itself
+
+    def record_applied(self, documents: Iterable[dict[str, Any]]) -> None:
+        """Istio objects applied through the mesh's own control socket (the backend protocol, faults, `clover
+        apply`): stored as written, so the API shows what is in force."""
+        from .resources import by_kind
+
+        for doc in documents:
+            resource = by_kind(str(doc.get("apiVersion", "")), str(doc.get("kind", "")))
+            if resource is None:
+                continue
+            body = {k: v for k, v in doc.items() if k != "status"}
+            meta = dict(body.get("metadata") or {})
+            meta["namespace"] = self.namespace
+            for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+                meta.pop(key, None)
+            body["metadata"] = meta
+            old = self._stored(resource.key, str(meta.get("name", "")))
+            try:
+                if old is None:
+                    self.store.create(resource.key, body)
+                else:
+                    kept = {k: old["metadata"][k] for k in ("uid", "creationTimestamp") if k in old["metadata"]}
+                    body["metadata"] = {**meta, **kept}
+                    self.store.update(resource.key, body)
+            except ApiError as exc:
+                log.warning("%s/%s not mirrored in the API: %s", resource.kind, meta.get("name"), exc)
+
+    def record_removed(self, kind: str, name: str) -> None:
+        key = next((k for k, v in MESH_KINDS.items() if v == kind), None)
+        if key is not None:
+            with self._logged():
+                self.store.delete(key, self.namespace, name, grace_period_seconds=0)
+
+    # ------------------------------------------------------------------ admission and effects
+
+    async def admit(
+        self,
+        resource: Resource,
+        operation: str,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        *,
+        dry_run: bool,
+    ) -> list[str]:
+        kind = MESH_KINDS.get(resource.key)
+        if kind is None or obj is None or operation == "DELETE":
+            return []
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        problems: list[Problem] = []
+        objects = parse_documents([Document(Source(f"{kind}/{name}", 0), obj)], problems)
+        errors = _causes(problems)
+        if errors:
+            raise ApiError.invalid(kind, name, errors, group=resource.group)
+        namespace = str((obj.get("metadata") or {}).get("namespace") or self.namespace)
+        if resource.key == "apps/deployments":
+            self._admit_replicas(obj, old, namespace)
+        warnings = [f"{p.field}: {p.message}" if p.field else p.message for p in problems if p.severity == "warning"]
+        if not objects:
+            return warnings
+        # The object among the others of its namespace: references that cannot resolve are refused as the mesh
+        # would fail them (a VirtualService routing to no Service), the rest stay warnings.
+        _, ref_problems = self._topology_with(resource.key, obj, namespace=namespace)
+        ref_errors = [p for p in ref_problems if p.severity == "error" and p.obj.endswith(f"/{name}")]
+        if ref_errors:
+            raise ApiError.invalid(kind, name, _causes(ref_errors), group=resource.group)
+        return warnings
+
+    def _admit_replicas(self, obj: dict[str, Any], old: dict[str, Any] | None, namespace: str) -> None:
+        from ..plan import too_many_pods
+
+        spec = obj.get("spec") or {}
+        replicas = spec.get("replicas", 1)
+        if not isinstance(replicas, int):
+            return
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        before = self.sup.desired_in.get(namespace, {}).get(name, 0)
+        # The limit is the mesh's, every namespace's pods counted (a new namespace's gateway is not foreseen).
+        total = self.sup.pod_total(namespace, name, replicas)
+        if namespace not in self.sup.topologies:
+            total += replicas
+        if replicas > before and total > self.sup.max_pods:
+            message = too_many_pods(f"scaling {name} to {replicas}", total, self.sup.max_pods)
+            raise ApiError.invalid("Deployment", name, [Cause("spec.replicas", message)], group="apps")
+
+    def _topology_with(
+        self,
+        key: str,
+        obj: dict[str, Any] | None,
+        removed: tuple[str, str] | None = None,
+        *,
+        namespace: str | None = None,
+    ) -> Any:
+        """The topology of ``namespace`` (the mesh's own by default) as the store holds it, with ``obj`` written
+        (or ``removed``); its references to other namespaces are checked against what the mesh runs there."""
+        ns = self.namespace if namespace is None else namespace
+        problems: list[Problem] = []
+        docs: list[Document] = []
+        name = str(((obj or {}).get("metadata") or {}).get("name", ""))
+        for store_key, kind in MESH_KINDS.items():
+            for item in self.store.list(store_key, ns).items:
+                item_name = str(item["metadata"]["name"])
+                if (store_key == key and item_name == name) or removed == (store_key, item_name):
+                    continue
+                docs.append(Document(Source(f"{kind}/{item_name}", 0), item))
+        if obj is not None:
+            docs.append(Document(Source(f"{MESH_KINDS[key]}/{name}", 0), obj))
+        objects = parse_documents(docs, problems)
+        # References to other namespaces are checked against what the mesh runs there.
+        others = {other: t for other, t in self.sup.topologies.items() if other != ns}
+        topology = build_topology(objects, problems, others)
+        topology.namespace = ns
+        return topology, problems
+
+    async def committed(self, resource: Resource, operation: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace")
+        if resource.key == "/pods":
+            await self._pod_changed(operation, obj)
+            return
+        if resource.key == "/namespaces":
+            if operation == "DELETE" or meta.get("deletionTimestamp"):
+                await self._drop_namespace(str(meta.get("name")))
+            return
+        if resource.key not in MESH_KINDS or not namespace:
+            return
+        removed = operation == "DELETE"
+        await self._apply(resource.key, str(namespace), None if removed else obj, str(meta.get("name")))
+
+    async def _apply(
+        self, key: str, namespace: str, obj: dict[str, Any] | None, name: str, *, seen_in_watch: bool = False
+    ) -> None:
+        """Run the store's ``namespace`` in the mesh after ``obj`` was written there (None: ``name`` is gone).
+        Returns once every Envoy ACKed a change of Services or Istio objects; a removal the mesh already
+        applied is not applied again (``seen_in_watch``: nor one whose object was made again since)."""
+        async with self._apply_lock:
+            if self._namespace_gone(namespace):
+                return  # the namespace's app is stopped as a whole (_drop_namespace)
+            if seen_in_watch and self.store.exists(key, namespace, name):
+                return  # made again since (a replace): the write that made it is what runs
+            running = self.sup.topologies.get(namespace)
+            removed = (key, name) if obj is None else None
+            if removed is not None and not _runs(running, MESH_KINDS[key], name):
+                return
+            topology, problems = self._topology_with(key, obj, removed, namespace=namespace)
+            if any(p.severity == "error" for p in problems):
+                # Admission let it through, another object broke since: keep the mesh as it runs, say why.
+                log.error("not applied to the mesh: %s", "; ".join(str(p) for p in problems if p.severity == "error"))
+                return
+            if key == "apps/deployments":
+                await self._deployment_changed(namespace, name, obj, topology)
+                return
+            # The running Deployments stay as they are: pods are matched to their model objects by identity.
+            topology.deployments = dict(running.deployments) if running is not None else {}
+            try:
+                await self.sup.swap_topology(topology)
+            except CloverError as exc:
+                raise ApiError(500, f"the mesh could not apply the change: {exc}") from exc
+            self.sup.note("applied", objects=[f"{MESH_KINDS[key]}/{name}"], via="api", namespace=namespace)
+
+    async def _deployment_changed(
+        self, namespace: str, name: str, obj: dict[str, Any] | None, topology: Topology
+    ) -> None:
+        replicas = int((obj.get("spec") or {}).get("replicas", 1)) if obj is not None else 0
+        if namespace not in self.sup.topologies:
+            # A namespace's first object: its app joins the mesh (its Services and Istio objects with it).
+            joined = topology.copy()
+            joined.deployments = {}
+            await self.sup.swap_topology(joined)
+        running = self.sup.topologies[namespace]
+        # A running Deployment keeps its model object: its pods are matched to it by identity, and a new pod
+        # template is not rolled out in this version (the replica count is what changes). A new one joins.
+        if name not in running.deployments and name in topology.deployments:
+            running.deployments[name] = topology.deployments[name]
+        if name in topology.deployments or obj is None:
+            self._spawn(self.sup.set_replicas(name, replicas, forget=obj is None, namespace=namespace))
+
+    def _namespace_gone(self, namespace: str) -> bool:
+        """Whether ``namespace`` is being deleted (or is gone): the mesh runs nothing more there."""
+        try:
+            ns = self.store.get("/namespaces", None, namespace)
+        except ApiError:
+            return True
+        meta = ns.get("metadata") or {}
+        return bool(meta.get("deletionTimestamp")) or (ns.get("status") or {}).get("phase") == "Terminating"
+
+    async def _drop_namespace(self, namespace: str) -> None:
+        """A namespace marked for deletion: stop its app now (pods, configuration), before the namespace
+        controller deletes its objects one by one (which would otherwise have pods replaced meanwhile)."""
+        async with self._apply_lock:
+            if namespace in self.sup.topologies and self._namespace_gone(namespace):
+                await self.sup.drop_namespace(namespace)
+                self.mark_dirty()
+
+    async def _pod_changed(self, operation: str, obj: dict[str, Any]) -> None:
+        """A pod deleted through the API (graceful: it carries a deletionTimestamp; forced: it is gone)."""
+        name = str(obj["metadata"]["name"])
+        pod = self.sup.pods.get(name)
+        if pod is None or pod.terminating or name in self._killing:
+            return
+        if pod.namespace != (obj.get("metadata") or {}).get("namespace"):
+            return
+        if self._namespace_gone(pod.namespace):
+            # The namespace controller deleting its content: the whole app stops, no pod is replaced.
+            await self._drop_namespace(pod.namespace)
+            return
+        meta = obj.get("metadata") or {}
+        if operation == "DELETE" or meta.get("deletionTimestamp"):
+            grace = float(meta.get("deletionGracePeriodSeconds") or 0) if operation != "DELETE" else 0.0
+            self._killing.add(name)
+            self._spawn(self._kill(pod, grace))
+
+    async def _kill(self, pod: Pod, grace: float) -> None:
+        try:
+            await self.sup.kill_pods([pod], grace, reason="deleted through the API")
+        finally:
+            self._killing.discard(pod.name)
+            self.mark_dirty()
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ endpoints for streams
+
+    def pod_endpoint(self, namespace: str, name: str) -> Any:
+        from .hooks import PodEndpoint
+
+        pod = self.sup.pods.get(name)
+        if pod is None or namespace != pod.namespace:
+            return None
+
+        async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            if port in ADMIN_PORTS:
+                return await asyncio.open_unix_connection(pod.spec.admin_socket)
+            for ib in pod.spec.inbound:
+                if ib.container_port == port:
+                    return await asyncio.open_connection(pod.ip, ib.app_port)
+            if port in pod.spec.gateway_ports.values() or port in pod.spec.gateway_ports:
+                return await asyncio.open_connection(pod.ip, pod.spec.gateway_ports.get(port, port))
+            raise ApiError(
+                400, f"pod {name} has no container port {port}: ports {sorted(self._ports(pod))}, and 15000 (Envoy)"
+            )
+
+        def log_path(container: str) -> Path | None:
+            if container in ("", "app"):
+                return pod.directory / "app.log" if pod.deployment is not None else pod.directory / "envoy.log"
+            if container == "istio-proxy":
+                return Path(pod.spec.access_log)
+            return None
+
+        async def run(io: Any) -> int:
+            return await exec_in_pod(pod, io)
+
+        return PodEndpoint(connect=connect, log_path=log_path, running=lambda: name in self.sup.pods, exec=run)
+
+    def _ports(self, pod: Pod) -> list[int]:
+        return [ib.container_port for ib in pod.spec.inbound] + list(pod.spec.gateway_ports)
+
+    def service_endpoint(self, namespace: str, name: str, port: str) -> Any:
+        topology = self.sup.topologies.get(namespace)
+        svc = topology.services.get(name) if topology is not None else None
+        if svc is None:
+            return None
+        wanted = next((p for p in svc.ports if port in ("", str(p.port), p.name or "")), None)
+        if wanted is None:
+            return None
+        endpoints = self.sup.endpoints(namespace).get((svc.name, wanted.port), [])
+
+        async def connect(_: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            if not endpoints:
+                raise ApiError(503, f'no endpoints available for service "{name}"')
+            ep = endpoints[0]
+            return await asyncio.open_connection(ep.ip, ep.port)
+
+        return connect
+
+    # ------------------------------------------------------------------ kubelet and status
+
+    @contextlib.contextmanager
+    def _logged(self) -> Iterator[None]:
+        """A write of the mesh's own status that the store refuses is a bug to see in the log, not a crash."""
+        try:
+            yield
+        except ApiError as exc:
+            log.warning("status not written: %s", exc, stack_info=True)
+
+    def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Keep the store's pods, statuses, endpoints and events in step with the supervisor (coalesced), and
+        the mesh in step with the store: what leaves the store by any means leaves the mesh."""
+        self._spawn(self._follow("/pods", self._on_pod_event))
+        self._spawn(self._follow("/namespaces", self._on_namespace_event))
+        for key in MESH_KINDS:
+            self._spawn(self._follow(key, functools.partial(self._on_mesh_object_event, key)))
+        self._dirty.set()  # what changed between the seed and now
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                self.sync()
+            except Exception:  # a bug in status reporting must not stop the mesh
+                log.exception("status sync failed")
+            await asyncio.sleep(0.005)  # coalesce a burst of changes (a scale starts several pods at once)
+
+    async def _follow(self, key: str, handle: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
+        """Hand every change of ``key`` in any namespace to ``handle`` (from now on; a watch that ends, e.g.
+        fallen behind, is started again from the current state)."""
+        watcher = self.store.watch(key, None, send_initial_events=False)
+        while True:
+            event = await watcher.next(3600.0)
+            if event is None:
+                if watcher.ended:
+                    watcher = self.store.watch(key, None, send_initial_events=False)
+                continue
+            if event.get("type") == "ERROR":
+                watcher = self.store.watch(key, None, send_initial_events=False)
+                continue
+            try:
+                await handle(str(event.get("type")), event["object"])
+            except Exception:  # one change the mesh could not follow must not stop it following the next
+                log.exception("following %s failed", key)
+
+    async def _on_pod_event(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind == "DELETED" or (kind == "MODIFIED" and (obj.get("metadata") or {}).get("deletionTimestamp")):
+            await self._pod_changed("DELETE" if kind == "DELETED" else "UPDATE", obj)
+
+    async def _on_namespace_event(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        if kind == "DELETED" or (kind == "MODIFIED" and meta.get("deletionTimestamp")):
+            await self._drop_namespace(str(meta.get("name")))
+
+    async def _on_mesh_object_event(self, key: str, kind: str, obj: dict[str, Any]) -> None:
+        # Writes through the API are applied by `committed` before they return; a removal by any other way
+        # (garbage collection, the namespace controller) is seen here. `_apply` skips what already left.
+        if kind != "DELETED":
+            return
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+        if namespace:
+            await self._apply(key, namespace, None, name, seen_in_watch=True)
+
+    def sync(self) -> None:
+        self._sync_events()
+        # Nothing new is written into a namespace being deleted (its deletion waits for it to be empty).
+        running = [ns for ns in self.sup.topologies if ns == self.namespace or not self._namespace_gone(ns)]
+        for namespace in running:
+            self._sync_deployments(namespace)  # before the pods: a new pod is created owned by its ReplicaSet
+        self._sync_pods()
+        for namespace in running:
+            self._sync_endpoints(namespace)
+
+    def _sync_pods(self) -> None:
+        live = {(p.namespace, p.name): p for p in self.sup.pods.values()}
+        stored = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in self.store.list("/pods", None).items}
+        gone = {ns for ns in {p.namespace for p in live.values()} if self._namespace_gone(ns)}
+        for (_, name), pod in live.items():
+            old = stored.get((pod.namespace, name))
+            if pod.terminating or name in self._killing:
+                # Leaving: shown as terminating while its processes stop, never created again once deleted.
+                if old is not None and not old["metadata"].get("deletionTimestamp"):
+                    with self._logged():
+                        self.store.delete("/pods", pod.namespace, name, grace_period_seconds=30)
+                continue
+            if pod.namespace in gone:
+                continue  # nothing new in a namespace being deleted
+            body = self._pod_object(pod)
+            if old is None:
+                # Created with the kubelet's first status, as a pod is seen once it runs.
+                old = self._create("/pods", body, status=body["status"])
+                if old is None:
+                    continue
+            annotations = body["metadata"]["annotations"]
+            if any((old["metadata"].get("annotations") or {}).get(k) != v for k, v in annotations.items()):
+                # The gateway's ingress address, once its ports are open.
+                updated = dict(old)
+                updated["metadata"] = {
+                    **old["metadata"],
+                    "annotations": {**(old["metadata"].get("annotations") or {}), **annotations},
+                }
+                with self._logged():
+                    old = self.store.update("/pods", updated)
+            if old.get("status") != body["status"] or old["metadata"].get("labels") != body["metadata"]["labels"]:
+                updated = dict(old)
+                updated["status"] = body["status"]
+                with self._logged():
+                    self.store.update("/pods", updated, subresource="status")
+        # The mesh is the kubelet of its namespaces' pods, and of those of namespaces being deleted (whose
+        # deletion waits for their pods to be gone).
+        ours = {p.namespace for p in live.values()} | set(self.sup.topologies) | {self.namespace}
+        for namespace, name in stored:
+            if (namespace, name) in live or name in self._killing:
+                continue
+            if namespace not in ours and not self._namespace_gone(namespace):
+                continue
+            with self._logged():
+                self.store.delete("/pods", namespace, name, grace_period_seconds=0)
+
+    def _replicaset_name(self, deployment: str, namespace: str | None = None) -> str | None:
+        from ..supervisor import template_hash
+
+        topology = self.sup.topologies.get(self.namespace if namespace is None else namespace)
+        dep = topology.deployments.get(deployment) if topology is not None else None
+        return f"{deployment}-{template_hash(dep)}" if dep is not None else None
+
+    def _pod_object(self, pod: Pod) -> dict[str, Any]:
+        info = pod.info()
+        labels = dict(pod.labels)
+        owners: list[dict[str, Any]] = []
+        if pod.deployment is not None:
+            from ..supervisor import template_hash
+
+            labels["pod-template-hash"] = template_hash(pod.deployment)
+            rs = self._stored("apps/replicasets", f"{pod.deployment.name}-{labels['pod-template-hash']}", pod.namespace)
+            if rs is not None:
+                owners.append(_owner(rs, "apps/v1", "ReplicaSet"))
+        started = _iso(pod.created)
+        ready = info.ready
+        containers = []
+        names = ("app", "istio-proxy") if pod.deployment is not None else ("istio-proxy",)
+        for cname in names:
+            proc = pod.envoy if cname == "istio-proxy" else pod.app
+            running = proc is not None and proc.poll() is None
+            state: dict[str, Any] = (
+                {"running": {"startedAt": started}}
+                if running
+                else {"waiting": {"reason": "ContainerCreating" if not pod.terminating else "Terminating"}}
+            )
+            live = pod.envoy_live if cname == "istio-proxy" else ready
+            containers.append(
+                {
+                    "name": cname,
+                    "ready": bool(live and running and not pod.terminating),
+                    "started": running,
+                    "restartCount": pod.restarts,
+                    "image": self._image(pod, cname),
+                    "imageID": "",
+                    "containerID": f"clover://{proc.pid}" if running and proc is not None else "",
+                    "state": state,
+                }
+            )
+        phase = "Running" if any(c["started"] for c in containers) else "Pending"
+        conditions = [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": started},
+            {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": started},
+            {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": started},
+        ]
+        spec_containers = [
+            {"name": c["name"], "image": c["image"], "ports": [{"containerPort": p} for p in self._ports(pod)]}
+            if c["name"] != "istio-proxy"
+            else {
+                "name": "istio-proxy",
+                "image": c["image"],
+                "ports": [{"containerPort": 15090, "name": "http-envoy-prom"}],
+            }
+            for c in containers
+        ]
+        annotations = {"sidecar.istio.io/status": '{"containers":["istio-proxy"]}'}
+        ingress = self.sup.ingress_url(pod.namespace) if pod.deployment is None else None
+        if ingress is not None:
+            annotations[INGRESS_ANNOTATION] = ingress
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod.name,
+                "namespace": pod.namespace,
+                "labels": labels,
+                "annotations": annotations,
+                "ownerReferences": owners,
+                "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"clover-pod:{pod.name}:{pod.created}")),
+            },
+            "spec": {
+                "containers": spec_containers,
+                "nodeName": "localhost",
+                "restartPolicy": "Always",
+                "schedulerName": "default-scheduler",
+                "serviceAccountName": "default",
+                "terminationGracePeriodSeconds": 30,
+            },
+            "status": {
+                "phase": phase,
+                "conditions": conditions,
+                "hostIP": "127.0.0.1",
+                "podIP": pod.ip,
+                "podIPs": [{"ip": pod.ip}],
+                "startTime": started,
+                "containerStatuses": containers,
+                "qosClass": "BestEffort",
+            },
+        }
+
+    def _image(self, pod: Pod, container: str) -> str:
+        if container == "istio-proxy":
+            return "docker.io/istio/proxyv2:clover-embedded"
+        dep = pod.deployment
+        return (dep.containers[0].image if dep and dep.containers else "") or "clover-local"
+
+    def _create(self, key: str, body: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        try:
+            return self.store.create(key, body, status=status)
+        except ApiError as exc:
+            log.warning("status not written: %s", exc, stack_info=True)
+            return None
+
+    def _stored(self, key: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        try:
+            return self.store.get(key, self.namespace if namespace is None else namespace, name)
+        except ApiError:
+            return None
+
+    def _sync_deployments(self, namespace: str) -> None:
+        pods = list(self.sup.pods.values())
+        topology = self.sup.topologies.get(namespace)
+        if topology is None:
+            return
+        for dep in self.store.list("apps/deployments", namespace).items:
+            name = str(dep["metadata"]["name"])
+            model = topology.deployments.get(name)
+            if model is None:
+                continue
+            desired = self.sup.desired_in.get(namespace, {}).get(name, model.replicas)
+            spec = dep.get("spec") or {}
+            if spec.get("replicas", 1) != desired:
+                # Scaled by the mesh itself (the backend protocol, `clover scale`): the spec says so.
+                changed = dict(dep)
+                changed["spec"] = {**spec, "replicas": desired}
+                with self._logged():
+                    dep = self.store.update("apps/deployments", changed)
+            mine = [p for p in pods if p.deployment is model]
+            live = [p for p in mine if not p.terminating]
+            ready = [p for p in live if p.ready]
+            rs_name = self._replicaset_name(name, namespace)
+            assert rs_name is not None
+            self._sync_replicaset(dep, rs_name, desired, live, ready)
+            status = {
+                "observedGeneration": dep["metadata"].get("generation", 1),
+                "replicas": len(mine),
+                "updatedReplicas": len(live),
+                "readyReplicas": len(ready),
+                "availableReplicas": len(ready),
+                "conditions": [
+                    {
+                        "type": "Available",
+                        "status": "True" if len(ready) >= desired else "False",
+                        "reason": "MinimumReplicasAvailable" if len(ready) >= desired else "MinimumReplicasUnavailable",
+                        "message": "Deployment has minimum availability."
+                        if len(ready) >= desired
+                        else "Deployment does not have minimum availability.",
+                    },
+                    {
+                        "type": "Progressing",
+                        "status": "True",
+                        "reason": "NewReplicaSetAvailable"
+                        if len(ready) == desired == len(mine)
+                        else "ReplicaSetUpdated",
+                        "message": f'ReplicaSet "{rs_name}" has successfully progressed.'
+                        if len(ready) == desired == len(mine)
+                        else f'ReplicaSet "{rs_name}" is progressing.',
+                    },
+                ],
+            }
+            status = {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
+            self._set_status("apps/deployments", dep, status)
+
+    def _sync_replicaset(self, dep: dict[str, Any], name: str, desired: int, live: list[Pod], ready: list[Pod]) -> None:
+        template = (dep.get("spec") or {}).get("template") or {}
+        labels = dict((template.get("metadata") or {}).get("labels") or {})
+        pod_hash = name.rsplit("-", 1)[1]
+        namespace = str(dep["metadata"]["namespace"])
+        rs = self._stored("apps/replicasets", name, namespace)
+        if rs is None:
+            body = {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": {**labels, "pod-template-hash": pod_hash},
+                    "ownerReferences": [_owner(dep, "apps/v1", "Deployment")],
+                },
+                "spec": {
+                    "replicas": desired,
+                    "selector": {"matchLabels": {**labels, "pod-template-hash": pod_hash}},
+                    "template": {
+                        **template,
+                        "metadata": {
+                            **(template.get("metadata") or {}),
+                            "labels": {**labels, "pod-template-hash": pod_hash},
+                        },
+                    },
+                },
+            }
+            rs = self._create("apps/replicasets", body)
+            if rs is None:
+                return
+        elif (rs.get("spec") or {}).get("replicas") != desired:
+            changed = dict(rs)
+            changed["spec"] = {**(rs.get("spec") or {}), "replicas": desired}
+            with self._logged():
+                rs = self.store.update("apps/replicasets", changed)
+        status = {
+            "replicas": len(live),
+            "fullyLabeledReplicas": len(live),
+            "readyReplicas": len(ready),
+            "availableReplicas": len(ready),
+            "observedGeneration": rs["metadata"].get("generation", 1),
+        }
+        status = {k: v for k, v in status.items() if v != 0 or k in ("replicas", "observedGeneration")}
+        self._set_status("apps/replicasets", rs, status)
+
+    def _set_status(self, key: str, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        if obj.get("status") == status:
+            return
+        changed = dict(obj)
+        changed["status"] = status
+        with self._logged():
+            self.store.update(key, changed, subresource="status")
+
+    def _sync_endpoints(self, namespace: str) -> None:
+        view = self.sup.endpoints(namespace)
+        topology = self.sup.topologies.get(namespace)
+        for svc in topology.services.values() if topology is not None else ():
+            ready = []
+            for sp in svc.ports:
+                for ep in view.get((svc.name, sp.port), []):
+                    ready.append((sp, ep))
+            stored_svc = self._stored("/services", svc.name, namespace)
+            if stored_svc is None:
+                continue
+            svc_labels = dict((stored_svc.get("metadata") or {}).get("labels") or {})
+            addresses: dict[str, dict[str, Any]] = {}
+            for _, ep in ready:
+                addresses[ep.pod] = {
+                    "ip": ep.ip,
+                    "nodeName": "localhost",
+                    "targetRef": {"kind": "Pod", "namespace": namespace, "name": ep.pod},
+                }
+            ports = [{"name": sp.name or "", "port": _target_number(svc, sp), "protocol": "TCP"} for sp in svc.ports]
+            ports = [{k: v for k, v in p.items() if v != ""} for p in ports]
+            subsets = (
+                [{"addresses": sorted(addresses.values(), key=lambda a: a["ip"]), "ports": ports}] if addresses else []
+            )
+            endpoints = {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": svc.name, "namespace": namespace, "labels": svc_labels},
+                "subsets": subsets,
+            }
+            self._upsert("/endpoints", endpoints, ("subsets",))
+            slice_body = {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{svc.name}-clover",
+                    "namespace": namespace,
+                    "labels": {
+                        **svc_labels,
+                        "kubernetes.io/service-name": svc.name,
+                        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                    },
+                    "ownerReferences": [_owner(stored_svc, "v1", "Service")],
+                },
+                "addressType": "IPv4",
+                "endpoints": [
+                    {
+                        "addresses": [a["ip"]],
+                        "conditions": {"ready": True, "serving": True, "terminating": False},
+                        "nodeName": "localhost",
+                        "targetRef": a["targetRef"],
+                    }
+                    for a in sorted(addresses.values(), key=lambda a: a["ip"])
+                ],
+                "ports": ports,
+            }
+            self._upsert("discovery.k8s.io/endpointslices", slice_body, ("endpoints", "ports"))
+
+    def _upsert(self, key: str, body: dict[str, Any], fields: tuple[str, ...]) -> None:
+        old = self._stored(key, str(body["metadata"]["name"]), str(body["metadata"]["namespace"]))
+        if old is None:
+            with self._logged():
+                self.store.create(key, body)
+            return
+        if all(old.get(f) == body.get(f) for f in fields):
+            return
+        changed = dict(old)
+        for f in fields:
+            changed[f] = body.get(f)
+        with self._logged():
+            self.store.update(key, changed)
+
+    def _sync_events(self) -> None:
+        """The supervisor's notes since the last sync, as Events (kills, starts, restarts, scaling)."""
+        notes = self.sup.events
+        total = self.sup.events_total
+        fresh = notes[-min(len(notes), total - self._events_seen) :] if total > self._events_seen else []
+        self._events_seen = total
+        for note in fresh:
+            namespace = str(note.get("namespace") or self.namespace)
+            if namespace != self.namespace and self._namespace_gone(namespace):
+                continue  # nothing new in a namespace being deleted
+            for event in _events_of(note, self):
+                with self._logged():
+                    self.store.create("/events", event)
+
+
+def _runs(topology: Topology | None, kind: str, name: str) -> bool:
+    """Whether ``topology`` (a namespace's app as the mesh runs it) holds the ``kind`` object ``name``."""
+    if topology is None:
+        return False
+    tables: dict[str, dict[str, Any]] = {
+        "Deployment": topology.deployments,
+        "Service": topology.services,
+        "VirtualService": topology.virtual_services,
+        "DestinationRule": topology.destination_rules,
+        "Gateway": topology.gateways,
+    }
+    return name in tables[kind]
+
+
+def _target_number(svc: Any, sp: Any) -> int:
+    return sp.target_port if isinstance(sp.target_port, int) else sp.port
+
+
+def _owner(obj: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"].get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _events_of(note: dict[str, Any], cluster: Cluster) -> list[dict[str, Any]]:
+    kind = note.get("event")
+    namespace = str(note.get("namespace") or cluster.namespace)
+    when = _iso(float(note.get("time", time.time())))
+    out: list[tuple[str, str, str, str, str]] = []  # (object kind, name, type, reason, message)
+    if kind == "pod-created":
+        out.append(
+            (
+                "Pod",
+                note["pod"],
+                "Normal",
+                "Scheduled",
+                f"Successfully assigned {namespace}/{note['pod']} to localhost",
+            )
+        )
+        out.append(("Pod", note["pod"], "Normal", "Started", "Started containers app and istio-proxy"))
+        if note.get("deployment"):
+            rs = cluster._replicaset_name(str(note["deployment"]), namespace)
+            if rs:
+                out.append(("ReplicaSet", rs, "Normal", "SuccessfulCreate", f"Created pod: {note['pod']}"))
+    elif kind == "killed":
+        for pod in note.get("pods", []):
+            out.append(
+                (
+                    "Pod",
+                    pod,
+                    "Normal",
+                    "Killing",
+                    f"Stopping containers app and istio-proxy (grace {note.get('grace', 0)} s)",
+                )
+            )
+    elif kind == "container-exited":
+        out.append(
+            (
+                "Pod",
+                note["pod"],
+                "Warning",
+                "BackOff",
+                f"Back-off restarting exited container {note.get('container')} (exit code {note.get('code')})",
+            )
+        )
+    elif kind == "scaled":
+        rs = cluster._replicaset_name(str(note.get("deployment")), namespace)
+        out.append(
+            (
+                "Deployment",
+                str(note.get("deployment")),
+                "Normal",
+                "ScalingReplicaSet",
+                f"Scaled replica set {rs} to {note.get('replicas')}",
+            )
+        )
+    events = []
+    for obj_kind, name, etype, reason, message in out:
+        events.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+                "involvedObject": {
+                    "kind": obj_kind,
+                    "name": name,
+                    "namespace": namespace,
+                    "apiVersion": "v1" if obj_kind == "Pod" else "apps/v1",
+                },
+                "reason": reason,
+                "message": message,
+                "type": etype,
+                "source": {"component": "clover-supervisor", "host": "localhost"},
+                "firstTimestamp": when,
+                "lastTimestamp": when,
+                "count": 1,
+                "reportingComponent": "clover-supervisor",
+                "reportingInstance": "localhost",
+            }
+        )
+    return events
+
+
+def reraise_config_error(exc: ConfigError) -> ApiError:
+    """A ConfigError of the mesh as a 422 Status."""
+    return ApiError(422, str(exc), causes=_causes(exc.problems))
+
+
+Clock = Callable[[], float]
+
+
+async def start_api(supervisor: Supervisor, host: str, port: int) -> tuple[Cluster, Any, str]:
+    """Serve ``supervisor``'s mesh as a Kubernetes API on ``https://host:port``; write its kubeconfig.
+
+    Returns the cluster (its :meth:`Cluster.run` is the caller's to start), the server's runner (for
+    :func:`.server.stop`) and the URL. The imports and the keys are made in a thread: the event loop keeps
+    starting pods meanwhile.
+    """
+    from ....istio.parse import load_documents
+
+    root = supervisor.state.root
+    mesh_id = str(supervisor.mesh["mesh_id"])
+
+    def prepare() -> Any:
+        from . import server as _server  # noqa: F401 - imported here, off the event loop
+        from .tls import make_credentials
+
+        return make_credentials(root / "api", server_ip=host, mesh_id=mesh_id)
+
+    credentials = await asyncio.to_thread(prepare)
+    from .server import create_app, start
+    from .store import Store
+    from .tls import server_ssl_context, write_kubeconfig
+
+    store = Store()
+    cluster = Cluster(supervisor, store)
+    app = create_app(store=store, hooks=cluster, token=credentials.token)
+    problems: list[Problem] = []
+    cluster.seed(doc.body for doc in load_documents([supervisor.state.topology_dir], problems))
+    runner, actual = await start(app, host, port, server_ssl_context(credentials))
+    url = f"https://{host}:{actual}"
+    write_kubeconfig(
+        root / "kubeconfig",
+        server_url=url,
+        credentials=credentials,
+        context=f"clover-{mesh_id}",
+        namespace=cluster.namespace,
+    )
+    return cluster, runner, url
+
+
+PILOT_AGENT_REQUEST = ("pilot-agent", "request")
+"""``pilot-agent request METHOD PATH``: how Istio's tools (istioctl, the Kubernetes backend) read a sidecar's
+Envoy admin API through ``pods/exec`` in the ``istio-proxy`` container."""
+
+
+async def exec_in_pod(pod: Pod, io: Any) -> int:
+    """``pods/exec``: ``pilot-agent request METHOD PATH`` asks the sidecar's admin API (Istio's own way); any
+    other command runs in the pod's folder with the pod's address and proxy in its environment (the app
+    container's view), its output streamed back. The command ends with the exec: it is killed if the client goes."""
+    command = list(io.command)
+    if tuple(command[:2]) == PILOT_AGENT_REQUEST:
+        if len(command) < 4:
+            await io.stderr(b"usage: pilot-agent request METHOD PATH\n")
+            return 2
+        method, path = command[2].upper(), command[3] if command[3].startswith("/") else "/" + command[3]
+        reader, writer = await asyncio.open_unix_connection(pod.spec.admin_socket)
+        try:
+            writer.write(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+        if b"transfer-encoding: chunked" in head.lower():
+            body = _unchunk(body)
+        await io.stdout(body)
+        return 0 if 200 <= status < 300 else 1
+    env = dict(os.environ)
+    proxy = f"http://{pod.ip}:{pod.spec.outbound_port}" if pod.spec.outbound_port else ""
+    env.update(POD_NAME=pod.name, POD_NAMESPACE=pod.namespace, POD_IP=pod.ip)
+    if proxy:
+        env.update(HTTP_PROXY=proxy, http_proxy=proxy)
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.PIPE if io.stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(pod.directory),
+        env=env,
+    )
+
+    async def pump(source: asyncio.StreamReader | None, sink: Any) -> None:
+        while source is not None:
+            chunk = await source.read(65536)
+            if not chunk:
+                return
+            await sink(chunk)
+
+    async def feed() -> None:
+        assert proc.stdin is not None
+        while io.stdin is not None:
+            chunk = await io.stdin.read(65536)
+            if not chunk:
+                break
+            proc.stdin.write(chunk)
+            with contextlib.suppress(ConnectionError):
+                await proc.stdin.drain()
+        proc.stdin.close()
+
+    feeder = asyncio.ensure_future(feed()) if io.stdin is not None else None
+    try:
+        await asyncio.gather(pump(proc.stdout, io.stdout), pump(proc.stderr, io.stderr))
+        return await proc.wait()
+    finally:
+        if feeder is not None:
+            feeder.cancel()
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+def _unchunk(body: bytes) -> bytes:
+    """An HTTP/1.1 chunked body, decoded."""
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)
