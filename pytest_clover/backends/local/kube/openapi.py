@@ -495,7 +495,17 @@ def _v3_path(group: str, version: str) -> str:
     return f"apis/{group}/{version}" if group else f"api/{version}"
 
 
+@functools.cache
+def _v3_index() -> dict[str, Any]:
+    return _build_v3_index()
+
+
 def openapi_v3_index() -> dict[str, Any]:
+    """The ``/openapi/v3`` discovery document (computed once: the documents never change), a fresh copy."""
+    return copy.deepcopy(_v3_index())
+
+
+def _build_v3_index() -> dict[str, Any]:
     """The ``/openapi/v3`` discovery document: one entry per group-version with a hash-pinned URL (clients
     cache a URL whose hash they have seen)."""
     paths = {}

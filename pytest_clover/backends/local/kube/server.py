@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -772,7 +773,7 @@ class ApiServer:
         if path in ("/version", "/version/"):
             return self._json(self.version)
         if path.startswith("/openapi/"):
-            return self._openapi(path, request.query)
+            return self._openapi(path, request.query, request.headers.get("Accept-Encoding", ""))
         if path in ("/api", "/api/", "/apis", "/apis/") or path.startswith(("/api/", "/apis/")):
             _, _, target = parse_path(path)
             if target is None:
@@ -817,11 +818,12 @@ class ApiServer:
             raise _no_route()
         return self._json(document)
 
-    def _openapi(self, path: str, query: Mapping[str, str]) -> web.Response:
+    def _openapi(self, path: str, query: Mapping[str, str], accept_encoding: str = "") -> web.Response:
         from . import openapi
 
+        gzip_ok = "gzip" in accept_encoding.lower()
         if path.rstrip("/") == "/openapi/v2":
-            return _compressible(web.Response(body=openapi.openapi_v2(), content_type="application/json"))
+            return _static(openapi.openapi_v2(), {"Content-Type": "application/json"}, gzip_ok)
         if path.rstrip("/") == "/openapi/v3":
             return self._json(openapi.openapi_v3_index())
         if path.startswith("/openapi/v3/"):
@@ -832,7 +834,7 @@ class ApiServer:
                     # kubectl caches hash-addressed documents; so may every client.
                     headers["Cache-Control"] = "public, immutable"
                     headers["Expires"] = "Thu, 31 Dec 2099 23:59:59 GMT"
-                return _compressible(web.Response(body=document, headers=headers))
+                return _static(document, headers, gzip_ok)
         raise _no_route()
 
     # ---------------------------------------------------------------- resources
@@ -1831,6 +1833,21 @@ class ApiServer:
 
 
 # ------------------------------------------------------------------------------------------ module helpers
+
+
+@functools.lru_cache(maxsize=64)
+def _gzipped(document: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(document, compresslevel=6, mtime=0)
+
+
+def _static(document: bytes, headers: dict[str, str], gzip_ok: bool) -> web.Response:
+    """A document that never changes while the mesh runs (OpenAPI): compressed once, not per request (kubectl
+    fetches the OpenAPI of a kind on every `kubectl apply`)."""
+    if gzip_ok and len(document) > COMPRESS_ABOVE:
+        return web.Response(body=_gzipped(document), headers={**headers, "Content-Encoding": "gzip"})
+    return web.Response(body=document, headers=headers)
 
 
 def _compressible(response: web.Response) -> web.Response:
