@@ -82,7 +82,12 @@ setup(
         "pytest_clover": ["py.typed"],
         "pytest_clover.report": ["summary.schema.json"],
         # The OpenAPI documents the embedded mesh's Kubernetes API serves (kubectl apply, explain).
-        "pytest_clover.backends.local.kube": ["openapi/*.json.xz", "openapi/NOTICE.md"],
+        "pytest_clover.backends.local.kube": [
+            "openapi/*.json.xz",
+            "openapi/NOTICE.md",
+            "protobuf/*.json.xz",
+            "protobuf/NOTICE.md",
+        ],
     },
     zip_safe=False,
     install_requires=[

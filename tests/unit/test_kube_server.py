@@ -463,10 +463,17 @@ def test_protobuf_bodies_of_typed_clients() -> None:
         created = await api.call("POST", CM_PATH, data=protobuf_configmap("p", {"a": "1"}),
                                  content_type="application/vnd.kubernetes.protobuf")
         assert created.status == 201 and created.body["data"] == {"a": "1"}
+        # A pod with no name: decoded now, then refused as Kubernetes refuses it.
         type_meta = _proto_field(1, b"v1") + _proto_field(2, b"Pod")
-        other = await api.call("POST", PODS, data=b"k8s\x00" + _proto_field(1, type_meta),
-                               content_type="application/vnd.kubernetes.protobuf")
-        assert other.status == 415
+        nameless = await api.call("POST", PODS, data=b"k8s\x00" + _proto_field(1, type_meta),
+                                  content_type="application/vnd.kubernetes.protobuf")
+        assert nameless.status == 422
+        # Custom resources have no protobuf form (kubectl sends them as JSON).
+        type_meta = _proto_field(1, b"networking.istio.io/v1") + _proto_field(2, b"VirtualService")
+        custom = await api.call("POST", "/apis/networking.istio.io/v1/namespaces/default/virtualservices",
+                                data=b"k8s\x00" + _proto_field(1, type_meta),
+                                content_type="application/vnd.kubernetes.protobuf")
+        assert custom.status == 415
 
     run(scenario)
 

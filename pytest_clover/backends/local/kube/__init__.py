@@ -22,5 +22,7 @@ configuration. Nothing here imports the supervisor; the supervisor wires these p
 - :mod:`.tls` — the mesh's CA, serving certificate, token and kubeconfig.
 - :mod:`.streams` — ``pods/log`` (tail, since, follow), ``pods/portforward`` over the WebSocket protocol
   kubectl and the Python client speak, HTTP proxying for ``pods/proxy`` and ``services/proxy``.
+- :mod:`.protobuf` — the protobuf bodies of kubectl's typed commands (``create deployment``…) decoded to JSON,
+  from a table generated into ``protobuf/`` by ``tools/gen_kube_protobuf.py``.
 - :mod:`.server` — the aiohttp application: authentication, routing, verbs, content types, watch streams.
 """

@@ -15,7 +15,6 @@ What the mesh does with the objects goes through :class:`.hooks.ClusterHooks` (a
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import json
@@ -35,6 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import gc as garbage
 from . import patch as patching
+from . import protobuf
 from . import resources as res
 from .errors import ApiError, Cause
 from .hooks import ClusterHooks
@@ -311,181 +311,13 @@ def decode_body(data: bytes, content_type: str) -> Any:
 
 # ------------------------------------------------------------------------------------------ protobuf bodies
 
-PROTOBUF = "application/vnd.kubernetes.protobuf"
-_PROTOBUF_MAGIC = b"k8s\x00"
-
-# The Kubernetes protobuf messages kubectl's typed clients send that this server decodes (field number →
-# JSON name and type), from k8s.io/api and k8s.io/apimachinery generated.proto. A type ending in "?" is a Go
-# pointer: its zero value was set on purpose and is kept; other zero values are dropped, as their JSON
-# (omitempty) would not carry them. Other kinds in protobuf get 415, like a server without their codec.
-_PROTO_SCHEMAS: dict[str, dict[int, tuple[str, str]]] = {
-    "Unknown": {1: ("typeMeta", "TypeMeta"), 2: ("raw", "raw"), 3: ("contentEncoding", "string"),
-                4: ("contentType", "string")},
-    "TypeMeta": {1: ("apiVersion", "string"), 2: ("kind", "string")},
-    "ObjectMeta": {
-        1: ("name", "string"), 2: ("generateName", "string"), 3: ("namespace", "string"), 4: ("selfLink", "string"),
-        5: ("uid", "string"), 6: ("resourceVersion", "string"), 7: ("generation", "int"),
-        8: ("creationTimestamp", "time"), 9: ("deletionTimestamp", "time"),
-        10: ("deletionGracePeriodSeconds", "int?"), 11: ("labels", "map"), 12: ("annotations", "map"),
-        13: ("ownerReferences", "[]OwnerReference"), 14: ("finalizers", "[]string"),
-        17: ("managedFields", "[]ManagedFieldsEntry"),
-    },
-    "OwnerReference": {5: ("apiVersion", "string"), 1: ("kind", "string"), 3: ("name", "string"),
-                       4: ("uid", "string"), 6: ("controller", "bool?"), 7: ("blockOwnerDeletion", "bool?")},
-    "ManagedFieldsEntry": {1: ("manager", "string"), 2: ("operation", "string"), 3: ("apiVersion", "string"),
-                           4: ("time", "time"), 6: ("fieldsType", "string"), 7: ("fieldsV1", "fieldsv1"),
-                           8: ("subresource", "string")},
-    "DeleteOptions": {1: ("gracePeriodSeconds", "int?"), 2: ("preconditions", "Preconditions"),
-                      3: ("orphanDependents", "bool?"), 4: ("propagationPolicy", "string"),
-                      5: ("dryRun", "[]string")},
-    "Preconditions": {1: ("uid", "string"), 2: ("resourceVersion", "string")},
-    "ConfigMap": {1: ("metadata", "ObjectMeta"), 4: ("immutable", "bool?"), 2: ("data", "map"),
-                  3: ("binaryData", "map-bytes")},
-    "Namespace": {1: ("metadata", "ObjectMeta"), 2: ("spec", "NamespaceSpec"), 3: ("status", "NamespaceStatus")},
-    "NamespaceSpec": {1: ("finalizers", "[]string")},
-    "NamespaceStatus": {1: ("phase", "string")},
-    "ServiceAccount": {1: ("metadata", "ObjectMeta"), 2: ("secrets", "[]ObjectReference"),
-                       3: ("imagePullSecrets", "[]LocalObjectReference"),
-                       4: ("automountServiceAccountToken", "bool?")},
-    "ObjectReference": {1: ("kind", "string"), 2: ("namespace", "string"), 3: ("name", "string"),
-                        4: ("uid", "string"), 5: ("apiVersion", "string"), 6: ("resourceVersion", "string"),
-                        7: ("fieldPath", "string")},
-    "LocalObjectReference": {1: ("name", "string")},
-    "Eviction": {1: ("metadata", "ObjectMeta"), 2: ("deleteOptions", "DeleteOptions")},
-}
-# The top-level kinds decodable from protobuf, by (apiVersion, kind).
-_PROTO_KINDS = {("v1", "ConfigMap"), ("v1", "Namespace"), ("v1", "ServiceAccount"), ("policy/v1", "Eviction"),
-                ("v1", "DeleteOptions"), ("meta.k8s.io/v1", "DeleteOptions")}
-
-
-class _ProtoError(ValueError):
-    pass
-
-
-def _proto_fields(data: bytes) -> list[tuple[int, int, Any]]:
-    """The (field number, wire type, value) of a protobuf message: ints for varints, bytes otherwise."""
-    fields: list[tuple[int, int, Any]] = []
-    pos, end = 0, len(data)
-
-    def varint() -> int:
-        nonlocal pos
-        shift = result = 0
-        while True:
-            if pos >= end or shift > 63:
-                raise _ProtoError("proto: truncated varint")
-            byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result
-            shift += 7
-
-    while pos < end:
-        tag = varint()
-        number, wire = tag >> 3, tag & 7
-        if number == 0:
-            raise _ProtoError("proto: illegal tag 0")
-        if wire == 0:
-            fields.append((number, wire, varint()))
-        elif wire == 2:
-            length = varint()
-            if pos + length > end:
-                raise _ProtoError("proto: unexpected EOF")
-            fields.append((number, wire, data[pos : pos + length]))
-            pos += length
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            if pos + size > end:
-                raise _ProtoError("proto: unexpected EOF")
-            fields.append((number, wire, data[pos : pos + size]))
-            pos += size
-        else:
-            raise _ProtoError(f"proto: illegal wireType {wire}")
-    return fields
-
-
-def _proto_message(data: bytes, schema: str, depth: int = 0) -> dict[str, Any]:
-    if depth > MAX_NESTING:
-        raise _ProtoError("proto: nesting too deep")
-    spec = _PROTO_SCHEMAS[schema]
-    out: dict[str, Any] = {}
-    for number, wire, value in _proto_fields(data):
-        if number not in spec:
-            continue
-        name, kind = spec[number]
-        repeated = kind.startswith("[]")
-        base = kind[2:] if repeated else kind
-        if base in ("map", "map-bytes"):
-            if wire != 2:
-                raise _ProtoError(f"proto: wrong wireType for field {name}")
-            entry = {n: v for n, _, v in _proto_fields(value)}
-            key = bytes(entry.get(1, b"")).decode("utf-8", "replace")
-            raw = bytes(entry.get(2, b""))
-            out.setdefault(name, {})[key] = (
-                base64.b64encode(raw).decode("ascii") if base == "map-bytes" else raw.decode("utf-8", "replace")
-            )
-            continue
-        decoded = _proto_value(value, wire, base.rstrip("?"), name, depth)
-        if repeated:
-            out.setdefault(name, []).append(decoded)
-        else:
-            out[name] = decoded
-    for name, kind in spec.values():
-        if not kind.endswith("?") and name in out and out[name] in ("", 0, False, {}, []):
-            del out[name]
-    return out
-
-
-def _proto_value(value: Any, wire: int, kind: str, name: str, depth: int) -> Any:
-    if kind in ("int", "bool"):
-        if wire != 0:
-            raise _ProtoError(f"proto: wrong wireType for field {name}")
-        if kind == "bool":
-            return bool(value)
-        return value - 2**64 if value >= 2**63 else value
-    if wire != 2:
-        raise _ProtoError(f"proto: wrong wireType for field {name}")
-    raw = bytes(value)
-    if kind == "string":
-        return raw.decode("utf-8", "replace")
-    if kind == "raw":
-        return raw
-    if kind == "time":
-        parts = {n: v for n, w, v in _proto_fields(raw) if w == 0}
-        seconds = parts.get(1, 0)
-        seconds = seconds - 2**64 if seconds >= 2**63 else seconds
-        if not -62135596800 <= seconds <= 253402300799:
-            raise _ProtoError("proto: timestamp out of range")
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-    if kind == "fieldsv1":
-        parts = {n: v for n, w, v in _proto_fields(raw) if w == 2}
-        try:
-            return json.loads(bytes(parts.get(1, b"{}")))
-        except ValueError as exc:
-            raise _ProtoError(f"proto: invalid fieldsV1: {exc}") from None
-    return _proto_message(raw, kind, depth + 1)
+PROTOBUF = protobuf.MEDIA_TYPE
 
 
 def decode_protobuf(data: bytes) -> dict[str, Any]:
-    """A Kubernetes protobuf body (``k8s\\0`` + runtime.Unknown) as the JSON object it stands for, for the
-    kinds kubectl's typed clients send (``kubectl create configmap/namespace/serviceaccount``, evictions,
-    DeleteOptions). Others → 415, malformed → 400."""
-    if not data.startswith(_PROTOBUF_MAGIC):
-        raise _bad_request("provided object is not a protobuf message (missing the k8s\\x00 prefix)")
-    try:
-        envelope = _proto_message(data[len(_PROTOBUF_MAGIC) :], "Unknown")
-        type_meta = envelope.get("typeMeta") or {}
-        api_version, kind = str(type_meta.get("apiVersion", "")), str(type_meta.get("kind", ""))
-        if (api_version, kind) not in _PROTO_KINDS:
-            raise ApiError(
-                415,
-                f"the body of the request was in an unknown format - {kind or 'the object'} in {api_version or '?'} "
-                "is only accepted as application/json or application/yaml",
-            )
-        body = _proto_message(envelope.get("raw", b""), kind)
-    except _ProtoError as exc:
-        raise _bad_request(f"error decoding protobuf: {exc}") from None
-    return {"apiVersion": api_version, "kind": kind, **body}
+    """A Kubernetes protobuf body (``k8s\\0`` + runtime.Unknown) as the JSON object it stands for, for every
+    served kind and the meta kinds (DeleteOptions…): see :mod:`.protobuf`. Other kinds → 415, malformed → 400."""
+    return protobuf.decode(data)
 
 
 def _yaml_message(exc: Exception) -> str:
@@ -1171,6 +1003,8 @@ class ApiServer:
         base = content_type.split(";", 1)[0].strip().lower()
         if base == PROTOBUF:
             data = await request.read()
+            if len(data) > MAX_BODY_BYTES:
+                raise ApiError(413, f"Request entity too large: limit is {MAX_BODY_BYTES}")
             return decode_protobuf(data)
         if base not in allowed:
             raise ApiError(
