@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import http.client
 import io
@@ -348,8 +349,10 @@ class Mesh:
             transports = [handler.transport for handler in runner.server.connections]
             await runner.cleanup()
             for transport in transports:
-                if transport is not None:
-                    transport.abort()
+                # A TLS transport closed meanwhile has dropped its protocol: aborting it again raises.
+                if transport is not None and not transport.is_closing():
+                    with contextlib.suppress(AttributeError):
+                        transport.abort()
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
