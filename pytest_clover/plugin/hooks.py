@@ -90,6 +90,25 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, as pytest-clover receives it: the run ends the way Ctrl-C ends it."""
 
 
+def _forward_to_workers(signum: int) -> None:
+    """Give the xdist workers the SIGTERM at once. Left to xdist, a worker in a test hears of the end only from
+    execnet: 5 s after being asked to exit it gets a SIGINT, and 10 s after the ask it is killed; a loaded
+    machine then kills it mid-teardown, its faults still in force. The workers are the controller's children
+    that execnet started (its bootstrap reads the worker's code from stdin)."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=False)
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            if "exec(eval(" in " ".join(child.cmdline()):
+                child.send_signal(signum)
+        except psutil.Error:
+            continue
+
+
 def _take_sigterm(config: pytest.Config) -> None:
     """Make SIGTERM end the run like Ctrl-C: fixtures tear down, open faults are reverted and a partial report
     is written. CI systems stop a cancelled or timed-out job with SIGTERM, and by default it ends pytest on the
@@ -104,6 +123,8 @@ def _take_sigterm(config: pytest.Config) -> None:
     def terminate(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         progress(config).terminated = True
+        if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+            _forward_to_workers(signum)
         raise Terminated("SIGTERM: tearing down, reverting faults, writing a partial report (again to stop at once)")
 
     signal.signal(signal.SIGTERM, terminate)
