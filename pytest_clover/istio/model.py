@@ -126,6 +126,9 @@ class Deployment:
     pod_annotations: Mapping[str, str]
     containers: tuple[Container, ...]
     source: Source
+    spec: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The Deployment's ``spec`` as written (pod template, strategy, paused, revisionHistoryLimit), where the
+    object came from a document: what a rollout hashes and follows. Empty for objects built by hand."""
 
     @property
     def app(self) -> str:

@@ -85,8 +85,8 @@ class HttpsServer:
         transports = [handler.transport for handler in self.runner.server.connections]
         await self.runner.cleanup()
         for transport in transports:
-            # A TLS transport closed meanwhile has dropped its protocol: aborting it again raises.
-            if transport is not None and not transport.is_closing():
+            # One already closed has dropped its TLS protocol: aborting it again raises.
+            if transport is not None:
                 with contextlib.suppress(AttributeError):
                     transport.abort()
 

@@ -3,7 +3,11 @@
 It starts every pod (the application process and its real Envoy sidecar), keeps Deployments at their
 replica count (a killed pod is replaced under a new name), restarts crashed containers in place, tracks
 readiness, and pushes endpoints and Istio changes to every Envoy through file-based xDS, confirming each
-write. Clients (``clover``, the pytest plugin) talk to it over a Unix socket, one JSON line each way.
+write. A Deployment's model (``topologies[ns].deployments``) is its current pod template; each pod keeps the
+model it was started from (its ReplicaSet's, by ``pod-template-hash``), and pods of an older template are
+replaced by the Deployment's strategy (RollingUpdate within maxSurge / maxUnavailable, waiting for the new pods'
+readiness; Recreate), old pods leaving the endpoints before they are stopped. Clients (``clover``, the pytest
+plugin) talk to it over a Unix socket, one JSON line each way.
 
 Every child gets PR_SET_PDEATHSIG, so no application or Envoy outlives a supervisor that is killed.
 
@@ -42,7 +46,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +73,7 @@ from .zygote import ZygoteClient, ZygoteProcess
 log = logging.getLogger("pytest_clover.supervisor")
 
 GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+POD_TEMPLATE_HASH = "pod-template-hash"
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet Kubernetes uses for generated names
 SHUTDOWN_GRACE_S = 0.5
 """SIGTERM → SIGKILL at mesh shutdown. Measured, all 18 at once on 2 busy cores: apps exit within 0.14 s,
@@ -76,8 +81,79 @@ Envoys within 0.19 s."""
 
 
 def template_hash(dep: Deployment) -> str:
-    """The ``pod-template-hash`` of a Deployment's pods (and the name suffix of its ReplicaSet)."""
-    return _template_hash_of(json.dumps([dep.name, dict(dep.pod_labels)], sort_keys=True))
+    """The ``pod-template-hash`` of a Deployment's pods (and the name suffix of its ReplicaSet): a hash of its
+    whole pod template, as Kubernetes' deployment controller makes it, so each template is one ReplicaSet."""
+    return hash_template(pod_template(dep))
+
+
+def hash_template(template: dict[str, Any]) -> str:
+    """The ``pod-template-hash`` of a pod template (its ``pod-template-hash`` label left out)."""
+    meta = dict(template.get("metadata") or {})
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != POD_TEMPLATE_HASH}
+    template = {**template, "metadata": {**meta, "labels": labels}}
+    return _template_hash_of(json.dumps(_pruned(template), sort_keys=True, default=str))
+
+
+def _pruned(value: Any) -> Any:
+    """``value`` without its null and empty fields: the same template whether a client wrote them or not (Go
+    clients such as ``kubectl rollout undo`` send ``creationTimestamp: null`` and ``resources: {}``)."""
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
+def pod_template(dep: Deployment) -> dict[str, Any]:
+    """``dep``'s pod template as written (``spec.template``, without ``pod-template-hash``); for a Deployment
+    built by hand, the parts the mesh runs (labels, annotations, containers)."""
+    template = dep.spec.get("template") if isinstance(dep.spec, dict) else None
+    if isinstance(template, dict):
+        meta = dict(template.get("metadata") or {})
+        labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != POD_TEMPLATE_HASH}
+        return {**template, "metadata": {**meta, "labels": labels}}
+    return {
+        "metadata": {"labels": dict(dep.pod_labels), "annotations": dict(dep.pod_annotations)},
+        "spec": {"containers": [dataclasses.asdict(c) for c in dep.containers]},
+    }
+
+
+def rolling_limits(dep: Deployment, replicas: int) -> tuple[int, int]:
+    """``(maxSurge, maxUnavailable)`` of a RollingUpdate of ``dep`` to ``replicas`` pods, resolved as Kubernetes
+    does: percentages of ``replicas``, surge rounded up and unavailable down (25 % each by default); both 0
+    would never progress, so unavailable is then 1."""
+    rolling = ((dep.spec.get("strategy") or {}).get("rollingUpdate") or {}) if dep.spec else {}
+    return rolling_limits_of(rolling, replicas)
+
+
+def rolling_limits_of(rolling: Mapping[str, Any], replicas: int, *, default: bool = True) -> tuple[int, int]:
+    """``(maxSurge, maxUnavailable)`` of a ``rollingUpdate`` for ``replicas`` pods (``default``: one unavailable
+    pod allowed where both come out 0, as the controller does; validation refuses such values written)."""
+    surge = _scaled(rolling.get("maxSurge", "25%"), replicas, round_up=True)
+    unavailable = _scaled(rolling.get("maxUnavailable", "25%"), replicas, round_up=False)
+    if default and surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, unavailable
+
+
+def _scaled(value: Any, total: int, *, round_up: bool) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(0, value)
+    text = str(value).strip()
+    if text.endswith("%"):
+        with contextlib.suppress(ValueError):
+            fraction = float(text[:-1]) * total / 100.0
+            return max(0, math.ceil(fraction) if round_up else math.floor(fraction))
+        return 0
+    with contextlib.suppress(ValueError):
+        return max(0, int(text))
+    return 0
+
+
+def strategy_type(dep: Deployment) -> str:
+    """``RollingUpdate`` (the default) or ``Recreate``."""
+    return str(((dep.spec.get("strategy") or {}) if dep.spec else {}).get("type") or "RollingUpdate")
 
 
 _template_hash = template_hash
@@ -136,7 +212,7 @@ class Supervisor:
     def __init__(self, state: MeshState) -> None:
         self.state = state
         self.mesh = state.read_mesh()
-        home = load_topology(state.topology_dir)
+        home = _with_specs(load_topology(state.topology_dir), state.topology_dir)
         self.home: str = home.namespace
         """The mesh's own namespace (the topology's): what the backend protocol acts on."""
         self.topologies: dict[str, Topology] = {self.home: home}
@@ -166,6 +242,9 @@ class Supervisor:
         """The Kubernetes API's side of the mesh (:class:`.kube.cluster.Cluster`), once it serves."""
         self.api_runner: Any = None
         self.api_task: asyncio.Future[None] | None = None
+        self.rollouts: dict[tuple[str, str], asyncio.Task[None]] = {}
+        """The running rollout of each (namespace, Deployment) whose pods run more than one template."""
+        self._rollout_wakers: set[asyncio.Event] = set()
 
     @property
     def topology(self) -> Topology:
@@ -330,6 +409,7 @@ class Supervisor:
                 await self.op_scale(deployment, replicas, namespace=ns)
             else:
                 await self._reconcile()
+            self.roll_out(ns, deployment)
         except CloverError as exc:
             log.error("scaling %s/%s to %d through the API failed: %s", ns, deployment, replicas, exc)
             self._note("scale-failed", deployment=deployment, replicas=replicas, error=str(exc), namespace=ns)
@@ -483,7 +563,6 @@ class Supervisor:
     def _start_app(self, pod: Pod) -> None:
         dep = pod.deployment
         assert dep is not None
-        container = dep.containers[0]
         app_ports = {ib.container_port: ib.app_port for ib in pod.spec.inbound}
         argv = self._argv_of(dep, pod.ip, pod.name, app_ports)
         env = {
@@ -491,8 +570,7 @@ class Supervisor:
             for k, v in os.environ.items()
             if k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
         }
-        for var in container.env:
-            env[var.name] = var.value if var.value is not None else self._field_ref(pod, var.field_ref or "")
+        env.update(container_env(pod))
         proxy = f"http://{pod.ip}:{pod.spec.outbound_port}"
         # The app reaches other services through its sidecar, as iptables interception would route it.
         env.update(HTTP_PROXY=proxy, http_proxy=proxy, CLOVER_SEED=str(self.mesh.get("seed", 0)))
@@ -501,22 +579,6 @@ class Supervisor:
             pod.app = self.zygote.spawn(argv[3:], env, str(pod.directory), str(pod.directory / "app.log"))
         else:
             pod.app = self._spawn(argv, "app.log", pod, env)
-
-    def _field_ref(self, pod: Pod, path: str) -> str:
-        if path == "metadata.name":
-            return pod.name
-        if path == "metadata.namespace":
-            return pod.namespace
-        if path in ("status.podIP", "status.podIPs"):
-            return pod.ip
-        if path in ("status.hostIP", "spec.nodeName"):
-            return "127.0.0.1" if path == "status.hostIP" else "localhost"
-        if path.startswith("metadata.labels['") and path.endswith("']"):
-            return pod.labels.get(path[len("metadata.labels['") : -2], "")
-        if path.startswith("metadata.annotations['") and path.endswith("']"):
-            dep = pod.deployment
-            return dep.pod_annotations.get(path[len("metadata.annotations['") : -2], "") if dep else ""
-        return ""
 
     async def _probe(self, pod: Pod) -> bool:
         status, body = await http_get_unix(pod.spec.admin_socket, "/ready", timeout=1.0)
@@ -612,6 +674,7 @@ class Supervisor:
         self.used_ips.discard(int(pod.ip.rsplit(".", 1)[1]))
         self._write_pids()
         self._note("pod-deleted", pod=pod.name, namespace=pod.namespace)
+        self._wake_rollouts()  # a Recreate waits for the old pods to be gone
 
     async def _stop_all(self) -> None:
         # The whole mesh goes, so no request is in flight that a sidecar must carry to its end: every app and
@@ -641,14 +704,7 @@ class Supervisor:
                 self._open_gateway_ports(gw)
             desired = self.desired_in.setdefault(ns, {})
             for dep in list(topology.deployments.values()):
-                live = [p for p in self.pods.values() if p.deployment is dep and not p.terminating]
-                want = desired.get(dep.name, dep.replicas)
-                for _ in range(want - len(live)):
-                    created.append(self._create_pod(dep, ns).name)
-                if len(live) > want:
-                    # ReplicaSet order: not-ready pods first, then the newest.
-                    live.sort(key=lambda p: (p.ready, -p.created))
-                    leaving.extend(live[: len(live) - want])
+                self._reconcile_deployment(dep, ns, desired.get(dep.name, dep.replicas), created, leaving)
         for pod in leaving:
             pod.terminating = True
             pod.ready = False
@@ -658,6 +714,108 @@ class Supervisor:
             for pod in leaving:
                 self._background(self._stop_pod(pod, scale_down_grace))
         return created
+
+    def pods_of(self, namespace: str, deployment: str, *, terminating: bool = False) -> list[Pod]:
+        """The pods of Deployment ``deployment`` of ``namespace``, whatever their template (``terminating``:
+        those leaving too)."""
+        return [
+            p
+            for p in self.pods.values()
+            if p.deployment is not None
+            and p.deployment.name == deployment
+            and p.namespace == namespace
+            and (terminating or not p.terminating)
+        ]
+
+    def _reconcile_deployment(
+        self, dep: Deployment, ns: str, want: int, created: list[str], leaving: list[Pod]
+    ) -> None:
+        """The deployment controller and the ReplicaSet controller for one Deployment: ``dep`` is its current
+        template; its pods of other templates (old ReplicaSets) are replaced by ``spec.strategy``."""
+        current = template_hash(dep)
+        everyone = self.pods_of(ns, dep.name, terminating=True)
+        outdated = [p for p in everyone if p.deployment is not None and template_hash(p.deployment) != current]
+        new = [p for p in everyone if not p.terminating and p not in outdated]
+        old = [p for p in outdated if not p.terminating]
+        # ReplicaSet order of removal: not-ready pods first, then the newest.
+        new.sort(key=lambda p: (p.ready, -p.created))
+        old.sort(key=lambda p: (p.ready, -p.created))
+        if len(new) > want:
+            leaving.extend(new[: len(new) - want])
+            new = new[len(new) - want :]
+        if not old or want == 0:
+            leaving.extend(old)
+            if strategy_type(dep) == "Recreate" and outdated:
+                return  # Recreate: the new pods start once every old one is gone
+            for _ in range(want - len(new)):
+                created.append(self._create_pod(dep, ns).name)
+            return
+        if dep.spec.get("paused"):
+            return  # a paused rollout holds both ReplicaSets as they are
+        if strategy_type(dep) == "Recreate":
+            leaving.extend(old)
+            return
+        surge, unavailable = rolling_limits(dep, want)
+        # Scale the new ReplicaSet up within the surge: at most want + maxSurge pods in all.
+        for _ in range(min(want, want + surge - len(old)) - len(new)):
+            new.append(self._create_pod(dep, ns))
+            created.append(new[-1].name)
+        # Scale old ones down while want - maxUnavailable pods stay available: first the old pods that are
+        # not ready (as much as the new pods' own unavailability leaves room for), then ready ones.
+        min_available = want - unavailable
+        new_unavailable = sum(1 for p in new if not p.ready)
+        max_cleanup = len(old) + len(new) - min_available - new_unavailable
+        unhealthy = [p for p in old if not p.ready][: max(0, max_cleanup)]
+        available = sum(1 for p in old + new if p.ready)
+        healthy = [p for p in old if p.ready][: max(0, available - min_available)]
+        leaving.extend(unhealthy + healthy)
+
+    def rolling(self, namespace: str, deployment: str) -> bool:
+        """Whether Deployment ``deployment`` of ``namespace`` still has pods of another template than its
+        current one (an unpaused rollout under way)."""
+        dep = (self.topologies.get(namespace) or Topology(namespace=namespace)).deployments.get(deployment)
+        if dep is None or dep.spec.get("paused"):
+            return False
+        current = template_hash(dep)
+        return any(
+            p.deployment is not None and template_hash(p.deployment) != current
+            for p in self.pods_of(namespace, deployment, terminating=strategy_type(dep) == "Recreate")
+        )
+
+    def roll_out(self, namespace: str, deployment: str) -> None:
+        """Move the pods of ``deployment`` to its current template by its strategy, in the background (one
+        rollout per Deployment: a new template during a rollout is taken up by the running one)."""
+        key = (namespace, deployment)
+        running = self.rollouts.get(key)
+        if running is not None and not running.done():
+            self._wake_rollouts()
+            return
+        if self.rolling(namespace, deployment):
+            self.rollouts[key] = self._background(self._drive_rollout(namespace, deployment))
+
+    async def _drive_rollout(self, namespace: str, deployment: str) -> None:
+        wake = asyncio.Event()
+        self._rollout_wakers.add(wake)
+        try:
+            while not self.stopping.is_set():
+                wake.clear()
+                await self._reconcile()
+                if not self.rolling(namespace, deployment):
+                    return
+                # A pod ready or gone is what lets a rollout go on; the timeout is a safety net only.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 1.0)
+        except CloverError as exc:
+            log.error("rollout of %s/%s failed: %s", namespace, deployment, exc)
+        finally:
+            self._rollout_wakers.discard(wake)
+            self.rollouts.pop((namespace, deployment), None)
+            if self.cluster is not None:
+                self.cluster.mark_dirty()
+
+    def _wake_rollouts(self) -> None:
+        for wake in self._rollout_wakers:
+            wake.set()
 
     def _endpoints(self, namespace: str | None = None) -> EndpointsView:
         ns = self.home if namespace is None else namespace
@@ -694,6 +852,7 @@ class Supervisor:
                 r for p, r in zip(pods, results, strict=True) if isinstance(r, BaseException) and not p.terminating
             ]
             self.changed.set()
+            self._wake_rollouts()
             if self.cluster is not None:
                 self.cluster.mark_dirty()  # Endpoints and EndpointSlices follow what the Envoys got
             if failures:
@@ -821,7 +980,7 @@ class Supervisor:
         desired = self.desired_in.get(ns, {})
         missing = []
         for dep in topology.deployments.values():
-            pods = [p for p in self.pods.values() if p.deployment is dep]
+            pods = self.pods_of(ns, dep.name, terminating=True)
             ready = [p for p in pods if p.ready and not p.terminating]
             if len(ready) != desired.get(dep.name, dep.replicas) or len(pods) != len(ready):
                 missing.append(dep.name)
@@ -963,7 +1122,7 @@ class Supervisor:
         total = self.pod_total(ns, deployment, replicas)
         if replicas > previous and total > limit:
             raise BackendError(too_many_pods(f"scaling {deployment} to {replicas}", total, limit))
-        live = sum(1 for p in self.pods.values() if p.deployment is dep and not p.terminating)
+        live = len(self.pods_of(ns, deployment))
         # Terminating pods keep their address until they exit (up to their grace period).
         free = BLOCK_PODS - len(self.used_ips)
         if replicas - live > free:
@@ -978,7 +1137,7 @@ class Supervisor:
             created = await self._reconcile()
         except Exception as exc:
             desired[deployment] = previous
-            extra = [p for name, p in self.pods.items() if name not in before and p.deployment is dep]
+            extra = [p for name, p in self.pods.items() if name not in before and p in self.pods_of(ns, deployment)]
             for pod in extra:
                 pod.terminating = True
                 pod.ready = False
@@ -996,6 +1155,49 @@ class Supervisor:
         # Next loop turn: the reply is written first (by then in the socket's buffer, which outlives this process).
         asyncio.get_running_loop().call_soon(self.stopping.set)
         return {}
+
+
+def container_env(pod: Pod) -> dict[str, str]:
+    """The environment its pod template gives the app container of ``pod`` (values and field references)."""
+    dep = pod.deployment
+    if dep is None or not dep.containers:
+        return {}
+    return {
+        v.name: v.value if v.value is not None else _field_ref(pod, v.field_ref or "") for v in dep.containers[0].env
+    }
+
+
+def _field_ref(pod: Pod, path: str) -> str:
+    if path == "metadata.name":
+        return pod.name
+    if path == "metadata.namespace":
+        return pod.namespace
+    if path in ("status.podIP", "status.podIPs"):
+        return pod.ip
+    if path in ("status.hostIP", "spec.nodeName"):
+        return "127.0.0.1" if path == "status.hostIP" else "localhost"
+    if path.startswith("metadata.labels['") and path.endswith("']"):
+        return pod.labels.get(path[len("metadata.labels['") : -2], "")
+    if path.startswith("metadata.annotations['") and path.endswith("']"):
+        dep = pod.deployment
+        return dep.pod_annotations.get(path[len("metadata.annotations['") : -2], "") if dep else ""
+    return ""
+
+
+def _with_specs(topology: Topology, folder: Path) -> Topology:
+    """``topology`` with each Deployment's ``spec`` as its documents in ``folder`` write it (what its pod
+    template hash is made of, as the Kubernetes API makes it from the same documents)."""
+    from ...istio.parse import load_documents
+
+    specs: dict[str, dict[str, Any]] = {}
+    for doc in load_documents([folder], []):
+        body = doc.body
+        if isinstance(body, dict) and body.get("kind") == "Deployment" and isinstance(body.get("spec"), dict):
+            specs[str((body.get("metadata") or {}).get("name", ""))] = body["spec"]
+    for name, dep in list(topology.deployments.items()):
+        if name in specs:
+            topology.deployments[name] = dataclasses.replace(dep, spec=specs[name])
+    return topology
 
 
 def _gateway_doc(g: Gateway) -> dict[str, Any]:

@@ -25,14 +25,26 @@ translate's docstrings for routing and ingress). :meth:`Cluster.run` follows the
 writes: a Deployment, Service or Istio object removed by any means (garbage collection, the namespace
 controller) leaves the mesh, and a namespace marked for deletion has its app stopped at once (its pods'
 processes gone, its configuration out of every Envoy), after which the namespace controller finds it empty.
-The mesh's own namespace, emptied the same way, stays the backend's. A Deployment's new pod template is
-stored without rolling its pods.
+The mesh's own namespace, emptied the same way, stays the backend's.
+
+**Rollouts.** A Deployment's model is its current pod template (with its spec: strategy, paused); each pod runs
+the model of its ReplicaSet. A new template (``kubectl set env / set image / rollout restart / rollout undo``)
+becomes the model and the supervisor replaces the pods by ``spec.strategy`` (:meth:`Supervisor.roll_out`); here,
+as the deployment controller: one ReplicaSet per template (``pod-template-hash``, owned by the Deployment),
+``deployment.kubernetes.io/revision`` on both (a template made again reuses its ReplicaSet with the next
+revision), ``desired-replicas`` / ``max-replicas``, old empty ReplicaSets pruned past ``revisionHistoryLimit``,
+and the Deployment's status (replicas, updated, ready, available, unavailable, observedGeneration, conditions
+Available and Progressing) as ``kubectl rollout status`` reads it. A paused Deployment keeps running its
+template until resumed. Left out: proportional scaling of a paused or unfinished rollout (a scale then applies
+to the new ReplicaSet once it is the only one), ``minReadySeconds`` and ``progressDeadlineSeconds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import functools
 import logging
 import os
@@ -50,6 +62,7 @@ from ....istio.parse import Document, parse_documents
 from .errors import ApiError, Cause
 
 if TYPE_CHECKING:
+    from ....istio.model import Deployment
     from ..supervisor import Pod, Supervisor
     from .resources import Resource
     from .store import Store
@@ -74,6 +87,17 @@ MANAGER = "clover-supervisor"
 INGRESS_ANNOTATION = "clover.opnfv.org/ingress-url"
 """On a namespace's ingress gateway Pod: where its Gateways are served (``http://IP:port``)."""
 ADMIN_PORTS = (15000, 15090)
+REVISION = "deployment.kubernetes.io/revision"
+NOT_COPIED_ANNOTATIONS = frozenset(
+    {
+        REVISION,
+        "deployment.kubernetes.io/revision-history",
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "kubectl.kubernetes.io/last-applied-configuration",
+    }
+)
+"""A Deployment's annotations its ReplicaSets do not take (Kubernetes' skip list)."""
 """Ports of a pod that reach its sidecar's admin API (15090 serves ``/stats/prometheus`` on Istio)."""
 
 
@@ -103,6 +127,8 @@ class Cluster:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._killing: set[str] = set()
         self._events_seen = 0
+        self._observed: dict[tuple[str, str], int] = {}
+        """The generation of each (namespace, Deployment) the mesh runs: its status' observedGeneration."""
         self._apply_lock = asyncio.Lock()
         """One change of the mesh's apps at a time: a removal seen both as an API write and in the store's
         watch is applied once."""
@@ -122,6 +148,9 @@ class Cluster:
             if resource is None:
                 continue
             body = dict(doc)
+            if resource.key == "apps/deployments":
+                body = copy.deepcopy(body)
+                _default_deployment(body)  # stored as kube-apiserver stores what `kubectl apply` sends
             meta = dict(body.get("metadata") or {})
             if resource.namespaced:
                 meta.setdefault("namespace", self.namespace)
@@ -193,6 +222,9 @@ class Cluster:
         if kind is None or obj is None or operation == "DELETE":
             return []
         name = str((obj.get("metadata") or {}).get("name", ""))
+        if resource.key == "apps/deployments":
+            _default_deployment(obj)
+            _check_strategy(obj, name)
         problems: list[Problem] = []
         objects = parse_documents([Document(Source(f"{kind}/{name}", 0), obj)], problems)
         errors = _causes(problems)
@@ -256,6 +288,13 @@ class Cluster:
         others = {other: t for other, t in self.sup.topologies.items() if other != ns}
         topology = build_topology(objects, problems, others)
         topology.namespace = ns
+        # Each Deployment with its spec as stored: its pod template (hashed: one ReplicaSet per template) and
+        # rollout settings.
+        for doc in docs:
+            dep_name = doc.source.file.partition("/")[2] if doc.source.file.startswith("Deployment/") else None
+            spec = doc.body.get("spec") if isinstance(doc.body, dict) else None
+            if dep_name in topology.deployments and isinstance(spec, dict):
+                topology.deployments[dep_name] = dataclasses.replace(topology.deployments[dep_name], spec=spec)
         return topology, problems
 
     async def committed(self, resource: Resource, operation: str, obj: dict[str, Any]) -> None:
@@ -314,10 +353,20 @@ class Cluster:
             joined.deployments = {}
             await self.sup.swap_topology(joined)
         running = self.sup.topologies[namespace]
-        # A running Deployment keeps its model object: its pods are matched to it by identity, and a new pod
-        # template is not rolled out in this version (the replica count is what changes). A new one joins.
-        if name not in running.deployments and name in topology.deployments:
-            running.deployments[name] = topology.deployments[name]
+        new = topology.deployments.get(name)
+        if new is not None:
+            # The Deployment's model is its current template: pods of another template (the old ReplicaSets')
+            # are replaced by the rollout the supervisor runs. A paused Deployment keeps its running template
+            # (a new one is stored and rolled out once resumed), taking the rest of its spec.
+            from ..supervisor import template_hash
+
+            old = running.deployments.get(name)
+            if old is not None and new.spec.get("paused") and template_hash(old) != template_hash(new):
+                new = dataclasses.replace(old, spec={**new.spec, "template": old.spec.get("template")})
+            running.deployments[name] = new
+            if obj is not None:
+                self._observed[(namespace, name)] = int((obj.get("metadata") or {}).get("generation") or 1)
+            self.mark_dirty()  # its status observes the new generation even when no pod changes
         if name in topology.deployments or obj is None:
             self._spawn(self.sup.set_replicas(name, replicas, forget=obj is None, namespace=namespace))
 
@@ -546,6 +595,7 @@ class Cluster:
                 self.store.delete("/pods", namespace, name, grace_period_seconds=0)
 
     def _replicaset_name(self, deployment: str, namespace: str | None = None) -> str | None:
+        """The name of the ReplicaSet of ``deployment``'s current template."""
         from ..supervisor import template_hash
 
         topology = self.sup.topologies.get(self.namespace if namespace is None else namespace)
@@ -660,10 +710,15 @@ class Cluster:
             return None
 
     def _sync_deployments(self, namespace: str) -> None:
-        pods = list(self.sup.pods.values())
+        """The deployment controller's objects and status: one ReplicaSet per pod template a Deployment ran,
+        its revision, the old ones pruned past ``revisionHistoryLimit``; the Deployment's status as Kubernetes
+        computes it from them."""
+        from ..supervisor import hash_template, rolling_limits, strategy_type, template_hash
+
         topology = self.sup.topologies.get(namespace)
         if topology is None:
             return
+        replicasets = self.store.list("apps/replicasets", namespace).items
         for dep in self.store.list("apps/deployments", namespace).items:
             name = str(dep["metadata"]["name"])
             model = topology.deployments.get(name)
@@ -677,78 +732,200 @@ class Cluster:
                 changed["spec"] = {**spec, "replicas": desired}
                 with self._logged():
                     dep = self.store.update("apps/deployments", changed)
-            mine = [p for p in pods if p.deployment is model]
-            live = [p for p in mine if not p.terminating]
-            ready = [p for p in live if p.ready]
-            rs_name = self._replicaset_name(name, namespace)
-            assert rs_name is not None
-            self._sync_replicaset(dep, rs_name, desired, live, ready)
+            uid = dep["metadata"].get("uid")
+            owned = [
+                rs
+                for rs in replicasets
+                if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])
+            ]
+            pods: dict[str, list[Pod]] = {}
+            for pod in self.sup.pods_of(namespace, name, terminating=True):
+                assert pod.deployment is not None
+                pods.setdefault(template_hash(pod.deployment), []).append(pod)
+            current = template_hash(model)
+            paused = bool(model.spec.get("paused"))
+            rolling = any(h != current for h in pods)
+            surge = rolling_limits(model, desired)[0] if strategy_type(model) == "RollingUpdate" else 0
+            revision = self._revision(dep, owned, current)
+            totals = {"replicas": 0, "ready": 0, "spec": 0}
+            updated = 0
+            for rs_hash in {current} | set(pods) | {_hash_of(rs) for rs in owned}:
+                live = [p for p in pods.get(rs_hash, []) if not p.terminating]
+                ready = [p for p in live if p.ready]
+                replicas = desired if rs_hash == current and not rolling else len(live)
+                rs = next((r for r in owned if _hash_of(r) == rs_hash), None)
+                if rs is None and rs_hash != current:
+                    continue  # pods of a ReplicaSet deleted meanwhile: they leave with the rollout
+                annotations = {
+                    "deployment.kubernetes.io/desired-replicas": str(desired),
+                    "deployment.kubernetes.io/max-replicas": str(desired + surge),
+                }
+                if rs_hash == current:
+                    # The Deployment's own annotations go with its current ReplicaSet, as the controller copies
+                    # them (`kubernetes.io/change-cause` is what `kubectl rollout history` lists).
+                    for key, value in (dep["metadata"].get("annotations") or {}).items():
+                        if key not in NOT_COPIED_ANNOTATIONS:
+                            annotations[key] = value
+                    annotations[REVISION] = str(revision)
+                    updated = len(live)
+                self._sync_replicaset(
+                    dep,
+                    rs,
+                    model if rs_hash == current else None,
+                    rs_hash,
+                    replicas,
+                    live,
+                    ready,
+                    annotations,
+                    announce=rolling,
+                )
+                totals["replicas"] += len(live)
+                totals["ready"] += len(ready)
+                totals["spec"] += replicas
+            self._prune_history(dep, namespace, name)
+            # What the controller has seen: a template written but not yet taken by the mesh is not observed.
+            stored_hash = hash_template(dict(spec.get("template") or {}))
+            generation = int(dep["metadata"].get("generation") or 1)
+            if stored_hash == current or paused:
+                self._observed[(namespace, name)] = generation
+            observed = self._observed.get((namespace, name), generation - 1)
+            available = totals["ready"]
+            unavailable_allowed = rolling_limits(model, desired)[1] if strategy_type(model) == "RollingUpdate" else 0
+            minimum = available >= desired - unavailable_allowed
+            complete = updated == desired and totals["replicas"] == updated and available >= updated
+            rs_name = f"{name}-{current}"
+            old_conditions = {c.get("type"): c for c in (dep.get("status") or {}).get("conditions") or []}
+            if paused:
+                progressing = ("Unknown", "DeploymentPaused", "Deployment is paused")
+            elif complete:
+                progressing = ("True", "NewReplicaSetAvailable", f'ReplicaSet "{rs_name}" has successfully progressed.')
+            else:
+                progressing = ("True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
+            conditions = [
+                _condition(
+                    old_conditions.get("Available"),
+                    "Available",
+                    ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+                    if minimum
+                    else ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."),
+                ),
+                _condition(old_conditions.get("Progressing"), "Progressing", progressing),
+            ]
             status = {
-                "observedGeneration": dep["metadata"].get("generation", 1),
-                "replicas": len(mine),
-                "updatedReplicas": len(live),
-                "readyReplicas": len(ready),
-                "availableReplicas": len(ready),
-                "conditions": [
-                    {
-                        "type": "Available",
-                        "status": "True" if len(ready) >= desired else "False",
-                        "reason": "MinimumReplicasAvailable" if len(ready) >= desired else "MinimumReplicasUnavailable",
-                        "message": "Deployment has minimum availability."
-                        if len(ready) >= desired
-                        else "Deployment does not have minimum availability.",
-                    },
-                    {
-                        "type": "Progressing",
-                        "status": "True",
-                        "reason": "NewReplicaSetAvailable"
-                        if len(ready) == desired == len(mine)
-                        else "ReplicaSetUpdated",
-                        "message": f'ReplicaSet "{rs_name}" has successfully progressed.'
-                        if len(ready) == desired == len(mine)
-                        else f'ReplicaSet "{rs_name}" is progressing.',
-                    },
-                ],
+                "observedGeneration": observed,
+                "replicas": totals["replicas"],
+                "updatedReplicas": updated,
+                "readyReplicas": totals["ready"],
+                "availableReplicas": available,
+                "unavailableReplicas": max(0, totals["spec"] - available),
+                "conditions": conditions,
             }
             status = {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
             self._set_status("apps/deployments", dep, status)
 
-    def _sync_replicaset(self, dep: dict[str, Any], name: str, desired: int, live: list[Pod], ready: list[Pod]) -> None:
-        template = (dep.get("spec") or {}).get("template") or {}
-        labels = dict((template.get("metadata") or {}).get("labels") or {})
-        pod_hash = name.rsplit("-", 1)[1]
+    def _revision(self, dep: dict[str, Any], owned: list[dict[str, Any]], current: str) -> int:
+        """The revision of ``dep``'s current template: its ReplicaSet's, made the newest when it is an older one
+        (a rollback), as the Deployment's ``deployment.kubernetes.io/revision`` annotation says."""
+        revisions = {_hash_of(rs): _revision_of(rs) for rs in owned}
+        newest = max(revisions.values(), default=0)
+        revision = revisions.get(current, 0)
+        if revision == 0 or revision < newest:
+            revision = newest + 1
+        annotations = dict(dep["metadata"].get("annotations") or {})
+        if annotations.get(REVISION) != str(revision):
+            changed = dict(dep)
+            changed["metadata"] = {**dep["metadata"], "annotations": {**annotations, REVISION: str(revision)}}
+            with self._logged():
+                dep.update(self.store.update("apps/deployments", changed))
+        return revision
+
+    def _prune_history(self, dep: dict[str, Any], namespace: str, name: str) -> None:
+        """Delete the oldest empty old ReplicaSets past ``revisionHistoryLimit`` (10 by default)."""
+        limit = (dep.get("spec") or {}).get("revisionHistoryLimit", 10)
+        if not isinstance(limit, int) or limit < 0:
+            return
+        uid = dep["metadata"].get("uid")
+        current = _revision_of(dep)
+        old = [
+            rs
+            for rs in self.store.list("apps/replicasets", namespace).items
+            if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])
+            and _revision_of(rs) != current
+        ]
+        busy = self._hashes(namespace, name)  # a ReplicaSet with pods (terminating ones too) stays
+        empty = [rs for rs in old if _hash_of(rs) not in busy and (rs.get("spec") or {}).get("replicas", 0) == 0]
+        for rs in sorted(empty, key=_revision_of)[: max(0, len(old) - limit)]:
+            with self._logged():
+                self.store.delete("apps/replicasets", namespace, str(rs["metadata"]["name"]))
+
+    def _hashes(self, namespace: str, name: str) -> set[str]:
+        from ..supervisor import template_hash
+
+        return {
+            template_hash(p.deployment) for p in self.sup.pods_of(namespace, name, terminating=True) if p.deployment
+        }
+
+    def _sync_replicaset(
+        self,
+        dep: dict[str, Any],
+        rs: dict[str, Any] | None,
+        model: Deployment | None,
+        pod_hash: str,
+        desired: int,
+        live: list[Pod],
+        ready: list[Pod],
+        annotations: dict[str, str],
+        *,
+        announce: bool = False,
+    ) -> None:
+        """One ReplicaSet of ``dep``: made for its current template (``model``) when missing; replicas,
+        annotations and status kept."""
         namespace = str(dep["metadata"]["namespace"])
-        rs = self._stored("apps/replicasets", name, namespace)
         if rs is None:
+            if model is None:
+                return
+            from ..supervisor import pod_template
+
+            template = pod_template(model)
+            labels = {**(template.get("metadata") or {}).get("labels", {}), "pod-template-hash": pod_hash}
             body = {
                 "apiVersion": "apps/v1",
                 "kind": "ReplicaSet",
                 "metadata": {
-                    "name": name,
+                    "name": f"{dep['metadata']['name']}-{pod_hash}",
                     "namespace": namespace,
-                    "labels": {**labels, "pod-template-hash": pod_hash},
+                    "labels": labels,
+                    "annotations": annotations,
                     "ownerReferences": [_owner(dep, "apps/v1", "Deployment")],
                 },
                 "spec": {
                     "replicas": desired,
-                    "selector": {"matchLabels": {**labels, "pod-template-hash": pod_hash}},
-                    "template": {
-                        **template,
-                        "metadata": {
-                            **(template.get("metadata") or {}),
-                            "labels": {**labels, "pod-template-hash": pod_hash},
-                        },
+                    "selector": {
+                        "matchLabels": {
+                            **dict(((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}),
+                            "pod-template-hash": pod_hash,
+                        }
                     },
+                    "template": {**template, "metadata": {**(template.get("metadata") or {}), "labels": labels}},
                 },
             }
             rs = self._create("apps/replicasets", body)
             if rs is None:
                 return
-        elif (rs.get("spec") or {}).get("replicas") != desired:
-            changed = dict(rs)
-            changed["spec"] = {**(rs.get("spec") or {}), "replicas": desired}
-            with self._logged():
-                rs = self.store.update("apps/replicasets", changed)
+            if announce and desired:
+                self._scaling_event(dep, rs, 0, desired)
+        else:
+            old_annotations = dict(rs["metadata"].get("annotations") or {})
+            wanted = {**old_annotations, **annotations}
+            before = int((rs.get("spec") or {}).get("replicas") or 0)
+            if announce and before != desired:
+                self._scaling_event(dep, rs, before, desired)
+            if (rs.get("spec") or {}).get("replicas") != desired or wanted != old_annotations:
+                changed = dict(rs)
+                changed["metadata"] = {**rs["metadata"], "annotations": wanted}
+                changed["spec"] = {**(rs.get("spec") or {}), "replicas": desired}
+                with self._logged():
+                    rs = self.store.update("apps/replicasets", changed)
         status = {
             "replicas": len(live),
             "fullyLabeledReplicas": len(live),
@@ -758,6 +935,16 @@ class Cluster:
         }
         status = {k: v for k, v in status.items() if v != 0 or k in ("replicas", "observedGeneration")}
         self._set_status("apps/replicasets", rs, status)
+
+    def _scaling_event(self, dep: dict[str, Any], rs: dict[str, Any], before: int, after: int) -> None:
+        """The deployment controller's Event of a rollout step (what ``kubectl describe deploy`` lists)."""
+        direction = "up" if after > before else "down"
+        message = f"Scaled {direction} replica set {rs['metadata']['name']} from {before} to {after}"
+        namespace, name = str(dep["metadata"]["namespace"]), str(dep["metadata"]["name"])
+        with self._logged():
+            event = _event(namespace, "Deployment", name, "Normal", "ScalingReplicaSet", message, _now())
+            event["involvedObject"]["uid"] = dep["metadata"].get("uid", "")
+            self.store.create("/events", event)
 
     def _set_status(self, key: str, obj: dict[str, Any], status: dict[str, Any]) -> None:
         if obj.get("status") == status:
@@ -854,6 +1041,95 @@ class Cluster:
                     self.store.create("/events", event)
 
 
+def _default_deployment(obj: dict[str, Any]) -> None:
+    """Kubernetes' defaults of a Deployment's rollout settings, set in place (as kube-apiserver stores them):
+    RollingUpdate at 25 % / 25 %, 10 old ReplicaSets kept, a 600 s progress deadline."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.get("strategy")
+    if not isinstance(strategy, dict):
+        strategy = spec["strategy"] = {}
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.get("rollingUpdate")
+        if not isinstance(rolling, dict):
+            rolling = strategy["rollingUpdate"] = {}
+        rolling.setdefault("maxSurge", "25%")
+        rolling.setdefault("maxUnavailable", "25%")
+
+
+def _check_strategy(obj: dict[str, Any], name: str) -> None:
+    """The rollout settings Kubernetes' validation refuses."""
+    strategy = (obj.get("spec") or {}).get("strategy") or {}
+    kind = strategy.get("type")
+    causes: list[Cause] = []
+    if kind not in ("RollingUpdate", "Recreate"):
+        causes.append(
+            Cause(
+                "spec.strategy.type",
+                f'Unsupported value: "{kind}": supported values: "Recreate", "RollingUpdate"',
+                "FieldValueNotSupported",
+            )
+        )
+    elif kind == "Recreate" and strategy.get("rollingUpdate") is not None:
+        causes.append(
+            Cause(
+                "spec.strategy.rollingUpdate",
+                "Forbidden: may not be specified when strategy `type` is 'Recreate'",
+                "FieldValueForbidden",
+            )
+        )
+    else:
+        rolling = strategy.get("rollingUpdate") or {}
+        from ..supervisor import rolling_limits_of
+
+        surge, unavailable = rolling_limits_of(rolling, 100, default=False)
+        if kind == "RollingUpdate" and surge == 0 and unavailable == 0:
+            causes.append(
+                Cause(
+                    "spec.strategy.rollingUpdate.maxUnavailable",
+                    "Invalid value: 0: may not be 0 when `maxSurge` is 0",
+                )
+            )
+    if causes:
+        raise ApiError.invalid("Deployment", name, causes, group="apps")
+
+
+def _hash_of(rs: dict[str, Any]) -> str:
+    """A ReplicaSet's ``pod-template-hash``."""
+    return str(
+        (rs["metadata"].get("labels") or {}).get("pod-template-hash") or rs["metadata"]["name"].rsplit("-", 1)[-1]
+    )
+
+
+def _revision_of(obj: dict[str, Any]) -> int:
+    """An object's ``deployment.kubernetes.io/revision`` (0: none)."""
+    try:
+        return int((obj["metadata"].get("annotations") or {}).get(REVISION, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _condition(old: dict[str, Any] | None, kind: str, state: tuple[str, str, str]) -> dict[str, Any]:
+    """A Deployment condition; its times kept while its status stays (``lastUpdateTime`` moves with the reason)."""
+    status, reason, message = state
+    now = _now()
+    same_status = old is not None and old.get("status") == status
+    same = same_status and old is not None and old.get("reason") == reason and old.get("message") == message
+    return {
+        "type": kind,
+        "status": status,
+        "lastUpdateTime": old.get("lastUpdateTime", now) if same and old is not None else now,
+        "lastTransitionTime": old.get("lastTransitionTime", now) if same_status and old is not None else now,
+        "reason": reason,
+        "message": message,
+    }
+
+
 def _runs(topology: Topology | None, kind: str, name: str) -> bool:
     """Whether ``topology`` (a namespace's app as the mesh runs it) holds the ``kind`` object ``name``."""
     if topology is None:
@@ -900,7 +1176,7 @@ def _events_of(note: dict[str, Any], cluster: Cluster) -> list[dict[str, Any]]:
         )
         out.append(("Pod", note["pod"], "Normal", "Started", "Started containers app and istio-proxy"))
         if note.get("deployment"):
-            rs = cluster._replicaset_name(str(note["deployment"]), namespace)
+            rs = str(note["pod"]).rsplit("-", 1)[0]  # a pod is named after its ReplicaSet
             if rs:
                 out.append(("ReplicaSet", rs, "Normal", "SuccessfulCreate", f"Created pod: {note['pod']}"))
     elif kind == "killed":
@@ -925,41 +1201,43 @@ def _events_of(note: dict[str, Any], cluster: Cluster) -> list[dict[str, Any]]:
             )
         )
     elif kind == "scaled":
-        rs = cluster._replicaset_name(str(note.get("deployment")), namespace)
+        scaled = cluster._replicaset_name(str(note.get("deployment")), namespace)
         out.append(
             (
                 "Deployment",
                 str(note.get("deployment")),
                 "Normal",
                 "ScalingReplicaSet",
-                f"Scaled replica set {rs} to {note.get('replicas')}",
+                f"Scaled replica set {scaled} to {note.get('replicas')}",
             )
         )
-    events = []
-    for obj_kind, name, etype, reason, message in out:
-        events.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
-                "involvedObject": {
-                    "kind": obj_kind,
-                    "name": name,
-                    "namespace": namespace,
-                    "apiVersion": "v1" if obj_kind == "Pod" else "apps/v1",
-                },
-                "reason": reason,
-                "message": message,
-                "type": etype,
-                "source": {"component": "clover-supervisor", "host": "localhost"},
-                "firstTimestamp": when,
-                "lastTimestamp": when,
-                "count": 1,
-                "reportingComponent": "clover-supervisor",
-                "reportingInstance": "localhost",
-            }
-        )
-    return events
+    return [_event(namespace, *entry, when) for entry in out]
+
+
+def _event(
+    namespace: str, obj_kind: str, name: str, etype: str, reason: str, message: str, when: str
+) -> dict[str, Any]:
+    """An Event of the mesh's controllers about ``obj_kind``/``name``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+        "involvedObject": {
+            "kind": obj_kind,
+            "name": name,
+            "namespace": namespace,
+            "apiVersion": "v1" if obj_kind == "Pod" else "apps/v1",
+        },
+        "reason": reason,
+        "message": message,
+        "type": etype,
+        "source": {"component": "clover-supervisor", "host": "localhost"},
+        "firstTimestamp": when,
+        "lastTimestamp": when,
+        "count": 1,
+        "reportingComponent": "clover-supervisor",
+        "reportingInstance": "localhost",
+    }
 
 
 def reraise_config_error(exc: ConfigError) -> ApiError:
@@ -1056,6 +1334,11 @@ async def exec_in_pod(pod: Pod, io: Any) -> int:
     env = dict(os.environ)
     proxy = f"http://{pod.ip}:{pod.spec.outbound_port}" if pod.spec.outbound_port else ""
     env.update(POD_NAME=pod.name, POD_NAMESPACE=pod.namespace, POD_IP=pod.ip)
+    if pod.deployment is not None and pod.deployment.containers:
+        # As in a container: its own environment (what `kubectl exec POD -- env` shows), its template's.
+        from ..supervisor import container_env
+
+        env.update(container_env(pod))
     if proxy:
         env.update(HTTP_PROXY=proxy, http_proxy=proxy)
     proc = await asyncio.create_subprocess_exec(

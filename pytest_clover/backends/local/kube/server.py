@@ -2050,8 +2050,8 @@ async def stop(runner: web.AppRunner) -> None:
     # Python 3.11's Server.wait_closed does not wait for the connections it handed out, and a TLS connection
     # being closed waits for the client's close_notify: abort what remains, closing or not.
     for transport in transports:
-        # A TLS transport closed meanwhile has dropped its protocol: aborting it again raises.
-        if transport is not None and not transport.is_closing():
+        # One already closed has dropped its TLS protocol: aborting it again raises.
+        if transport is not None:
             with contextlib.suppress(AttributeError):
                 transport.abort()
 
