@@ -397,25 +397,23 @@ def cmd_logs(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- the parser
 
 
-def _count(text: str) -> int:
-    """A count of things to do (requests, pods, runs): a whole number, 1 or more."""
+def _whole_number(text: str, minimum: int, below: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too few: give 1 or more")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} {below}: give {minimum} or more")
     return value
+
+
+def _count(text: str) -> int:
+    """A count of things to do (requests, pods, runs): a whole number, 1 or more."""
+    return _whole_number(text, 1, "is too few")
 
 
 def _replicas(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
-    return value
+    return _whole_number(text, 0, "is negative")
 
 
 def _number(text: str) -> float:

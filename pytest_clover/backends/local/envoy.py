@@ -68,15 +68,24 @@ async def http_get_unix(socket_path: str, path: str, timeout: float = 2.0) -> tu
     return await _get(asyncio.open_unix_connection(socket_path), "localhost", path, timeout)
 
 
+async def http_request_unix(socket_path: str, method: str, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    """Any method over a Unix socket (``pilot-agent request POST /reset_counters`` through ``pods/exec``)."""
+    return await _get(asyncio.open_unix_connection(socket_path), "localhost", path, timeout, method)
+
+
 async def _get(
-    connecting: Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]], host: str, path: str, timeout: float
+    connecting: Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    host: str,
+    path: str,
+    timeout: float,
+    method: str = "GET",
 ) -> tuple[int, str]:
     try:
         reader, writer = await asyncio.wait_for(connecting, timeout)
     except (OSError, TimeoutError) as exc:
         return 0, str(exc)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), timeout)
     except (OSError, TimeoutError) as exc:

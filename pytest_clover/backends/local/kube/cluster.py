@@ -1318,17 +1318,13 @@ async def exec_in_pod(pod: Pod, io: Any) -> int:
             await io.stderr(b"usage: pilot-agent request METHOD PATH\n")
             return 2
         method, path = command[2].upper(), command[3] if command[3].startswith("/") else "/" + command[3]
-        reader, writer = await asyncio.open_unix_connection(pod.spec.admin_socket)
-        try:
-            writer.write(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
-            await writer.drain()
-            raw = await reader.read()
-        finally:
-            writer.close()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-        if b"transfer-encoding: chunked" in head.lower():
-            body = _unchunk(body)
+        from ..envoy import http_request_unix
+
+        status, text = await http_request_unix(pod.spec.admin_socket, method, path, timeout=30.0)
+        if status == 0:  # the sidecar did not answer: say why, as pilot-agent would
+            await io.stderr(f"{text}\n".encode())
+            return 1
+        body = text.encode()
         await io.stdout(body)
         return 0 if 200 <= status < 300 else 1
     env = dict(os.environ)
@@ -1379,16 +1375,3 @@ async def exec_in_pod(pod: Pod, io: Any) -> int:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-
-
-def _unchunk(body: bytes) -> bytes:
-    """An HTTP/1.1 chunked body, decoded."""
-    out = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)

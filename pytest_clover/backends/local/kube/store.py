@@ -157,22 +157,22 @@ _DNS1035_MSG = (
 )
 
 
-def _dns1123_label_errors(value: str) -> list[str]:
+def _label_errors(value: str, fmt: str, message: str, *examples: str) -> list[str]:
+    """A DNS label's problems, in Kubernetes' words: at most 63 bytes, and ``fmt``."""
     errors = []
     if len(value.encode()) > 63:
         errors.append(max_len_error(63))
-    if not re.fullmatch(DNS1123_LABEL_FMT, value):
-        errors.append(regex_error(_DNS1123_LABEL_MSG, DNS1123_LABEL_FMT, "my-name", "123-abc"))
+    if not re.fullmatch(fmt, value):
+        errors.append(regex_error(message, fmt, *examples))
     return errors
+
+
+def _dns1123_label_errors(value: str) -> list[str]:
+    return _label_errors(value, DNS1123_LABEL_FMT, _DNS1123_LABEL_MSG, "my-name", "123-abc")
 
 
 def _dns1035_label_errors(value: str) -> list[str]:
-    errors = []
-    if len(value.encode()) > 63:
-        errors.append(max_len_error(63))
-    if not re.fullmatch(_DNS1035_FMT, value):
-        errors.append(regex_error(_DNS1035_MSG, _DNS1035_FMT, "my-name", "abc-123"))
-    return errors
+    return _label_errors(value, _DNS1035_FMT, _DNS1035_MSG, "my-name", "abc-123")
 
 
 def _path_segment_errors(value: str) -> list[str]:
