@@ -32,6 +32,12 @@ def read_long_description() -> str:
     return readme.read_text(encoding="utf-8") if readme.is_file() else ""
 
 
+K8S_REQUIRES = [
+    # --clover-backend=k8s: the official client (37 is pydantic-based; its python-dateutil>=3 clashes with
+    # botocore, hence an extra and not a core dependency).
+    "kubernetes>=37,<38",
+]
+
 TEST_REQUIRES = [
     "hypothesis>=6.100",
     "pytest-timeout>=2.3",
@@ -42,8 +48,9 @@ TEST_REQUIRES = [
     # Runs distributed by xdist (a mesh per worker, the report built once the workers are done) are tested
     # with it installed.
     "pytest-xdist>=3.5",
-    # The embedded mesh's Kubernetes API is tested with the official client, as users drive it.
-    "kubernetes>=37,<38",
+    # The embedded mesh's Kubernetes API is tested with the official client, as users drive it, and the k8s
+    # backend is tested against that API.
+    *K8S_REQUIRES,
 ]
 
 LINT_REQUIRES = [
@@ -60,9 +67,8 @@ EXTRAS_REQUIRE = {
     "test": TEST_REQUIRES,
     "lint": LINT_REQUIRES,
     "dev": TEST_REQUIRES + LINT_REQUIRES,
+    "k8s": K8S_REQUIRES,
     # Later issues add further extras here, e.g.:
-    #   "chaos":    chaos-engineering integrations
-    #   "k8s":      Kubernetes client for --clover-backend=k8s
     #   "xtesting": OPNFV Xtesting integration
 }
 
@@ -88,6 +94,8 @@ setup(
             "protobuf/*.json.xz",
             "protobuf/NOTICE.md",
         ],
+        # The RBAC a cluster user applies for the k8s backend (kubectl apply -f <this folder>).
+        "pytest_clover.backends.k8s": ["rbac/*.yaml", "rbac/README.md"],
     },
     zip_safe=False,
     install_requires=[
@@ -128,6 +136,7 @@ setup(
         "pytest_clover.backends": [
             "local = pytest_clover.backends.local.client:LocalBackend",
             "fake = pytest_clover.testing.fake_backend:FakeBackend",
+            "k8s = pytest_clover.backends.k8s.backend:KubernetesBackend",
         ],
     },
     classifiers=[

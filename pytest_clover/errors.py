@@ -10,7 +10,11 @@ apart::
     │   ├── MeshNotRunning            nothing answers where the mesh should be
     │   ├── ConfigRejected            an Envoy refused a configuration; the previous one stays in force
     │   ├── ReadinessTimeout          pods not ready in time; says which, and where their logs are
-    │   └── RevertFailed              a fault could not be put back; it stays in the ledger for a sweep
+    │   ├── RevertFailed              a fault could not be put back; it stays in the ledger for a sweep
+    │   ├── AccessDenied              the cluster refused us (401/403); names verb, resource, the RBAC file
+    │   ├── IstioNotInstalled         the cluster serves no networking.istio.io CRDs
+    │   ├── ClusterUnreachable        no API server answers; names the context and the server
+    │   └── ObjectConflict            someone else changed the very fields a fault changes: not overwritten
     ├── InvalidFault                  a fault cannot be built as asked; nothing was changed
     ├── Inconclusive                  no evidence either way (the test is INCONCLUSIVE)
     │   ├── FaultInconclusive         a fault's effect was never seen
@@ -18,6 +22,7 @@ apart::
     ├── LoadGeneratorError            the load generator died, could not start, or did not stop
     ├── ExperimentError               a Chaos Toolkit experiment could not be carried out
     ├── InsecurePath                  a private folder is another user's or writable by others: not used
+    ├── SafetyRefusal                 a cluster action outside the allowed blast radius: nothing was changed
     ├── ReportDataError               a run folder cannot be read; names the file
     └── NoReferenceRun                --clover-compare names a run the history does not hold
 
@@ -41,11 +46,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AccessDenied",
     "BackendError",
     "BackendNotFound",
     "CloverError",
     "CloverFailure",
     "CloverWarning",
+    "ClusterUnreachable",
     "ConfigError",
     "ConfigRejected",
     "ExperimentError",
@@ -54,15 +61,18 @@ __all__ = [
     "Inconclusive",
     "InsecurePath",
     "InvalidFault",
+    "IstioNotInstalled",
     "LoadGeneratorError",
     "MeshNotRunning",
     "NoReferenceRun",
+    "ObjectConflict",
     "Problem",
     "ReadinessTimeout",
     "Regression",
     "ReportDataError",
     "RevertFailed",
     "SLOViolation",
+    "SafetyRefusal",
     "ScheduleMissed",
 ]
 
@@ -142,6 +152,24 @@ class RevertFailed(BackendError):
     """A fault could not be reverted; it stays in the fault ledger, and the next run or ``clover cleanup`` sweeps it."""
 
 
+class AccessDenied(BackendError):
+    """The Kubernetes API refused us (401: who we are; 403: what we may do). Names the verb, the resource and the
+    RBAC file that grants it."""
+
+
+class IstioNotInstalled(BackendError):
+    """The cluster does not serve Istio's ``networking.istio.io`` resources: Istio is not installed."""
+
+
+class ClusterUnreachable(MeshNotRunning):
+    """No Kubernetes API server answers (connection refused, TLS, timeout); names the context and the server."""
+
+
+class ObjectConflict(BackendError):
+    """Someone else changed the very fields a fault changes (or puts back) since we read them; their change is
+    kept, and ours is not made."""
+
+
 class InvalidFault(CloverError, ValueError):
     """A fault cannot be built as asked (a malformed duration, a percentage out of range, weights not adding up
     to 100, a subset no route sends traffic to); nothing was changed."""
@@ -197,6 +225,11 @@ class ExperimentError(CloverError):
 class InsecurePath(CloverError):
     """A folder pytest-clover keeps private (the runtime folder, a mesh's state) is not: another user owns it, or
     others may write to it. Nothing in it is used or acted on."""
+
+
+class SafetyRefusal(CloverError):
+    """A cluster action outside what the run may touch: a context not on the allow-list, a protected or foreign
+    namespace, a kill over the blast radius. Nothing was changed; the message names the setting that allows it."""
 
 
 class ReportDataError(CloverError):

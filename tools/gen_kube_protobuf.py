@@ -57,6 +57,8 @@ PACKAGES = [
     ("api", "autoscaling/v1", "k8s.io.api.autoscaling.v1"),
     ("api", "batch/v1", "k8s.io.api.batch.v1"),
     ("api", "authentication/v1", "k8s.io.api.authentication.v1"),
+    ("api", "authorization/v1", "k8s.io.api.authorization.v1"),
+    ("api", "rbac/v1", "k8s.io.api.rbac.v1"),
     ("api", "scheduling/v1alpha3", "k8s.io.api.scheduling.v1alpha3"),  # PodSpec's workload reference
     ("apimachinery", "pkg/apis/meta/v1", "k8s.io.apimachinery.pkg.apis.meta.v1"),
     ("apimachinery", "pkg/runtime", "k8s.io.apimachinery.pkg.runtime"),
@@ -95,6 +97,13 @@ KINDS = {
     "autoscaling/v1/Scale": "k8s.io.api.autoscaling.v1.Scale",
     "batch/v1/Job": "k8s.io.api.batch.v1.Job",
     "authentication.k8s.io/v1/TokenRequest": "k8s.io.api.authentication.v1.TokenRequest",  # serviceaccounts/token
+    # kubectl auth can-i sends its access reviews as protobuf.
+    "authorization.k8s.io/v1/SelfSubjectAccessReview": "k8s.io.api.authorization.v1.SelfSubjectAccessReview",
+    "authorization.k8s.io/v1/SelfSubjectRulesReview": "k8s.io.api.authorization.v1.SelfSubjectRulesReview",
+    "rbac.authorization.k8s.io/v1/Role": "k8s.io.api.rbac.v1.Role",
+    "rbac.authorization.k8s.io/v1/RoleBinding": "k8s.io.api.rbac.v1.RoleBinding",
+    "rbac.authorization.k8s.io/v1/ClusterRole": "k8s.io.api.rbac.v1.ClusterRole",
+    "rbac.authorization.k8s.io/v1/ClusterRoleBinding": "k8s.io.api.rbac.v1.ClusterRoleBinding",
     "*/DeleteOptions": f"{META}.DeleteOptions",
     "*/Status": f"{META}.Status",
     "*/Patch": f"{META}.Patch",

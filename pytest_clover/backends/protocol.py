@@ -288,5 +288,6 @@ class Sweepable(Protocol):
 
     def sweep(self, force: bool = False) -> list[str]:
         """Remove every mesh of this backend whose owner is gone (all of them with ``force``), one line of
-        text per mesh found (a classmethod)."""
+        text per mesh found (a classmethod). ``clover cleanup --context C`` also passes ``settings={"context": …,
+        "kubeconfig": …}`` to a backend whose ``sweep`` takes them: a cluster is swept only when it is named."""
         ...

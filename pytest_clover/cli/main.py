@@ -8,6 +8,7 @@ may come before or after the command (``clover --state-dir D up`` and ``clover u
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -279,10 +280,14 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if ledgers.is_dir():
         lines += [f"fault swept: {line}" for line in sweep_ledger(ledgers)]
     lines += [f"fault swept: {line}" for line in sweep_registered()]
+    settings = {k: v for k, v in (("context", args.context), ("kubeconfig", args.kubeconfig)) if v}
+    if settings.get("context"):
+        settings["allowed_contexts"] = settings["context"]  # named on the command line: that is the allow-list
     for name in names():
         cls = backend_class(name)
         if isinstance(cls, Sweepable):
-            lines += cls.sweep(force=args.force)
+            takes_settings = "settings" in inspect.signature(cls.sweep).parameters
+            lines += cls.sweep(force=args.force, **({"settings": settings} if takes_settings and settings else {}))
     for line in lines:
         print(line)
     if not lines:
@@ -568,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report-dir", default="reports", help="Where pytest runs keep their fault ledgers (default reports)"
     )
+    p.add_argument(
+        "--context",
+        help="Also sweep this kubeconfig context: revert what dead k8s-backend runs left, delete their namespaces",
+    )
+    p.add_argument("--kubeconfig", help="The kubeconfig of --context (default $KUBECONFIG, else ~/.kube/config)")
     p.set_defaults(func=cmd_cleanup)
 
     p = command("request", "Send requests through the ingress; print status, latency and hops")
@@ -600,6 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Which log (default app; envoy = istio-proxy)",
     )
     p.set_defaults(func=cmd_logs)
+
+    # `clover k8s check`: the k8s backend's preflight (its module imports the kubernetes client only when run).
+    from .k8s import add_parser as add_k8s_parser
+
+    add_k8s_parser(sub)
     return parser
 
 

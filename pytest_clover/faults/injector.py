@@ -176,10 +176,20 @@ class Faults:
     def _start(self, handle: H) -> H:
         with self._lock:
             if self.dry_run:
+                plan: list[str] = []
+                plans = getattr(self.backend, "plan", None)
+                if getattr(self.backend, "dry_run", False) and isinstance(plans, list):
+                    # A backend in dry-run mode changes nothing itself: let it resolve the fault (which pods, which
+                    # patch) so that the run lists what it would have done.
+                    already = len(plans)
+                    handle._prepare()
+                    handle._inject()
+                    plan = [str(line) for line in plans[already:]]
                 handle.active = True
-                handle.detail = "dry run: not injected"
+                handle.detail = "dry run: not injected" + (f"; would {'; '.join(plan)}" if plan else "")
                 self.handles.append(handle)
                 if self.timeline is not None:
+                    extra: dict[str, Any] = {"plan": plan} if plan else {}
                     self.timeline.add(
                         "fault-start",
                         handle.description,
@@ -187,6 +197,7 @@ class Faults:
                         id=handle.id,
                         target=handle.target,
                         dry=True,
+                        **extra,
                     )
                 return handle
             handle._prepare()

@@ -76,6 +76,7 @@ def clover_backend(
         workdir=mesh_workdir(clover_settings, tmp_path_factory),
         seed=clover_settings.seed,
         keep=clover_settings.keep_mesh,
+        settings=clover_settings.backend_settings,
     )
     backend: Backend = pytestconfig.hook.pytest_clover_make_backend(
         config=pytestconfig, settings=clover_settings, options=options

@@ -111,6 +111,11 @@ class CloverSettings:
     default 20), unless the experiment starts its own with the ``pytest_clover.chaos.control`` control or the
     ``start_load`` action. 0 runs the experiment without load."""
 
+    backend_settings: dict[str, str] = field(default_factory=dict)
+    """What the backend is told beyond the topology (:attr:`BackendOptions.settings`): the Kubernetes backend's
+    kubeconfig, context, namespace, image, ingress URL, allowed contexts, blast radius; this run's id and whether it
+    is a dry run. Strings, by name; a backend ignores the ones it does not know."""
+
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form values for backends and tests; not set from the command line."""
 
@@ -199,6 +204,27 @@ OPTIONS = (
         "--clover-experiment-rate",
         "Requests/s of the load run during each Chaos Toolkit experiment that starts none itself (default 20; "
         "0 for none).",
+    ),
+    _Option(
+        "--clover-kubeconfig",
+        "k8s backend: the kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).",
+    ),
+    _Option("--clover-context", "k8s backend: the kubeconfig context (default: its current context)."),
+    _Option(
+        "--clover-namespace",
+        "k8s backend: test the app already deployed in this namespace (existing mode; it must carry the annotation "
+        "clover.opnfv.org/chaos=enabled). Default: deploy the topology into a new namespace clover-<run id>.",
+    ),
+    _Option("--clover-image", "k8s backend: the VNF image, in place of the topology's (and the reaper's)."),
+    _Option("--clover-ingress-url", "k8s backend: where load enters the mesh (default: found from the Gateway)."),
+    _Option(
+        "--clover-max-kill-percent",
+        "k8s backend: the largest share of a Service's ready pods one kill may take (default 50).",
+    ),
+    _Option(
+        "--clover-allowed-contexts",
+        "k8s backend: the only kubeconfig contexts the run may touch, comma-separated, * wildcards (default "
+        "clover-*,kind-*: throw-away clusters).",
     ),
     _Option(
         "--clover-regression-recovery",
@@ -394,7 +420,59 @@ def load_settings(config: pytest.Config) -> CloverSettings:
         values["run_id"] = str(workerinput.get("clover_run_id", "")) or _new_run_id()
     else:
         values["run_id"] = _new_run_id()
+    values["backend_settings"] = _backend_settings(config, values)
+    if "backend" in values:
+        # Only for a backend named explicitly: its class is loaded already (check_backend), while the default's
+        # would cost an import on every pytest run of a project that merely has pytest-clover installed.
+        check_backend_settings(values["backend"], values["backend_settings"])
     return CloverSettings(**values)
+
+
+_BACKEND_FLAGS = {
+    "--clover-kubeconfig": "kubeconfig",
+    "--clover-context": "context",
+    "--clover-namespace": "namespace",
+    "--clover-image": "image",
+    "--clover-ingress-url": "ingress_url",
+    "--clover-max-kill-percent": "max_kill_percent",
+    "--clover-allowed-contexts": "allowed_contexts",
+}
+
+
+def _backend_settings(config: pytest.Config, values: dict[str, Any]) -> dict[str, str]:
+    by_flag = {opt.flag: opt for opt in OPTIONS}
+    out: dict[str, str] = {}
+    for flag, key in _BACKEND_FLAGS.items():
+        raw, _ = _raw(config, by_flag[flag])
+        if raw is not None:
+            out[key] = str(raw)
+    if "kubeconfig" in out:
+        out["kubeconfig"] = str(_resolve(config, out["kubeconfig"]))
+    worker = values.get("worker_id")
+    # Each xdist worker deploys its own mesh: on a cluster, its own namespace.
+    out["run_id"] = f"{values['run_id']}-{worker}" if worker else str(values["run_id"])
+    out["dry_run"] = "true" if values.get("dry_run") else "false"
+    return out
+
+
+def check_backend_settings(backend: str, settings: dict[str, str]) -> None:
+    """Let the backend refuse bad settings now (UsageError), if it can check them without touching the mesh:
+    a backend class with a ``validate_settings(settings)`` classmethod (the k8s backend checks its context against
+    the allow-list here, before any client is built)."""
+    from ..backends.registry import backend_class
+    from ..errors import CloverError
+
+    try:
+        cls = backend_class(backend)
+    except CloverError:
+        return  # check_backend said it already
+    validate = getattr(cls, "validate_settings", None)
+    if not callable(validate):
+        return
+    try:
+        validate(settings)
+    except CloverError as exc:
+        raise pytest.UsageError(f"--clover-backend={backend}: {exc}") from None
 
 
 def _new_run_id() -> str:

@@ -80,8 +80,16 @@ def test_relative_paths_resolve_against_the_rootdir_not_the_current_directory(pr
     ("args", "message"),
     [
         (
-            ["--clover-backend=k8s"],
-            "*--clover-backend=k8s: no backend named 'k8s' is installed; installed: fake, local*",
+            ["--clover-backend=k9s"],
+            "*--clover-backend=k9s: no backend named 'k9s' is installed; did you mean k8s? installed: fake, k8s, local*",
+        ),
+        (
+            ["--clover-backend=k8s", "--clover-kubeconfig=nowhere.yaml"],
+            "*--clover-backend=k8s: no kubeconfig: */nowhere.yaml (--clover-kubeconfig) does not exist*",
+        ),
+        (
+            ["--clover-backend=k8s", "--clover-max-kill-percent=150"],
+            "*--clover-backend=k8s: --clover-max-kill-percent='150' is out of range*",
         ),
         (["--clover-backend=locall"], "*--clover-backend=locall: no backend named 'locall' is installed; did you mean local?*"),
         (["--clover-time-scale=0"], "*--clover-time-scale='0' must be a finite number > 0*"),
@@ -111,7 +119,7 @@ def test_a_bad_option_stops_the_run_before_any_test_and_says_what_to_do(
     [
         ("clover_time_scale = 0", "ERROR: clover_time_scale (ini)='0' must be a finite number > 0*"),
         ("clover_seed = twelve", "ERROR: clover_seed (ini)='twelve' is not an integer*"),
-        ("clover_backend = k8s", "ERROR: clover_backend (ini)=k8s: no backend named 'k8s' is installed*"),
+        ("clover_backend = k9s", "ERROR: clover_backend (ini)=k9s: no backend named 'k9s' is installed*"),
         ("clover_topology = missing", "ERROR: clover_topology (ini): topology */missing does not exist*"),
     ],
 )
@@ -121,6 +129,33 @@ def test_a_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester, ini: str, 
     result = run(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- name: prod
+  cluster: {server: "https://203.0.113.10:6443"}
+users:
+- name: admin
+  user: {token: not-used}
+contexts:
+- name: prod-eu
+  context: {cluster: prod, user: admin}
+current-context: prod-eu
+"""
+
+
+def test_a_context_off_the_allow_list_is_refused_before_any_client_exists(pytester: pytest.Pytester) -> None:
+    # 203.0.113.10 is TEST-NET-3: if anything tried to reach it, the run would hang instead of failing at once.
+    (pytester.path / "kubeconfig").write_text(KUBECONFIG)
+    pytester.makepyfile("def test_nothing(): pass")
+    result = run(pytester, "--clover-backend=k8s", "--clover-kubeconfig=kubeconfig")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --clover-backend=k8s: *prod-eu*clover_allowed_contexts*"])
+    pytester.makeini("[pytest]\nclover_allowed_contexts = prod-*\n")
+    allowed = run(pytester, "--clover-backend=k8s", "--clover-kubeconfig=kubeconfig", "--collect-only")
+    assert allowed.ret == pytest.ExitCode.OK, allowed.stderr.str()
 
 
 def test_a_topology_that_does_not_validate_lists_every_problem(pytester: pytest.Pytester) -> None:

@@ -45,7 +45,7 @@ def test_a_third_party_backend_runs_the_contracts_smoke_subset_through_the_plugi
 
 
         def test_it_is_registered():
-            assert names() == ["fake", "local", "memory"]
+            assert names() == ["fake", "k8s", "local", "memory"]
 
 
         class TestMemoryBackend(BackendSmokeContract):
@@ -63,4 +63,4 @@ def test_without_its_distribution_the_name_is_a_usage_error_naming_the_installed
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest_subprocess(*QUIET, "--clover-backend=memory")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--clover-backend=memory: no backend named 'memory' is installed; installed: fake, local*"])
+    result.stderr.fnmatch_lines(["*--clover-backend=memory: no backend named 'memory' is installed; installed: fake, k8s, local*"])

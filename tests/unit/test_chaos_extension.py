@@ -144,7 +144,7 @@ def test_the_default_state_dir_is_the_clover_commands(tmp_path: Path, monkeypatc
 @pytest.mark.parametrize(
     ("configuration", "message"),
     [
-        ({"clover_backend": "k8s"}, "clover_backend: no backend named 'k8s' is installed; installed: fake, local"),
+        ({"clover_backend": "k9s"}, "clover_backend: no backend named 'k9s' is installed; did you mean k8s. installed: fake, k8s, local"),
         ({"clover_backend": "docker"}, "no backend named 'docker' is installed"),
         ({"clover_backend": "fake"}, "the fake backend has no default mesh.*set clover_location"),
         ({"clover_state_dir": 42}, "clover_state_dir must be a string, got int 42"),

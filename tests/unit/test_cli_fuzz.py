@@ -304,7 +304,7 @@ def test_any_history_given_to_report_trend(lines: list[str | bytes], last: str |
 def test_the_fuzz_covers_every_subcommand() -> None:
     assert {name.split()[0] for name in COMMANDS} == {
         "up", "status", "apply", "inject", "clear", "kill", "scale", "render", "validate", "down", "cleanup",
-        "request", "report", "logs", "kubeconfig",
+        "request", "report", "logs", "kubeconfig", "k8s",
     }  # fmt: skip
 
 

@@ -54,6 +54,6 @@ def test_validate_reads_a_folder_as_one_topology_where_names_must_be_unique(
 
 
 def test_an_unknown_backend_is_a_clear_error_naming_the_installed_ones(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--backend", "k8s", "status"]) == 1
+    assert main(["--backend", "k9s", "status"]) == 1
     err = capsys.readouterr().err
-    assert "clover status: no backend named 'k8s' is installed; installed: fake, local" in err
+    assert "clover status: no backend named 'k9s' is installed; did you mean k8s? installed: fake, k8s, local" in err

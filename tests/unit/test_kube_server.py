@@ -233,6 +233,42 @@ def test_openapi_documents() -> None:
     run(scenario)
 
 
+def test_openapi_documents_are_cacheable_as_kube_openapi_serves_them() -> None:
+    async def scenario(api: Api) -> None:
+        index = await api.get("/openapi/v3")
+        etag = index.headers["ETag"]
+        assert etag.startswith('"') and index.headers["Last-Modified"]
+        # kubectl's HTTP cache revalidates the index on every run: 304, no body.
+        again = await api.get("/openapi/v3", headers={"If-None-Match": etag})
+        assert again.status == 304 and again.text == ""
+        since = await api.get("/openapi/v3", headers={"If-Modified-Since": index.headers["Last-Modified"]})
+        assert since.status == 304
+        url = index.body["paths"]["apis/networking.istio.io/v1"]["serverRelativeURL"]
+        document = await api.get(url)
+        assert document.status == 200
+        assert document.headers["Cache-Control"] == "public, immutable"
+        assert document.headers["Vary"] == "Accept" and document.headers["Expires"]
+        assert document.headers["ETag"] == f'"{url.rsplit("hash=", 1)[1]}"'
+        # A stale hash (a document of an older server) is sent to the current one.
+        stale = await api.get(url.split("?")[0] + "?hash=0BAD")  # aiohttp follows the redirect
+        assert stale.status == 200 and stale.headers["ETag"] == document.headers["ETag"]
+        async with api.client.get(url.split("?")[0] + "?hash=0BAD", headers=AUTH, allow_redirects=False) as moved:
+            assert moved.status == 301 and moved.headers["Location"] == url
+        unhashed = await api.get(url.split("?")[0])
+        assert unhashed.headers["Cache-Control"] == "no-cache, private"
+        v2 = await api.get("/openapi/v2", headers={"Accept-Encoding": "gzip"})
+        assert (await api.get("/openapi/v2", headers={"If-None-Match": v2.headers["ETag"]})).status == 304
+        # kubectl's client-side validation asks for OpenAPI v2 in protobuf (gnostic's openapi.v2.Document).
+        accept = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+        async with api.client.get("/openapi/v2", headers={**AUTH, "Accept": accept}) as proto:
+            assert proto.status == 200
+            assert proto.headers["Content-Type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+            assert (await proto.read()).startswith(b"\n\x032.0")  # field 1 (swagger): "2.0"
+            assert proto.headers["ETag"] != v2.headers["ETag"]
+
+    run(scenario)
+
+
 # ------------------------------------------------------------------------------------------ routing
 
 
@@ -567,7 +603,8 @@ def test_list_selectors_paging_and_options() -> None:
         across = (await api.get("/api/v1/pods")).body
         assert len(across["items"]) == 5
 
-    run(scenario)
+    # A future resourceVersion waits for the store this long before the 504 (3 s by default, as Kubernetes).
+    run(scenario, freshness_timeout=0.1)
 
 
 # ------------------------------------------------------------------------------------------ watch
@@ -632,6 +669,95 @@ def test_watch_bookmarks_shortly_before_it_times_out() -> None:
         assert events[0]["object"]["metadata"]["resourceVersion"] == rv
 
     run(scenario, bookmark_interval=60.0)
+
+
+async def _store_waits(api: Api) -> None:
+    """Until a read waits for the store to reach a revision."""
+    async with asyncio.timeout(WAIT):
+        while api.store.revision_waiters == 0:
+            await asyncio.sleep(0.005)
+
+
+def test_a_watch_from_a_future_resource_version_opens_and_sends_only_what_comes_after_it() -> None:
+    async def scenario(api: Api) -> None:
+        future = int(api.store.resource_version) + 3
+        path = CM_PATH + f"?watch=1&allowWatchBookmarks=true&timeoutSeconds=5&resourceVersion={future}"
+        watching = asyncio.ensure_future(api.watch_lines(path, 3))
+        async with asyncio.timeout(WAIT):
+            while api.store.watchers("/configmaps") == 0:
+                await asyncio.sleep(0.005)
+        for index in range(5):
+            await api.post(CM_PATH, configmap(f"c{index}"))
+        events = await watching
+        added = [e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED"]
+        assert added == ["c3", "c4"], events
+        # No bookmark goes back before the resourceVersion the watch asked for.
+        marks = [int(e["object"]["metadata"]["resourceVersion"]) for e in events if e["type"] == "BOOKMARK"]
+        assert all(rv >= future for rv in marks), events
+
+    run(scenario, bookmark_interval=0.05)
+
+
+def test_a_list_from_a_future_resource_version_waits_for_the_store_then_answers_504() -> None:
+    async def scenario(api: Api) -> None:
+        wanted = int(api.store.resource_version) + 1
+        listing = asyncio.ensure_future(api.get(CM_PATH + f"?resourceVersion={wanted}"))
+        await _store_waits(api)
+        assert not listing.done()
+        await api.post(CM_PATH, configmap("arrives"))
+        answered = await listing
+        assert answered.status == 200, answered
+        assert [i["metadata"]["name"] for i in answered.body["items"]] == ["arrives"]
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        current = api.store.resource_version
+        too_new = await api.get(CM_PATH + f"?resourceVersion={int(current) + 5}&resourceVersionMatch=NotOlderThan")
+        assert loop.time() - started >= 0.3
+        assert too_new.status == 504 and too_new.headers["Retry-After"] == "1"
+        assert too_new.body["reason"] == "Timeout"
+        assert too_new.body["message"] == f"Timeout: Too large resource version: {int(current) + 5}, current: {current}"
+        assert too_new.body["details"]["causes"] == [{"reason": "ResourceVersionTooLarge",
+                                                      "message": "Too large resource version"}]
+        assert too_new.body["details"]["retryAfterSeconds"] == 1
+
+    run(scenario, freshness_timeout=0.3)
+
+
+def test_a_watch_with_initial_events_waits_for_a_future_resource_version() -> None:
+    query = "?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+
+    async def scenario(api: Api) -> None:
+        wanted = int(api.store.resource_version) + 1
+        watching = asyncio.ensure_future(api.watch_lines(CM_PATH + query + f"&resourceVersion={wanted}", 2))
+        await _store_waits(api)
+        await api.post(CM_PATH, configmap("arrives"))
+        events = await watching
+        assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+        assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        too_new = int(api.store.resource_version) + 5
+        ended = await api.watch_lines(CM_PATH + query + f"&resourceVersion={too_new}", 2)
+        assert loop.time() - started >= 0.3
+        # The watch is open (200) and ends with one ERROR event carrying the 504, as the watch cache ends it.
+        assert [e["type"] for e in ended] == ["ERROR"]
+        assert ended[0]["object"]["code"] == 504
+        assert ended[0]["object"]["message"].startswith(f"Timeout: Too large resource version: {too_new}")
+
+    run(scenario, freshness_timeout=0.3)
+
+
+def test_head_of_a_watch_is_headers_only() -> None:
+    async def scenario(api: Api) -> None:
+        await api.post(PODS, pod("a"))
+        response = await api.call("HEAD", "/api/v1/watch/namespaces/default/pods?timeoutSeconds=1")
+        assert response.status == 200 and response.text == ""
+        # The connection is still usable: nothing was streamed after the headers.
+        assert (await api.get(PODS)).status == 200
+
+    run(scenario)
 
 
 def test_watch_as_table_and_on_one_object() -> None:

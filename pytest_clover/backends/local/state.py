@@ -341,6 +341,10 @@ def pick_port(ip: str, preferred: int | None = None) -> int:
     candidates = [preferred, 0] if preferred else [0]
     for port in candidates:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As Envoy and the apps bind: with SO_REUSEADDR. Without it, connections in TIME_WAIT on an address a
+            # deleted pod had (addresses are reused) would make the container port look taken, and the new pod
+            # would answer on some other port than the one its spec and the Kubernetes API say.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((ip, port))
             except OSError:

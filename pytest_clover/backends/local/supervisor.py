@@ -212,7 +212,9 @@ class Supervisor:
     def __init__(self, state: MeshState) -> None:
         self.state = state
         self.mesh = state.read_mesh()
-        home = _with_specs(load_topology(state.topology_dir), state.topology_dir)
+        self.topology_documents = _documents(state.topology_dir)
+        """The topology folder's YAML documents, as read at start (the Kubernetes API is seeded with them)."""
+        home = _with_specs(load_topology(state.topology_dir), self.topology_documents)
         self.home: str = home.namespace
         """The mesh's own namespace (the topology's): what the backend protocol acts on."""
         self.topologies: dict[str, Topology] = {self.home: home}
@@ -242,6 +244,11 @@ class Supervisor:
         """The Kubernetes API's side of the mesh (:class:`.kube.cluster.Cluster`), once it serves."""
         self.api_runner: Any = None
         self.api_task: asyncio.Future[None] | None = None
+        self.api_address: tuple[str, int] | None = None
+        """Where the Kubernetes API listens (chosen before the first pod starts, which is told it), if it is on."""
+        self.api_token = ""
+        self.api_ca: bytes | None = None
+        """The API's CA certificate, once made: what a pod needs, beside the token, to reach the API."""
         self.rollouts: dict[tuple[str, str], asyncio.Task[None]] = {}
         """The running rollout of each (namespace, Deployment) whose pods run more than one template."""
         self._rollout_wakers: set[asyncio.Event] = set()
@@ -274,6 +281,10 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stopping.set)
         self.state.socket_path.unlink(missing_ok=True)
+        # The Kubernetes API comes up while the first pods start (~0.2 s of CPU, most of it in a thread): begun
+        # first, its credentials made at once, so that every app started is told where the API is and how to
+        # reach it; `wait_ready` waits for both.
+        self.api_task = self._start_api() if self.mesh.get("kube_api", True) else None
         # Apps that other namespaces bring later are started without the zygote unless the home one has it.
         if any(ZygoteClient.handles(self._argv_of(d)) for d in self.topology.deployments.values()):
             self.zygote = ZygoteClient()
@@ -284,9 +295,6 @@ class Supervisor:
         self.xds_address = (host, await self.ads.start(host, pick_port(host, 15010)))
         self.server = await asyncio.start_unix_server(self._client, path=str(self.state.socket_path), limit=2**24)
         self._write_mesh(status="starting")
-        # The Kubernetes API comes up while the first pods start (its imports and keys cost ~0.1 s of CPU that
-        # the pods' start-up, spent in other processes, hides); `wait_ready` waits for both.
-        self.api_task = asyncio.ensure_future(self._start_api()) if self.mesh.get("kube_api", True) else None
         try:
             await self._reconcile()
             if self.api_task is not None:
@@ -308,22 +316,39 @@ class Supervisor:
             log.info("stopped %d pods, the zygote and the xDS server in %.3f s", count, time.monotonic() - started)
             self.state.socket_path.unlink(missing_ok=True)
 
-    async def _start_api(self) -> None:
-        """Serve the mesh's Kubernetes API over HTTPS on its loopback address and write its kubeconfig."""
+    def _start_api(self) -> asyncio.Future[None]:
+        """Begin serving the mesh's Kubernetes API over HTTPS on its loopback address (its kubeconfig written
+        once it serves): its address and credentials are made now, for the pods' apps to be told; the server
+        is prepared in the background (see :func:`.kube.cluster.start_api`). The returned future is done once
+        the API serves or has failed."""
         from .kube.cluster import start_api
 
         host = f"{self.block}.1"
         try:
-            cluster, self.api_runner, url = await start_api(self, host, pick_port(host, 6443))
+            address = (host, pick_port(host, 6443))
+            starting = start_api(self, *address)
+        except Exception as exc:
+            return asyncio.ensure_future(self._api_failed(exc))
+        self.api_address = address
+        self.api_token, self.api_ca = starting.credentials.token, starting.credentials.ca_pem
+        return asyncio.ensure_future(self._serve_api(starting.served))
+
+    async def _serve_api(self, served: Awaitable[tuple[Any, Any, str]]) -> None:
+        try:
+            cluster, self.api_runner, url = await served
         except Exception as exc:  # the mesh runs without its API rather than not at all; the status says why
-            log.exception("the Kubernetes API could not start")
-            self.mesh["kube_api_error"] = f"the Kubernetes API could not start: {exc!r}; see {self.state.log_file}"
+            await self._api_failed(exc)
             return
         self.cluster = cluster
         self.mesh["kube_api_url"] = url
         self.mesh["kubeconfig"] = str(self.state.root / "kubeconfig")
         self._background(cluster.run())
         log.info("Kubernetes API at %s", url)
+
+    async def _api_failed(self, exc: Exception) -> None:
+        self.api_address = None  # pods started from now on are not told of an API that does not serve
+        log.error("the Kubernetes API could not start", exc_info=exc)
+        self.mesh["kube_api_error"] = f"the Kubernetes API could not start: {exc!r}; see {self.state.log_file}"
 
     def _write_mesh(self, status: str) -> None:
         me = ProcessRecord.of(os.getpid(), "supervisor")
@@ -570,6 +595,7 @@ class Supervisor:
             for k, v in os.environ.items()
             if k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
         }
+        env.update(self.api_env(pod))
         env.update(container_env(pod))
         proxy = f"http://{pod.ip}:{pod.spec.outbound_port}"
         # The app reaches other services through its sidecar, as iptables interception would route it.
@@ -579,6 +605,25 @@ class Supervisor:
             pod.app = self.zygote.spawn(argv[3:], env, str(pod.directory), str(pod.directory / "app.log"))
         else:
             pod.app = self._spawn(argv, "app.log", pod, env)
+
+    def api_env(self, pod: Pod) -> dict[str, str]:
+        """How the app of ``pod`` reaches the Kubernetes API, as a pod on a cluster does: the
+        ``KUBERNETES_SERVICE_HOST``/``_PORT`` the kubelet sets, and in ``CLOVER_SERVICEACCOUNT_DIR`` the
+        files a pod finds under ``/var/run/secrets/kubernetes.io/serviceaccount/`` (``token``, ``ca.crt``,
+        ``namespace``), which cannot be mounted there for a local process. Empty when the API is off."""
+        if self.api_address is None or self.api_ca is None:
+            return {}
+        folder = write_service_account(
+            pod.directory / SERVICE_ACCOUNT_DIR, token=self.api_token, ca=self.api_ca, namespace=pod.namespace
+        )
+        host, port = self.api_address
+        return {
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+            "KUBERNETES_PORT": f"tcp://{host}:{port}",
+            SERVICE_ACCOUNT_ENV: str(folder),
+        }
 
     async def _probe(self, pod: Pod) -> bool:
         status, body = await http_get_unix(pod.spec.admin_socket, "/ready", timeout=1.0)
@@ -1157,6 +1202,31 @@ class Supervisor:
         return {}
 
 
+SERVICE_ACCOUNT_ENV = "CLOVER_SERVICEACCOUNT_DIR"
+"""The variable that names a pod's service-account folder (a cluster mounts it at
+``/var/run/secrets/kubernetes.io/serviceaccount``)."""
+SERVICE_ACCOUNT_DIR = "serviceaccount"
+
+
+def write_service_account(folder: Path, *, token: str, ca: bytes, namespace: str) -> Path:
+    """Write a pod's service-account files into ``folder`` (0700): ``token`` (0600), ``ca.crt``, ``namespace``,
+    as the kubelet projects them. Returns ``folder``."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for name, data, mode in (
+        ("token", token.encode("ascii"), 0o600),
+        ("ca.crt", ca, 0o644),
+        ("namespace", namespace.encode("utf-8"), 0o644),
+    ):
+        descriptor = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        try:
+            os.write(descriptor, data)
+        finally:
+            os.close(descriptor)
+        os.chmod(folder / name, mode)
+    return folder
+
+
 def container_env(pod: Pod) -> dict[str, str]:
     """The environment its pod template gives the app container of ``pod`` (values and field references)."""
     dep = pod.deployment
@@ -1184,14 +1254,18 @@ def _field_ref(pod: Pod, path: str) -> str:
     return ""
 
 
-def _with_specs(topology: Topology, folder: Path) -> Topology:
-    """``topology`` with each Deployment's ``spec`` as its documents in ``folder`` write it (what its pod
-    template hash is made of, as the Kubernetes API makes it from the same documents)."""
+def _documents(folder: Path) -> list[Any]:
+    """The bodies of the YAML documents in ``folder``."""
     from ...istio.parse import load_documents
 
+    return [doc.body for doc in load_documents([folder], [])]
+
+
+def _with_specs(topology: Topology, documents: list[Any]) -> Topology:
+    """``topology`` with each Deployment's ``spec`` as its ``documents`` write it (what its pod template hash
+    is made of, as the Kubernetes API makes it from the same documents)."""
     specs: dict[str, dict[str, Any]] = {}
-    for doc in load_documents([folder], []):
-        body = doc.body
+    for body in documents:
         if isinstance(body, dict) and body.get("kind") == "Deployment" and isinstance(body.get("spec"), dict):
             specs[str((body.get("metadata") or {}).get("name", ""))] = body["spec"]
     for name, dep in list(topology.deployments.items()):
@@ -1288,6 +1362,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as `python -m`, this module is `__main__`: the Kubernetes API's controllers, which import it by its
+    # name, get this very module rather than a second copy compiled and run again (~0.1 s during start-up).
+    sys.modules.setdefault("pytest_clover.backends.local.supervisor", sys.modules[__name__])
     code = main()
     # Skip interpreter finalization, which `clover down` waits out (measured 0.13-0.17 s on 2 cores, against
     # 0.01 s for this): every child is reaped and the state removed by now; only buffers remain to flush.

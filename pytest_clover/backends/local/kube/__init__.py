@@ -19,6 +19,8 @@ configuration. Nothing here imports the supervisor; the supervisor wires these p
   printing; :mod:`.hooks` — what the server asks of the mesh; :mod:`.gc` — garbage collection and namespace
   deletion; :mod:`.spdy` — the SPDY/3.1 framing kubectl's port-forward tunnels through its WebSocket;
   :mod:`.cluster` — the mesh behind the API: admission, effects, the kubelet's and controllers' status.
+- :mod:`.authorization` — the access reviews (``kubectl auth can-i``: the mesh's one token may do everything)
+  and the RBAC objects, defaulted and validated as Kubernetes does, stored but not enforced.
 - :mod:`.tls` — the mesh's CA, serving certificate, token and kubeconfig.
 - :mod:`.streams` — ``pods/log`` (tail, since, follow), ``pods/portforward`` over the WebSocket protocol
   kubectl and the Python client speak, HTTP proxying for ``pods/proxy`` and ``services/proxy``.

@@ -15,6 +15,11 @@ supervisor, in both directions:
   ReplicaSet, owned by its Deployment; Deployment and ReplicaSet status (replicas, ready, updated, available,
   observedGeneration), Endpoints and EndpointSlices follow the pods; kills, starts, restarts and scaling are
   Events;
+- **Istio's installation**: each namespace's ingress gateway pod (labels ``istio: ingressgateway``, ``app:
+  istio-ingressgateway``) has the Service ``istio-ingressgateway`` in front of it, type LoadBalancer, its
+  ``http2`` port the one the gateway listens on and the pod's loopback IP as the load balancer's ingress, so
+  that Istio's recipe for the ingress URL finds the same URL as the pod's ``clover.opnfv.org/ingress-url``.
+  It is marked :data:`SYSTEM_LABEL`: the mesh's, not the app's (left out of the namespace's topology);
 - **deletion**: a Pod deleted through the API (with its grace period) is stopped, and replaced by its
   ReplicaSet under a new name.
 
@@ -51,7 +56,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,10 +71,11 @@ if TYPE_CHECKING:
     from ..supervisor import Pod, Supervisor
     from .resources import Resource
     from .store import Store
+    from .tls import Credentials
 
 log = logging.getLogger("pytest_clover.supervisor.cluster")
 
-__all__ = ["MESH_KINDS", "Cluster"]
+__all__ = ["MESH_KINDS", "ApiStart", "Cluster", "start_api"]
 
 MESH_KINDS = {
     "apps/deployments": "Deployment",
@@ -86,6 +92,11 @@ MANAGER = "clover-supervisor"
 """The field manager of what the mesh itself writes (status, pods, endpoints)."""
 INGRESS_ANNOTATION = "clover.opnfv.org/ingress-url"
 """On a namespace's ingress gateway Pod: where its Gateways are served (``http://IP:port``)."""
+GATEWAY_SERVICE = "istio-ingressgateway"
+"""The Service in front of a namespace's ingress gateway pod, named as Istio's charts name it."""
+SYSTEM_LABEL = "clover.opnfv.org/system"
+"""On the objects the mesh provides as a cluster's Istio installation would (the gateway's Service): they are
+not part of the namespace's app, so its topology leaves them out."""
 ADMIN_PORTS = (15000, 15090)
 REVISION = "deployment.kubernetes.io/revision"
 NOT_COPIED_ANNOTATIONS = frozenset(
@@ -219,7 +230,7 @@ class Cluster:
         dry_run: bool,
     ) -> list[str]:
         kind = MESH_KINDS.get(resource.key)
-        if kind is None or obj is None or operation == "DELETE":
+        if kind is None or obj is None or operation == "DELETE" or _is_system(obj):
             return []
         name = str((obj.get("metadata") or {}).get("name", ""))
         if resource.key == "apps/deployments":
@@ -280,6 +291,8 @@ class Cluster:
                 item_name = str(item["metadata"]["name"])
                 if (store_key == key and item_name == name) or removed == (store_key, item_name):
                     continue
+                if _is_system(item):
+                    continue
                 docs.append(Document(Source(f"{kind}/{item_name}", 0), item))
         if obj is not None:
             docs.append(Document(Source(f"{MESH_KINDS[key]}/{name}", 0), obj))
@@ -307,7 +320,7 @@ class Cluster:
             if operation == "DELETE" or meta.get("deletionTimestamp"):
                 await self._drop_namespace(str(meta.get("name")))
             return
-        if resource.key not in MESH_KINDS or not namespace:
+        if resource.key not in MESH_KINDS or not namespace or _is_system(obj):
             return
         removed = operation == "DELETE"
         await self._apply(resource.key, str(namespace), None if removed else obj, str(meta.get("name")))
@@ -446,7 +459,7 @@ class Cluster:
             return None
 
         async def run(io: Any) -> int:
-            return await exec_in_pod(pod, io)
+            return await exec_in_pod(pod, io, api_env=self.sup.api_env(pod) if pod.deployment else None)
 
         return PodEndpoint(connect=connect, log_path=log_path, running=lambda: name in self.sup.pods, exec=run)
 
@@ -456,6 +469,8 @@ class Cluster:
     def service_endpoint(self, namespace: str, name: str, port: str) -> Any:
         topology = self.sup.topologies.get(namespace)
         svc = topology.services.get(name) if topology is not None else None
+        if svc is None and name == GATEWAY_SERVICE:
+            return self._gateway_endpoint(namespace, port)
         if svc is None:
             return None
         wanted = next((p for p in svc.ports if port in ("", str(p.port), p.name or "")), None)
@@ -468,6 +483,31 @@ class Cluster:
                 raise ApiError(503, f'no endpoints available for service "{name}"')
             ep = endpoints[0]
             return await asyncio.open_connection(ep.ip, ep.port)
+
+        return connect
+
+    def _gateway_of(self, namespace: str) -> Pod | None:
+        """The ingress gateway pod of ``namespace`` (its one pod without a Deployment), if it runs."""
+        return next(
+            (
+                p
+                for p in self.sup.pods.values()
+                if p.deployment is None and not p.terminating and p.namespace == namespace
+            ),
+            None,
+        )
+
+    def _gateway_endpoint(self, namespace: str, port: str) -> Any:
+        gateway = self._gateway_of(namespace)
+        if gateway is None or not _is_system(self._stored("/services", GATEWAY_SERVICE, namespace)):
+            return None
+        listened = sorted(gateway.spec.gateway_ports.values())
+        if not listened:
+            return None
+        number = int(port) if port.isdigit() and int(port) in listened else listened[0]
+
+        async def connect(_: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection(gateway.ip, number)
 
         return connect
 
@@ -547,6 +587,7 @@ class Cluster:
         self._sync_pods()
         for namespace in running:
             self._sync_endpoints(namespace)
+            self._sync_gateway_service(namespace)
 
     def _sync_pods(self) -> None:
         live = {(p.namespace, p.name): p for p in self.sup.pods.values()}
@@ -846,12 +887,15 @@ class Cluster:
             return
         uid = dep["metadata"].get("uid")
         current = _revision_of(dep)
+        # Read-only (not copied): this runs for every Deployment on every status sync.
         old = [
             rs
-            for rs in self.store.list("apps/replicasets", namespace).items
+            for rs in self.store.list("apps/replicasets", namespace, copy=False).items
             if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])
             and _revision_of(rs) != current
         ]
+        if len(old) <= limit:
+            return
         busy = self._hashes(namespace, name)  # a ReplicaSet with pods (terminating ones too) stays
         empty = [rs for rs in old if _hash_of(rs) not in busy and (rs.get("spec") or {}).get("replicas", 0) == 0]
         for rs in sorted(empty, key=_revision_of)[: max(0, len(old) - limit)]:
@@ -1012,6 +1056,77 @@ class Cluster:
             }
             self._upsert("discovery.k8s.io/endpointslices", slice_body, ("endpoints", "ports"))
 
+    def _sync_gateway_service(self, namespace: str) -> None:
+        """The Service ``istio-ingressgateway`` of ``namespace``'s ingress gateway, as a cluster's Istio has it:
+        type LoadBalancer, selecting the gateway pod's labels, a port per Gateway port whose ``port`` is where
+        the gateway listens (the lowest named ``http2``, as Istio's recipe for the ingress URL reads it), and
+        the gateway pod's loopback IP as the load balancer's ingress. Left alone when someone else made a
+        Service of that name; removed when the namespace has no Gateway any more."""
+        from ..supervisor import GATEWAY_LABELS
+
+        old = self._stored("/services", GATEWAY_SERVICE, namespace)
+        if old is not None and not _is_system(old):
+            return
+        topology = self.sup.topologies.get(namespace)
+        gateway = self._gateway_of(namespace)
+        if topology is not None and not topology.gateways and gateway is None:
+            if old is not None:
+                with self._logged():
+                    self.store.delete("/services", namespace, GATEWAY_SERVICE)
+            return
+        if gateway is None or not gateway.spec.gateway_ports:
+            return  # restarting: the Service stays as it was
+        listened = gateway.spec.gateway_ports
+        ports = []
+        for index, server_port in enumerate(sorted(listened)):
+            name = "http2" if index == 0 else f"http2-{server_port}"
+            ports.append(
+                {"name": name, "port": listened[server_port], "protocol": "TCP", "targetPort": listened[server_port]}
+            )
+        labels = {**GATEWAY_LABELS, SYSTEM_LABEL: "ingressgateway"}
+        spec = {
+            "type": "LoadBalancer",
+            "selector": dict(GATEWAY_LABELS),
+            "ports": ports,
+            # No node ports: the load balancer's address is the gateway pod's own loopback IP.
+            "allocateLoadBalancerNodePorts": False,
+            "externalTrafficPolicy": "Cluster",
+            "sessionAffinity": "None",
+        }
+        status = {"loadBalancer": {"ingress": [{"ip": gateway.ip, "ipMode": "VIP"}]}}
+        if old is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": GATEWAY_SERVICE, "namespace": namespace, "labels": labels},
+                "spec": spec,
+            }
+            old = self._create("/services", body, status=status)
+        elif old.get("spec") != spec or (old["metadata"].get("labels") or {}) != labels:
+            changed = {**old, "spec": spec, "metadata": {**old["metadata"], "labels": labels}}
+            with self._logged():
+                old = self.store.update("/services", changed)
+        if old is not None and old.get("status") != status:
+            with self._logged():
+                self.store.update("/services", {**old, "status": status}, subresource="status")
+        endpoint_ports = [{"name": p["name"], "port": p["port"], "protocol": "TCP"} for p in ports]
+        address = {
+            "ip": gateway.ip,
+            "nodeName": "localhost",
+            "targetRef": {"kind": "Pod", "namespace": namespace, "name": gateway.name},
+        }
+        subsets = [{"addresses": [address], "ports": endpoint_ports}] if gateway.ready else []
+        self._upsert(
+            "/endpoints",
+            {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": GATEWAY_SERVICE, "namespace": namespace, "labels": labels},
+                "subsets": subsets,
+            },
+            ("subsets",),
+        )
+
     def _upsert(self, key: str, body: dict[str, Any], fields: tuple[str, ...]) -> None:
         old = self._stored(key, str(body["metadata"]["name"]), str(body["metadata"]["namespace"]))
         if old is None:
@@ -1148,6 +1263,12 @@ def _target_number(svc: Any, sp: Any) -> int:
     return sp.target_port if isinstance(sp.target_port, int) else sp.port
 
 
+def _is_system(obj: dict[str, Any] | None) -> bool:
+    """Whether ``obj`` is one the mesh provides as a cluster's Istio installation would (not the app's)."""
+    labels = ((obj or {}).get("metadata") or {}).get("labels")
+    return isinstance(labels, dict) and SYSTEM_LABEL in labels
+
+
 def _owner(obj: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
     return {
         "apiVersion": api_version,
@@ -1260,41 +1381,77 @@ def _warm_openapi() -> None:
     threading.Thread(target=build, name="clover-openapi-warm", daemon=True).start()
 
 
-async def start_api(supervisor: Supervisor, host: str, port: int) -> tuple[Cluster, Any, str]:
-    """Serve ``supervisor``'s mesh as a Kubernetes API on ``https://host:port``; write its kubeconfig.
+@dataclasses.dataclass
+class ApiStart:
+    """A Kubernetes API on its way up (:func:`start_api`): its ``credentials`` (CA and token: what a pod needs
+    to reach the API) are made, and ``served`` resolves once the API answers, with the cluster (its
+    :meth:`Cluster.run` is the caller's to start), the server's runner (for :func:`.server.stop`) and the URL."""
 
-    Returns the cluster (its :meth:`Cluster.run` is the caller's to start), the server's runner (for
-    :func:`.server.stop`) and the URL. The imports and the keys are made in a thread: the event loop keeps
-    starting pods meanwhile.
-    """
-    from ....istio.parse import load_documents
+    credentials: Credentials
+    served: asyncio.Future[tuple[Cluster, Any, str]]
 
-    root = supervisor.state.root
+
+@dataclasses.dataclass
+class _Prepared:
+    cluster: Cluster
+    app: Any
+    documents: list[Any]
+    ssl_context: Any
+
+
+def start_api(supervisor: Supervisor, host: str, port: int) -> ApiStart:
+    """Begin serving ``supervisor``'s mesh as a Kubernetes API on ``https://host:port`` (and write its
+    kubeconfig once it serves). Call it on the event loop, before the first pod starts.
+
+    The credentials are made at once (~0.03 s: the pods' apps are told where the API is and how to reach it).
+    The rest (the imports, the store, the application: ~0.2 s of CPU) is prepared in a thread while the pods
+    start; the event loop then only seeds the store (from the topology's documents as the supervisor read
+    them, and its pods) and binds the port."""
+    from .tls import make_credentials
+
+    loop = asyncio.get_running_loop()
     mesh_id = str(supervisor.mesh["mesh_id"])
+    documents = supervisor.topology_documents
+    credentials = make_credentials(supervisor.state.root / "api", server_ip=host, mesh_id=mesh_id)
 
-    def prepare() -> Any:
-        from . import server as _server  # noqa: F401 - imported here, off the event loop
-        from .tls import make_credentials
+    def prepare() -> _Prepared:
+        from .server import create_app
+        from .store import Store
+        from .tls import server_ssl_context
 
-        return make_credentials(root / "api", server_ip=host, mesh_id=mesh_id)
+        store = Store()
+        cluster = Cluster(supervisor, store)
+        app = create_app(store=store, hooks=cluster, token=credentials.token)
+        # The supervisor's own copy of the documents stays its own.
+        return _Prepared(cluster, app, copy.deepcopy(documents), server_ssl_context(credentials))
 
-    credentials = await asyncio.to_thread(prepare)
-    from .server import create_app, start
-    from .store import Store
-    from .tls import server_ssl_context, write_kubeconfig
+    prepared = loop.run_in_executor(None, prepare)
+    served = asyncio.ensure_future(_serve(supervisor, prepared, credentials, host, port, mesh_id))
+    return ApiStart(credentials, served)
 
-    store = Store()
-    cluster = Cluster(supervisor, store)
-    app = create_app(store=store, hooks=cluster, token=credentials.token)
-    problems: list[Problem] = []
-    cluster.seed(doc.body for doc in load_documents([supervisor.state.topology_dir], problems))
-    runner, actual = await start(app, host, port, server_ssl_context(credentials))
+
+async def _serve(
+    supervisor: Supervisor,
+    prepared: Awaitable[_Prepared],
+    credentials: Credentials,
+    host: str,
+    port: int,
+    mesh_id: str,
+) -> tuple[Cluster, Any, str]:
+    from .server import start
+    from .tls import write_kubeconfig
+
+    ready = await prepared
+    cluster = ready.cluster
+    # On the event loop: the pods the store starts with are the supervisor's, which only the loop may read.
+    cluster.seed(ready.documents)
+    runner, actual = await start(ready.app, host, port, ready.ssl_context)
     url = f"https://{host}:{actual}"
     # The OpenAPI documents (~0.3 s of CPU to build) that every `kubectl apply` fetches: built in a thread once
     # the mesh is up, so the first apply does not wait for them.
     asyncio.get_running_loop().call_later(0.5, _warm_openapi)
     write_kubeconfig(
-        root / "kubeconfig",
+        supervisor.state.root / "kubeconfig",
         server_url=url,
         credentials=credentials,
         context=f"clover-{mesh_id}",
@@ -1308,10 +1465,11 @@ PILOT_AGENT_REQUEST = ("pilot-agent", "request")
 Envoy admin API through ``pods/exec`` in the ``istio-proxy`` container."""
 
 
-async def exec_in_pod(pod: Pod, io: Any) -> int:
+async def exec_in_pod(pod: Pod, io: Any, *, api_env: Mapping[str, str] | None = None) -> int:
     """``pods/exec``: ``pilot-agent request METHOD PATH`` asks the sidecar's admin API (Istio's own way); any
     other command runs in the pod's folder with the pod's address and proxy in its environment (the app
-    container's view), its output streamed back. The command ends with the exec: it is killed if the client goes."""
+    container's view, ``api_env`` included: how it reaches the Kubernetes API), its output streamed back. The
+    command ends with the exec: it is killed if the client goes."""
     command = list(io.command)
     if tuple(command[:2]) == PILOT_AGENT_REQUEST:
         if len(command) < 4:
@@ -1330,6 +1488,7 @@ async def exec_in_pod(pod: Pod, io: Any) -> int:
     env = dict(os.environ)
     proxy = f"http://{pod.ip}:{pod.spec.outbound_port}" if pod.spec.outbound_port else ""
     env.update(POD_NAME=pod.name, POD_NAMESPACE=pod.namespace, POD_IP=pod.ip)
+    env.update(api_env or {})
     if pod.deployment is not None and pod.deployment.containers:
         # As in a container: its own environment (what `kubectl exec POD -- env` shows), its template's.
         from ..supervisor import container_env

@@ -136,7 +136,7 @@ class GarbageCollector:
             return
         self._running = True
         self._changed = asyncio.Event()
-        for resource in res.RESOURCES:
+        for resource in res.STORED_RESOURCES:
             self._tasks.append(asyncio.create_task(self._follow(resource), name=f"gc {resource.key}"))
         # Namespaces left terminating (e.g. stored before a restart of the server) are finished too.
         for namespace in self.store.list("/namespaces", None).items:
@@ -266,7 +266,7 @@ class GarbageCollector:
             return []
         owner_namespace = (owner.get("metadata") or {}).get("namespace") or None
         found: list[tuple[Resource, dict[str, Any]]] = []
-        for resource in res.RESOURCES:
+        for resource in res.STORED_RESOURCES:
             if owner_namespace is not None and not resource.namespaced:
                 continue  # a namespaced owner cannot own cluster-scoped objects
             for item in self.store.list(resource.key, owner_namespace if resource.namespaced else None).items:
@@ -419,7 +419,7 @@ class GarbageCollector:
     def _content(self, namespace: str) -> list[tuple[Resource, dict[str, Any]]]:
         return [
             (resource, item)
-            for resource in res.RESOURCES
+            for resource in res.STORED_RESOURCES
             if resource.namespaced
             for item in self.store.list(resource.key, namespace).items
         ]

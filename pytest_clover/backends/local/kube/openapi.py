@@ -27,11 +27,13 @@ from .resources import RESOURCES, Resource
 __all__ = [
     "crd_objects",
     "definitions",
+    "document_etag",
     "known_fields",
     "openapi_v2",
     "openapi_v2_protobuf",
     "openapi_v3",
     "openapi_v3_index",
+    "openapi_v3_index_bytes",
     "printer_columns",
     "schema_name",
     "unknown_fields",
@@ -49,6 +51,8 @@ BUILTIN_PACKAGES = {
     "autoscaling": "io.k8s.api.autoscaling",
     "policy": "io.k8s.api.policy",
     "authentication.k8s.io": "io.k8s.api.authentication",
+    "authorization.k8s.io": "io.k8s.api.authorization",
+    "rbac.authorization.k8s.io": "io.k8s.api.rbac",
 }
 API_VERSION_DESCRIPTION = (
     "APIVersion defines the versioned schema of this representation of an object. Servers should convert "
@@ -216,8 +220,10 @@ def _gv_definitions(group: str, version: str) -> dict[str, Any]:
     for resource in _served(group, version):
         if _crd_for(resource) is not None:
             start.update(_crd_schemas(resource, version))
-        else:
+        elif resource.stored:
             names += [schema_name(resource, version), schema_name(resource, version, resource.list_kind)]
+        else:
+            names.append(schema_name(resource, version))  # a review: no list of them
         for sub_name in resource.subresources:
             sub = resource.subresource(sub_name)
             if sub is not None and sub.kind and sub.group is not None and sub.version is not None:
@@ -382,6 +388,15 @@ class _PathBuilder:
                 else f"{base}/{resource.plural}"
             scope_params = [self.parameter("namespace", "path")] if resource.namespaced else []
             pretty = self.parameter("pretty")
+            if not resource.stored:
+                # A review is only ever created (and answered at once).
+                out[scope] = {
+                    "post": self.operation("post", _operation_id("post", resource, version, namespaced=True), gvk,
+                                           obj, query=WRITE_PARAMETERS, body=(obj, ("*/*",)),
+                                           codes=("200", "201", "202")),
+                    "parameters": [*scope_params, pretty],
+                }
+                continue
             out[scope] = {
                 "get": self.operation("list", _operation_id("list", resource, version, namespaced=True), gvk,
                                       listed, query=LIST_PARAMETERS),
@@ -500,6 +515,20 @@ def _v3_index() -> dict[str, Any]:
     return _build_v3_index()
 
 
+@functools.lru_cache(maxsize=64)
+def document_etag(document: bytes) -> str:
+    """The ETag of a served document, unquoted: its SHA-512 in upper-case hex, as kube-openapi computes it (for
+    a group-version document, the ``hash`` of its ``serverRelativeURL``). Remembered: the documents served are
+    the same few objects, whose hash Python keeps."""
+    return hashlib.sha512(document).hexdigest().upper()
+
+
+@functools.cache
+def openapi_v3_index_bytes() -> bytes:
+    """The ``/openapi/v3`` discovery document as sent (computed once: the documents never change)."""
+    return json.dumps(_v3_index(), separators=(",", ":")).encode()
+
+
 def openapi_v3_index() -> dict[str, Any]:
     """The ``/openapi/v3`` discovery document (computed once: the documents never change), a fresh copy."""
     return copy.deepcopy(_v3_index())
@@ -510,7 +539,7 @@ def _build_v3_index() -> dict[str, Any]:
     cache a URL whose hash they have seen)."""
     paths = {}
     for group, version in _group_versions():
-        digest = hashlib.sha512(_v3_document(group, version)).hexdigest().upper()
+        digest = document_etag(_v3_document(group, version))
         path = _v3_path(group, version)
         paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
     return {"paths": paths}

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 __all__ = [
     "RESOURCES",
+    "STORED_RESOURCES",
     "Resource",
     "Subresource",
     "aggregated_discovery",
@@ -32,6 +33,8 @@ __all__ = [
 
 # The verbs of a resource with the full generic REST storage behind it.
 ALL_VERBS: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+# The access reviews are asked, not kept: create is all they answer.
+REVIEW_VERBS: tuple[str, ...] = ("create",)
 # Namespaces cannot be deleted as a collection in Kubernetes.
 NAMESPACE_VERBS: tuple[str, ...] = ("create", "delete", "get", "list", "patch", "update", "watch")
 ISTIO_CATEGORIES: tuple[str, ...] = ("istio-io", "networking-istio-io")
@@ -70,7 +73,8 @@ SERVICE_PROXY = Subresource("proxy", ("create", "delete", "get", "patch", "updat
 class Resource:
     """One served resource: ``group`` ("" for the core group), ``versions`` (the preferred first), ``plural``
     (the URL segment), ``singular``, ``kind``, scope (``namespaced``), ``verbs``, ``short_names``,
-    ``categories`` and ``subresources`` (names, e.g. ``("status", "scale")``)."""
+    ``categories`` and ``subresources`` (names, e.g. ``("status", "scale")``). ``stored`` is False for a
+    resource whose create answers a computed object and keeps nothing (the access reviews)."""
 
     group: str
     versions: tuple[str, ...]
@@ -82,6 +86,7 @@ class Resource:
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()
+    stored: bool = True
 
     @property
     def key(self) -> str:
@@ -122,9 +127,12 @@ def group_version(group: str, version: str) -> str:
     return f"{group}/{version}" if group else version
 
 
-# In the kube-apiserver's group priority order (core, apps, events.k8s.io, apiextensions.k8s.io,
-# coordination.k8s.io, discovery.k8s.io, then CRD groups): discovery lists groups in this order and kubectl
-# resolves an ambiguous short name ("ev") to the first.
+# In the kube-apiserver's group priority order (core, apps, events.k8s.io, authorization.k8s.io,
+# rbac.authorization.k8s.io, apiextensions.k8s.io, coordination.k8s.io, discovery.k8s.io, then CRD groups):
+# discovery lists groups in this order and kubectl resolves an ambiguous short name ("ev") to the first.
+#
+# RBAC objects are stored and served like any other, but nothing enforces them: the mesh has one bearer token,
+# which may do everything (as system:masters may), and the access reviews answer accordingly.
 RESOURCES: tuple[Resource, ...] = (
     Resource("", ("v1",), "namespaces", "namespace", "Namespace", namespaced=False, verbs=NAMESPACE_VERBS,
              short_names=("ns",), subresources=("finalize", "status")),
@@ -142,6 +150,15 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("apps", ("v1",), "replicasets", "replicaset", "ReplicaSet", short_names=("rs",), categories=("all",),
              subresources=("scale", "status")),
     Resource("events.k8s.io", ("v1",), "events", "event", "Event", short_names=("ev",)),
+    Resource("authorization.k8s.io", ("v1",), "selfsubjectaccessreviews", "selfsubjectaccessreview",
+             "SelfSubjectAccessReview", namespaced=False, verbs=REVIEW_VERBS, stored=False),
+    Resource("authorization.k8s.io", ("v1",), "selfsubjectrulesreviews", "selfsubjectrulesreview",
+             "SelfSubjectRulesReview", namespaced=False, verbs=REVIEW_VERBS, stored=False),
+    Resource("rbac.authorization.k8s.io", ("v1",), "clusterrolebindings", "clusterrolebinding",
+             "ClusterRoleBinding", namespaced=False),
+    Resource("rbac.authorization.k8s.io", ("v1",), "clusterroles", "clusterrole", "ClusterRole", namespaced=False),
+    Resource("rbac.authorization.k8s.io", ("v1",), "rolebindings", "rolebinding", "RoleBinding"),
+    Resource("rbac.authorization.k8s.io", ("v1",), "roles", "role", "Role"),
     Resource("apiextensions.k8s.io", ("v1",), "customresourcedefinitions", "customresourcedefinition",
              "CustomResourceDefinition", namespaced=False, short_names=("crd", "crds"), categories=("api-extensions",),
              subresources=("status",)),
@@ -158,6 +175,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("telemetry.istio.io", ("v1",), "telemetries", "telemetry", "Telemetry", short_names=("telemetry",),
              categories=("istio-io", "telemetry-istio-io"), subresources=("status",)),
 )
+
+STORED_RESOURCES: tuple[Resource, ...] = tuple(r for r in RESOURCES if r.stored)
+"""The resources whose objects the store keeps (every one but the access reviews)."""
 
 _BY_KEY: dict[str, Resource] = {r.key: r for r in RESOURCES}
 _BY_GROUP_KIND: dict[tuple[str, str], Resource] = {(r.group, r.kind): r for r in RESOURCES}
@@ -242,7 +262,8 @@ def _api_resource_list(group: str, version: str) -> dict[str, Any]:
             entry["shortNames"] = list(resource.short_names)
         if resource.categories:
             entry["categories"] = list(resource.categories)
-        entry["storageVersionHash"] = _storage_version_hash(resource)
+        if resource.stored:
+            entry["storageVersionHash"] = _storage_version_hash(resource)
         entries.append(entry)
         for name in resource.subresources:
             sub = resource.subresource(name)

@@ -33,8 +33,6 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import gc as garbage
-from . import patch as patching
-from . import protobuf
 from . import resources as res
 from .errors import ApiError, Cause
 from .hooks import ClusterHooks
@@ -70,6 +68,9 @@ MIN_WATCH_TIMEOUT = 1800.0
 """A watch without ``timeoutSeconds`` lasts between this and twice this (kube-apiserver's --min-request-timeout)."""
 WRITE_STALL_SECONDS = 60.0
 """A watcher that accepts no byte for this long is cut off (its events would otherwise pile up in memory)."""
+FRESHNESS_TIMEOUT = 3.0
+"""How long a read "not older than" a resourceVersion the store has not reached waits for it before the answer
+is 504 "Too large resource version" (the watch cache's ``blockTimeout``)."""
 DEFAULT_VERSION = {
     "major": "1",
     "minor": "33",
@@ -85,7 +86,7 @@ IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 BUILTIN_GROUPS = frozenset(
     {"", "apps", "discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io", "events.k8s.io", "policy",
-     "autoscaling"}
+     "autoscaling", "authorization.k8s.io", "rbac.authorization.k8s.io"}
 )
 PATCH_TYPES = (
     "application/json-patch+json",
@@ -127,11 +128,16 @@ FIELD_GETTERS: dict[str, Mapping[str, FieldGetter]] = {
     "/namespaces": {"status.phase": _path_getter("status", "phase")},
     "apps/replicasets": {"status.replicas": _path_getter("status", "replicas")},
 }
-# How names are validated (DNS-1123 subdomain unless listed): namespaces are labels, services DNS-1035 labels.
-NAME_RULES = {"/namespaces": "label", "/services": "dns1035"}
+# How names are validated (DNS-1123 subdomain unless listed): namespaces are labels, services DNS-1035 labels,
+# RBAC objects anything usable as one URL path segment ("system:controller:..." included).
+NAME_RULES = {"/namespaces": "label", "/services": "dns1035",
+              **{f"rbac.authorization.k8s.io/{plural}": "path-segment"
+                 for plural in ("roles", "rolebindings", "clusterroles", "clusterrolebindings")}}
 # Resources without metadata.generation.
 NO_GENERATION = frozenset({"/namespaces", "/configmaps", "/endpoints", "/events", "events.k8s.io/events",
-                           "/serviceaccounts", "coordination.k8s.io/leases", "discovery.k8s.io/endpointslices"})
+                           "/serviceaccounts", "coordination.k8s.io/leases", "discovery.k8s.io/endpointslices",
+                           "rbac.authorization.k8s.io/roles", "rbac.authorization.k8s.io/rolebindings",
+                           "rbac.authorization.k8s.io/clusterroles", "rbac.authorization.k8s.io/clusterrolebindings"})
 
 # -------------------------------------------------------------------------------------------------- helpers
 
@@ -311,12 +317,17 @@ def decode_body(data: bytes, content_type: str) -> Any:
 
 # ------------------------------------------------------------------------------------------ protobuf bodies
 
-PROTOBUF = protobuf.MEDIA_TYPE
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+"""``protobuf.MEDIA_TYPE``, here without importing the decoder: :mod:`.protobuf`, :mod:`.patch` and
+:mod:`.authorization` are imported on first use (the API starts while the mesh's pods do, and every module
+it imports costs them CPU)."""
 
 
 def decode_protobuf(data: bytes) -> dict[str, Any]:
     """A Kubernetes protobuf body (``k8s\\0`` + runtime.Unknown) as the JSON object it stands for, for every
     served kind and the meta kinds (DeleteOptions…): see :mod:`.protobuf`. Other kinds → 415, malformed → 400."""
+    from . import protobuf
+
     return protobuf.decode(data)
 
 
@@ -521,6 +532,7 @@ class ApiServer:
         version: dict[str, Any] | None,
         *,
         bookmark_interval: float,
+        freshness_timeout: float = FRESHNESS_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -528,14 +540,17 @@ class ApiServer:
         self.token = token
         self.version = dict(version or DEFAULT_VERSION)
         self.bookmark_interval = bookmark_interval
+        self.freshness_timeout = freshness_timeout
         self.clock = clock
+        self.started = clock()
+        """When the server started: the ``Last-Modified`` of its documents, which never change while it runs."""
         self.collector = garbage.GarbageCollector(store, hooks)
 
     # ---------------------------------------------------------------- setup
 
     def register_resources(self) -> None:
-        """Register every served resource with the store (once) and create the initial namespaces."""
-        for resource in res.RESOURCES:
+        """Register every stored resource with the store (once) and create the initial namespaces."""
+        for resource in res.STORED_RESOURCES:
             if resource.key in self.store.resources:
                 continue
             self.store.register(
@@ -605,7 +620,7 @@ class ApiServer:
         if path in ("/version", "/version/"):
             return self._json(self.version)
         if path.startswith("/openapi/"):
-            return self._openapi(path, request.query, request.headers.get("Accept-Encoding", ""))
+            return self._openapi(request)
         if path in ("/api", "/api/", "/apis", "/apis/") or path.startswith(("/api/", "/apis/")):
             _, _, target = parse_path(path)
             if target is None:
@@ -650,24 +665,63 @@ class ApiServer:
             raise _no_route()
         return self._json(document)
 
-    def _openapi(self, path: str, query: Mapping[str, str], accept_encoding: str = "") -> web.Response:
+    def _openapi(self, request: web.Request) -> web.Response:
+        """The OpenAPI documents, cacheable as kube-openapi serves them: each with an ``ETag`` (and the server's
+        start as ``Last-Modified``), answered 304 to a client that has it; a group-version document asked by its
+        hash is ``public, immutable`` (a stale hash is redirected to the current one), which is what lets
+        kubectl keep it in its cache and not fetch it again on every ``kubectl apply``."""
         from . import openapi
 
-        gzip_ok = "gzip" in accept_encoding.lower()
+        path = request.path
+        gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "").lower()
         if path.rstrip("/") == "/openapi/v2":
-            return _static(openapi.openapi_v2(), {"Content-Type": "application/json"}, gzip_ok)
+            accept = request.headers.get("Accept", "")
+            if "com.github.proto-openapi.spec.v2" in accept and "protobuf" in accept:
+                # What kubectl asks for when it validates on the client side (a kind whose OpenAPI v3 has no
+                # PATCH to tell it the server validates: the access reviews, a `kind: List`).
+                document = openapi.openapi_v2_protobuf()
+                headers = {"Content-Type": openapi.PROTOBUF_V2_CONTENT_TYPE, "Vary": "Accept"}
+                return self._cacheable(request, document, headers, gzip_ok)
+            document = openapi.openapi_v2()
+            return self._cacheable(request, document, {"Content-Type": "application/json", "Vary": "Accept"}, gzip_ok)
         if path.rstrip("/") == "/openapi/v3":
-            return self._json(openapi.openapi_v3_index())
+            document = openapi.openapi_v3_index_bytes()
+            return self._cacheable(request, document, {"Content-Type": "application/json"}, gzip_ok)
         if path.startswith("/openapi/v3/"):
-            document = openapi.openapi_v3(path[len("/openapi/v3/") :])
-            if document is not None:
+            relative = path[len("/openapi/v3/") :]
+            found = openapi.openapi_v3(relative)
+            if found is not None:
                 headers = {"Content-Type": "application/json"}
-                if "hash" in query:
+                wanted = request.query.get("hash")
+                if wanted:
+                    current = openapi.document_etag(found)
+                    if wanted != current:
+                        # A client holding an older document's URL is sent to the current one (http.Redirect).
+                        location = f"/openapi/v3/{relative.strip('/')}?hash={current}"
+                        return web.Response(status=301, text=f'<a href="{location}">Moved Permanently</a>.\n\n',
+                                            content_type="text/html", headers={"Location": location})
                     # kubectl caches hash-addressed documents; so may every client.
-                    headers["Cache-Control"] = "public, immutable"
-                    headers["Expires"] = "Thu, 31 Dec 2099 23:59:59 GMT"
-                return _static(document, headers, gzip_ok)
+                    headers.update({"Vary": "Accept", "Cache-Control": "public, immutable",
+                                    "Expires": _http_date(self.clock() + 365 * 24 * 3600)})
+                return self._cacheable(request, found, headers, gzip_ok)
         raise _no_route()
+
+    def _cacheable(self, request: web.Request, document: bytes, headers: dict[str, str], gzip_ok: bool) -> web.Response:
+        """``document`` with its ETag and Last-Modified, or 304 Not Modified when the client's copy is current
+        (``If-None-Match``, else ``If-Modified-Since``, as Go's ``http.ServeContent`` decides)."""
+        from . import openapi
+
+        etag = f'"{openapi.document_etag(document)}"'
+        modified = _http_date(self.started)
+        headers = {"Cache-Control": "no-cache, private", **headers, "ETag": etag, "Last-Modified": modified}
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None:
+            tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+            if "*" in tags or etag in tags:
+                return web.Response(status=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
+        elif request.if_modified_since is not None and request.if_modified_since.timestamp() >= int(self.started):
+            return web.Response(status=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
+        return _static(document, headers, gzip_ok)
 
     # ---------------------------------------------------------------- resources
 
@@ -696,6 +750,8 @@ class ApiServer:
                 raise ApiError(405, "the server does not allow this method on the requested resource")
             if method == "POST":
                 self._require_verb(resource, "create")
+                if not resource.stored:
+                    return await self._review(request, target)
                 return await self._create(request, target)
             if method == "DELETE":
                 self._require_verb(resource, "deletecollection")
@@ -835,22 +891,18 @@ class ApiServer:
             "allow_bookmarks": bool(_parse_bool(query, "allowWatchBookmarks")),
         }
 
-    def _check_not_too_new(self, rv: str) -> None:
-        if rv and rv != "0":
-            current = int(self.store.resource_version)
-            if int(rv) > current:
-                raise ApiError(
-                    504,
-                    f"Too large resource version: {rv}, current: {current}",
-                    reason="Timeout",
-                    causes=(Cause("", f"Too large resource version: {rv}, current: {current}",
-                                  "ResourceVersionTooLarge"),),
-                    retry_after_seconds=1,
-                )
+    async def _wait_until_fresh(self, rv: str) -> None:
+        """A read not older than ``rv`` waits (up to :attr:`freshness_timeout`) for the store to get there, as
+        the watch cache waits for etcd's events (``waitUntilFreshAndBlock``); the store answers 504 if it has
+        not by then."""
+        if rv and rv != "0" and int(rv) > int(self.store.resource_version):
+            await self.store.wait_for_revision(int(rv), self.freshness_timeout)
 
     async def _list(self, request: web.Request, target: Target) -> web.StreamResponse:
         options = self._list_options(request.query, watch=False)
         output = negotiate(request.headers.get("Accept"))
+        if not options["continue"]:
+            await self._wait_until_fresh(options["resource_version"])
         result = self.store.list(
             target.resource.key,
             target.namespace,
@@ -907,7 +959,15 @@ class ApiServer:
                 field_selector = ",".join([*parsed, name_requirement])
             else:
                 field_selector = name_requirement
-        self._check_not_too_new(options["resource_version"])
+        if request.method == "HEAD":
+            # A HEAD has no body to stream events in: the headers a watch would start with, and done.
+            return web.Response(status=200, headers={"Content-Type": "application/json",
+                                                     "Cache-Control": "no-cache, private"})
+        if options["send_initial_events"]:
+            # Only a watch that starts with the current state waits for the store to reach its resourceVersion
+            # (then fails with an ERROR event); a plain watch from a future one is opened at once and sends
+            # the changes after it, as the watch cache does (waitUntilWatchCacheFreshAndForceAllEvents).
+            await self._wait_until_fresh(options["resource_version"])
         watcher = self.store.watch(
             target.resource.key,
             target.namespace,
@@ -964,8 +1024,10 @@ class ApiServer:
             event = await watcher.next(max(wait, 0.0))
             if event is None:
                 if loop.time() >= next_bookmark:
-                    event = watcher.bookmark()
                     next_bookmark = bookmark_after(loop.time())
+                    if not watcher.can_bookmark:
+                        continue
+                    event = watcher.bookmark()
                 else:
                     continue
             data = self._event_bytes(request, event, target, output, first)
@@ -1106,6 +1168,15 @@ class ApiServer:
 
     # ---------------------------------------------------------------- create
 
+    async def _review(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """An access review: answered (201) from :mod:`.authorization`, never stored."""
+        from . import authorization
+
+        self._write_options(request)
+        obj = self._object_body(await self._body(request), target)
+        warnings = self._field_validation(request.query, obj)
+        return self._respond_object(request, target, authorization.review(obj), 201, warnings)
+
     async def _create(self, request: web.Request, target: Target) -> web.StreamResponse:
         manager, dry_run, _ = self._write_options(request)
         obj = self._object_body(await self._body(request), target)
@@ -1116,6 +1187,9 @@ class ApiServer:
     async def _create_object(
         self, target: Target, obj: dict[str, Any], *, manager: str, dry_run: bool, applied: bool = False
     ) -> _Written:
+        from . import authorization
+        from . import patch as patching
+
         resource = target.resource
         metadata = obj.setdefault("metadata", {})
         if resource.namespaced:
@@ -1129,6 +1203,8 @@ class ApiServer:
             metadata.pop("namespace", None)
         if resource.key == "/namespaces":
             garbage.default_namespace(obj)
+        authorization.default_rbac(obj)
+        authorization.validate_rbac(obj, None)
         # Clients may not set what the server owns.
         for owned in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
                       "deletionGracePeriodSeconds", "generation", "selfLink"):
@@ -1195,6 +1271,9 @@ class ApiServer:
         self, target: Target, old: dict[str, Any], obj: dict[str, Any], *, manager: str, dry_run: bool,
         applied: bool = False, subresource: str | None = None,
     ) -> _Written:
+        from . import authorization
+        from . import patch as patching
+
         resource = target.resource
         sub = target.subresource if subresource is None else subresource
         if sub == "finalize":
@@ -1205,6 +1284,8 @@ class ApiServer:
                 "metadata"
             ].get("resourceVersion")
             obj, sub = merged, ""
+        authorization.default_rbac(obj)
+        authorization.validate_rbac(obj, old)
         warnings = await self.hooks.admit(resource, "UPDATE", obj, old, dry_run=dry_run) or []
         if not applied:
             obj = patching.record_update(
@@ -1256,6 +1337,8 @@ class ApiServer:
         self, request: web.Request, target: Target, content_type: str, patch_body: Any, *, manager: str,
         dry_run: bool, force: bool,
     ) -> _Written:
+        from . import patch as patching
+
         resource = target.resource
         key = resource.key
         now = now_rfc3339(self.clock)
@@ -1460,6 +1543,8 @@ class ApiServer:
     # ---------------------------------------------------------------- scale
 
     async def _scale(self, request: web.Request, target: Target) -> web.StreamResponse:
+        from . import patch as patching
+
         method = request.method
         resource = target.resource
         assert target.name is not None
@@ -1684,6 +1769,11 @@ def _static(document: bytes, headers: dict[str, str], gzip_ok: bool) -> web.Resp
     return web.Response(body=document, headers=headers)
 
 
+def _http_date(seconds: float) -> str:
+    """An HTTP date (RFC 7231 IMF-fixdate), as Go's ``http.TimeFormat`` writes it."""
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(seconds))
+
+
 def _compressible(response: web.Response) -> web.Response:
     """Gzip a large answer for a client that accepts it, as kube-apiserver does above 128 KiB (aiohttp
     negotiates Accept-Encoding)."""
@@ -1852,6 +1942,8 @@ def _patch_sets_rv(patch_body: Any) -> bool:
 def _apply_patch(
     content_type: str, live: dict[str, Any], patch_body: Any, target: Target, *, kind: str = "", api_version: str = ""
 ) -> Any:
+    from . import patch as patching
+
     if content_type == "application/merge-patch+json":
         return patching.merge_patch(live, patch_body)
     if content_type == "application/json-patch+json":
@@ -2008,10 +2100,13 @@ def create_app(
     token: str,
     version: dict[str, Any] | None = None,
     bookmark_interval: float = 60.0,
+    freshness_timeout: float = FRESHNESS_TIMEOUT,
 ) -> web.Application:
     """The API server as an aiohttp application over ``store``: every served resource is registered with the
-    store and the initial namespaces created; the garbage collector runs while the application does."""
-    server = ApiServer(store, hooks, token, version, bookmark_interval=bookmark_interval)
+    store and the initial namespaces created; the garbage collector runs while the application does.
+    ``freshness_timeout``: how long a read from a resourceVersion the store has not reached waits for it."""
+    server = ApiServer(store, hooks, token, version, bookmark_interval=bookmark_interval,
+                       freshness_timeout=freshness_timeout)
     server.register_resources()
     # One byte over the limit is how kube-apiserver tells "too large" from "exactly at the limit".
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1, handler_args={"max_field_size": 65536})

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import contextlib
 import datetime as dt
 import json
 import marshal
@@ -445,9 +446,16 @@ class Watcher:
             return error
         return None
 
+    @property
+    def can_bookmark(self) -> bool:
+        """Whether :meth:`bookmark` may be sent now: not while the store is below the revision the watch
+        started from (a watch from a future resourceVersion), as the watch cache's watcher sends no bookmark
+        older than that."""
+        return bool(self._initial or self._live or self._error is not None) or self._store._rv >= self._start_rv
+
     def bookmark(self) -> dict[str, Any]:
         """A BOOKMARK event: every event up to its resourceVersion has been returned by :meth:`next`. The
-        server decides when to send one (and only when the client allowed bookmarks)."""
+        server decides when to send one (and only when the client allowed bookmarks and :attr:`can_bookmark`)."""
         if self._initial or (self._error is not None and not self._live):
             rv = self._delivered_rv
         elif self._live:
@@ -557,6 +565,8 @@ class Store:
         self._tables: dict[str, _Table] = {}
         # A fresh etcd is at revision 1; every write moves the whole store one step.
         self._rv = 1
+        # Who waits for the store to reach a revision (wait_for_revision), and which revision.
+        self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- resources ----------------------------------------------------------------------------------------
 
@@ -629,6 +639,33 @@ class Store:
     def resource_version(self) -> str:
         """The store's current revision (the resourceVersion of its latest write)."""
         return str(self._rv)
+
+    async def wait_for_revision(self, revision: int, timeout: float) -> bool:
+        """Wait until the store has reached ``revision`` (a write has that resourceVersion or a later one), at
+        most ``timeout`` seconds; whether it has. What kube-apiserver's watch cache does before it serves a
+        read "not older than" a revision it has not seen yet (``waitUntilFreshAndBlock``, 3 s there)."""
+        if self._rv >= revision:
+            return True
+        waiter = (revision, asyncio.get_running_loop().create_future())
+        self._revision_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter[1]), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with contextlib.suppress(ValueError):
+                self._revision_waiters.remove(waiter)
+        return self._rv >= revision
+
+    @property
+    def revision_waiters(self) -> int:
+        """How many reads wait for the store to reach a revision (:meth:`wait_for_revision`)."""
+        return len(self._revision_waiters)
+
+    def _wake_revision_waiters(self) -> None:
+        for revision, future in self._revision_waiters:
+            if revision <= self._rv and not future.done():
+                future.set_result(None)
 
     def _table(self, key: str) -> _Table:
         try:
@@ -802,6 +839,8 @@ class Store:
         """Commit one write at the next revision; notify the watchers. Returns the revision."""
         self._rv += 1
         rv = self._rv
+        if self._revision_waiters:
+            self._wake_revision_waiters()
         if kind == DELETED:
             assert prev is not None
             del table.objects[skey]

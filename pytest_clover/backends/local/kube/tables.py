@@ -521,6 +521,44 @@ def _event_row(obj: dict[str, Any], now: float) -> Row:
     ]
 
 
+def _binding_columns(kind: str) -> list[Column]:
+    scope = "Role in the current namespace or a ClusterRole in the global namespace" if kind == "roleBinding" \
+        else "ClusterRole in the global namespace"
+    return [
+        NAME_COLUMN,
+        _column("Role", description=f"RoleRef can reference a {scope}. If the RoleRef cannot be resolved, the "
+                "Authorizer must return an error. This field is immutable."),
+        AGE_COLUMN,
+        _column("Users", description=f"Users in the {kind}", priority=1),
+        _column("Groups", description=f"Groups in the {kind}", priority=1),
+        _column("ServiceAccounts", description=f"ServiceAccounts in the {kind}", priority=1),
+    ]
+
+
+ROLEBINDING_COLUMNS = _binding_columns("roleBinding")
+CLUSTERROLEBINDING_COLUMNS = _binding_columns("clusterRoleBinding")
+
+
+def _binding_row(obj: dict[str, Any], now: float) -> Row:
+    """``printRoleBinding``: the role as ``Kind/name``; users, groups and service accounts (``ns/name``)."""
+    users: list[str] = []
+    groups: list[str] = []
+    accounts: list[str] = []
+    for subject in obj.get("subjects") or ():
+        if not isinstance(subject, dict):
+            continue
+        kind, name = subject.get("kind"), str(subject.get("name") or "")
+        if kind == "User":
+            users.append(name)
+        elif kind == "Group":
+            groups.append(name)
+        elif kind == "ServiceAccount":
+            accounts.append(f"{subject.get('namespace') or ''}/{name}")
+    role = f"{_get(obj, 'roleRef', 'kind') or ''}/{_get(obj, 'roleRef', 'name') or ''}"
+    return [_get(obj, "metadata", "name"), role, _age(obj, now), ", ".join(users), ", ".join(groups),
+            ", ".join(accounts)]
+
+
 def _default_row(obj: dict[str, Any], now: float) -> Row:
     return [_get(obj, "metadata", "name"), _age(obj, now)]
 
@@ -539,6 +577,11 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[dict[str, Any], float], Row]]]
     "discovery.k8s.io/endpointslices": (ENDPOINTSLICE_COLUMNS, _endpointslice_row),
     "coordination.k8s.io/leases": (LEASE_COLUMNS, _lease_row),
     "apiextensions.k8s.io/customresourcedefinitions": (CRD_COLUMNS, _crd_row),
+    # Roles have no printer in kube-apiserver: the default table convertor's name and creation time.
+    "rbac.authorization.k8s.io/roles": (CRD_COLUMNS, _crd_row),
+    "rbac.authorization.k8s.io/clusterroles": (CRD_COLUMNS, _crd_row),
+    "rbac.authorization.k8s.io/rolebindings": (ROLEBINDING_COLUMNS, _binding_row),
+    "rbac.authorization.k8s.io/clusterrolebindings": (CLUSTERROLEBINDING_COLUMNS, _binding_row),
 }
 
 

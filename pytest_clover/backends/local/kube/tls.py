@@ -67,15 +67,15 @@ class Credentials:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by its owner only (0600) from its first byte."""
+    """Write ``data`` to ``path`` atomically, readable by its owner only (0600) from its first byte. Not synced
+    to disk: the files live no longer than the mesh, which a crash of the machine ends anyway, and an fsync
+    costs the mesh's start-up milliseconds on a busy disk."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         # mkstemp already creates the file 0600; chmod anyway so a permissive umask or platform cannot widen it.
         os.fchmod(descriptor, 0o600)
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
