@@ -104,6 +104,7 @@ def mesh(clover_backend: Backend, clover_settings: CloverSettings, pytestconfig:
         yield deployed
     finally:
         problems = state.revert_open_faults()
+        state.kept.extend(_propagation_lines(deployed.backend))
         if clover_settings.keep_mesh:
             record = deployed.record
             how = f"clover --backend {record.backend} --location {record.location} down"
@@ -192,6 +193,29 @@ def load(
         yield loader
     finally:
         loader.stop_all()
+
+
+def _propagation_lines(backend: Backend) -> list[str]:
+    """How long Istio changes took to reach the callers' sidecars, when the backend measured it (a cluster's istiod
+    pushes after the API has answered): a line for the session summary."""
+    try:
+        measured = backend.info().get("propagation_ms")
+    except Exception:  # a summary line is not worth an error at teardown
+        return []
+    if not isinstance(measured, dict) or not measured.get("count"):
+        return []
+    return [
+        f"Istio changes reached the callers' sidecars in {measured.get('median', 0):g} ms (median), "
+        f"{measured.get('max', 0):g} ms (slowest) over {measured['count']} changes ({backend.name} backend)"
+    ]
+
+
+def _requests_sent(result: Any) -> int:
+    """How many requests a load result counted over its phases (0 when it cannot tell)."""
+    try:
+        return int(sum(int(p.requests) for p in result.phases().values()))
+    except Exception:  # a substitute generator's result without phases: nothing to compare with
+        return 0
 
 
 def _hop_cursor(mesh: Mesh) -> Any:
@@ -484,9 +508,18 @@ class Load:
             from ..report.hops import record_hops
 
             try:
-                record_hops(hop_cursor, hop_cursor.backend, Path(folder) / "hops.csv")
+                joined = record_hops(hop_cursor, hop_cursor.backend, Path(folder) / "hops.csv")
             except Exception as exc:
                 self.problems.append(f"per-hop breakdown not saved: {type(exc).__name__}: {exc}")
+            else:
+                sent = _requests_sent(result)
+                if joined == 0 and sent > 0:
+                    # Said, not left as an empty plot: on a cluster, access logging may simply be off.
+                    self.problems.append(
+                        f"per-hop breakdown empty: no sidecar access-log entries for the {sent} requests sent; "
+                        "is access logging on in the mesh? (on a cluster: meshConfig.accessLogEncoding=JSON and the "
+                        "Telemetry the k8s backend creates; see docs/kubernetes.md)"
+                    )
         original = getattr(result, "recovery_seconds", None)
         if not callable(original):
             return

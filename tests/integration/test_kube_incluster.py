@@ -323,7 +323,8 @@ def test_ingress_url_by_istios_recipe_is_the_meshs(sdc: LocalBackend, api: kclie
     selector = ",".join(f"{k}={v}" for k, v in gateways[0]["spec"]["selector"].items())
     # Istio's recipe: the gateway's pods by the Gateway's selector, the LoadBalancer Service in front of them,
     # its load balancer's IP and the port named http2.
-    gateway_pods = core.list_pod_for_all_namespaces(label_selector=selector).items
+    # In the Gateway's own namespace: other tests of the session may have namespaces with gateways of their own.
+    gateway_pods = core.list_namespaced_pod("default", label_selector=selector).items
     assert len(gateway_pods) == 1
     pod = gateway_pods[0]
     services = [

@@ -23,6 +23,7 @@ import math
 import os
 import random
 import re
+import statistics
 import threading
 import time
 from collections.abc import Mapping
@@ -442,7 +443,9 @@ class KubernetesBackend:
             "run_id": self.settings.run_id,
             "istio": f"networking.istio.io/{self._istio_version}" if self._istio_version else "not checked",
             "reaper": "running" if self._deadman is not None else "off",
-            "propagation_ms": {"count": len(delays), "max": max(delays)} if delays else {"count": 0},
+            "propagation_ms": {"count": len(delays), "median": statistics.median(delays), "max": max(delays)}
+            if delays
+            else {"count": 0},
             **({"dry_run_plan": list(self.plan)} if self.dry_run else {}),
         }
 

@@ -1209,14 +1209,14 @@ SERVICE_ACCOUNT_DIR = "serviceaccount"
 
 
 def write_service_account(folder: Path, *, token: str, ca: bytes, namespace: str) -> Path:
-    """Write a pod's service-account files into ``folder`` (0700): ``token`` (0600), ``ca.crt``, ``namespace``,
-    as the kubelet projects them. Returns ``folder``."""
+    """Write a pod's service-account files into ``folder`` (0700): ``token``, ``ca.crt``, ``namespace``, as the
+    kubelet projects them, all 0600 (everything in a mesh's state folder is this user's alone). Returns ``folder``."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.chmod(0o700)
     for name, data, mode in (
         ("token", token.encode("ascii"), 0o600),
-        ("ca.crt", ca, 0o644),
-        ("namespace", namespace.encode("utf-8"), 0o644),
+        ("ca.crt", ca, 0o600),
+        ("namespace", namespace.encode("utf-8"), 0o600),
     ):
         descriptor = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         try:
