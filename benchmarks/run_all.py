@@ -29,6 +29,7 @@ ORDER = [
     "bench_load_ceiling",
     "bench_report",
     "bench_kube_api",
+    "bench_k8s_backend",
 ]
 TIMEOUT_S = 900.0
 

@@ -40,10 +40,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import (
-    AccessDenied,
     BackendError,
     CloverError,
-    ClusterUnreachable,
     ObjectConflict,
     ReadinessTimeout,
 )
@@ -143,53 +141,16 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
-def _server_message(exc: BaseException) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str) and body:
-        try:
-            decoded = json.loads(body)
-        except ValueError:
-            return body[:300]
-        if isinstance(decoded, dict) and decoded.get("message"):
-            return str(decoded["message"])
-    return str(getattr(exc, "reason", "") or exc)
-
-
 def _translate(
     exc: BaseException, verb: str, resource: str, namespace: str, name: str | None, cluster: ClusterRef | None
 ) -> CloverError | None:
     """The pytest-clover error for what the client raised doing ``verb`` on ``resource``; None when ``exc`` is no
     cluster trouble (a programming error: let it through)."""
-    import urllib3.exceptions
+    from .errors import translatable, translate
 
-    what = f"{resource} {name!r}" if name else resource
-    where = f"{what} in namespace {namespace}"
-    on = f" on {cluster}" if cluster else ""
-    status = _status(exc)
-    if status is None and not isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+    if not isinstance(exc, translatable()):
         return None
-    if status in (None, 0):
-        return ClusterUnreachable(
-            f"the dead-man switch could not {verb} {where}: no answer from the Kubernetes API{on} ({exc!r}); "
-            "check that the cluster is up and reachable from here"
-        )
-    said = _server_message(exc)
-    if status == 401:
-        return AccessDenied(
-            f"the Kubernetes API{on} did not accept our credentials (401) to {verb} {where}: {said}; log in again "
-            "or refresh the kubeconfig's token"
-        )
-    if status == 403:
-        return AccessDenied(
-            f"forbidden (403) to {verb} {where}{on}: {said}; grant it by applying the Role in {RBAC_DIR} "
-            f"(kubectl apply -n {namespace} -f {RBAC_DIR}) or run with --clover-reaper off (faults of a killed run "
-            "then stay until clover cleanup)"
-        )
-    if status == 409:
-        return ObjectConflict(f"{verb} {where}{on} conflicted (409): {said}")
-    return BackendError(f"the dead-man switch could not {verb} {where}{on}: {status} {said}")
+    return translate(exc, verb=verb, resource=resource, namespace=namespace, name=name, cluster=cluster)
 
 
 # ----------------------------------------------------------------------------------------------- clocks

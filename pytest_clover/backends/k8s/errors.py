@@ -61,6 +61,7 @@ __all__ = [
     "rbac_dir",
     "rbac_fix",
     "split_resource",
+    "translatable",
     "translate",
 ]
 
@@ -449,7 +450,9 @@ def translate(
     )
 
 
-def _translatable() -> tuple[type[BaseException], ...]:
+def translatable() -> tuple[type[BaseException], ...]:
+    """The exception types :func:`translate` turns into pytest-clover errors (the client's, urllib3's, the
+    network's); anything else is a programming error and is let through."""
     import urllib3.exceptions as u3
 
     kinds: list[type[BaseException]] = [u3.HTTPError, OSError]
@@ -485,6 +488,6 @@ def api_call(
     except CloverError:
         raise
     except Exception as exc:
-        if not isinstance(exc, _translatable()):
+        if not isinstance(exc, translatable()):
             raise
         raise translate(exc, verb=verb, resource=resource, namespace=namespace, name=name, cluster=cluster) from exc
