@@ -25,10 +25,10 @@ def vnf(mesh: Mesh) -> Iterator[VNFControl]:
     def set_control(service: str, only: list[str] | None = None, **settings: Any) -> None:
         for pod in mesh.pods(service):
             if pod.ready and (only is None or pod.name in only):
-                configure(pod.url(9180), **settings)
+                configure(mesh.pod_url(pod, 9180), **settings)
 
     yield set_control
     for service, defaults in (("clover-server", SERVER_DEFAULTS), ("http-lb", LB_DEFAULTS)):
         for pod in mesh.pods(service):
             if pod.ready:
-                configure(pod.url(9180), **defaults)
+                configure(mesh.pod_url(pod, 9180), **defaults)

@@ -3,7 +3,8 @@
 - :mod:`.protocol` — :class:`Backend` (the operations on one mesh), :class:`BackendClass` (how a backend is made
   and reconnected), :class:`MeshRecord`, :class:`PodInfo`, and the small optional protocols;
 - :mod:`.registry` — backends found by name in the ``pytest_clover.backends`` entry-point group;
-- :mod:`.local` — the embedded mesh: every pod a local process behind a real Envoy sidecar.
+- :mod:`.local` — the embedded mesh: every pod a local process behind a real Envoy sidecar;
+- :mod:`.k8s` — a Kubernetes cluster with Istio, through its API only (the ``k8s`` extra).
 
 The fake backend for tests is :class:`pytest_clover.testing.FakeBackend`, registered as ``fake``.
 """
@@ -18,6 +19,7 @@ from .protocol import (
     LogFiles,
     MeshRecord,
     PodInfo,
+    PodPorts,
     Sweepable,
     Watchable,
 )
@@ -32,6 +34,7 @@ __all__ = [
     "LogFiles",
     "MeshRecord",
     "PodInfo",
+    "PodPorts",
     "Sweepable",
     "Watchable",
     "backend_class",

@@ -27,6 +27,7 @@ __all__ = [
     "LogFiles",
     "MeshRecord",
     "PodInfo",
+    "PodPorts",
     "Sweepable",
     "Watchable",
 ]
@@ -247,6 +248,17 @@ class LogFiles(Protocol):
 
     def log_path(self, pod: str, container: str = "app") -> Path:
         """The file holding that log (``access`` for the sidecar's access log); it may not exist yet."""
+        ...
+
+
+@runtime_checkable
+class PodPorts(Protocol):
+    """A backend whose pods this process may not reach at their own addresses (a cluster's pod network): it hands
+    out a URL that does reach a pod's port, e.g. through a port-forward it keeps. Without it, :meth:`PodInfo.url`
+    is used."""
+
+    def pod_url(self, pod: str, port: int) -> str:
+        """Base URL (``http://host:port``) at which this process reaches container port ``port`` of ``pod``."""
         ...
 
 

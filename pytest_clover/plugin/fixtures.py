@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
-from ..backends.protocol import Backend, BackendOptions, MeshRecord, PodInfo, Watchable
+from ..backends.protocol import Backend, BackendOptions, MeshRecord, PodInfo, PodPorts, Watchable
 from ..errors import MeshNotRunning, Problem, RevertFailed, ScheduleMissed
 from ..report.layout import write_json_atomic
 from .session import clover_session
@@ -268,6 +268,13 @@ class Mesh:
 
     def pods(self, service: str | None = None) -> list[PodInfo]:
         return self.backend.pods(service)
+
+    def pod_url(self, pod: PodInfo, port: int) -> str:
+        """Base URL that reaches container port ``port`` of ``pod`` from here: its own address where that works,
+        else what the backend provides (a port-forward to a cluster's pod)."""
+        if isinstance(self.backend, PodPorts):
+            return self.backend.pod_url(pod.name, port)
+        return pod.url(port)
 
     def stats(self, service: str) -> dict[str, int]:
         """Envoy counters and gauges summed over the pods of ``service``."""

@@ -176,3 +176,26 @@ def test_existing_mode_refuses_a_namespace_that_did_not_opt_in(mesh: LocalBacken
                 backend.deploy(timeout=30)
         finally:
             backend.teardown()
+
+
+def test_a_pods_port_is_reached_directly_or_through_a_kept_port_forward(
+    deployed: KubernetesBackend, mesh: LocalBackend, tmp_path: Path
+) -> None:
+    from tests.helpers import Client
+
+    pod = next(p for p in deployed.pods("clover-server") if p.serving)
+    # The embedded mesh's pod network is reachable from here: auto goes direct.
+    assert deployed.pod_url(pod.name, 9180) == f"http://{pod.ip}:9180"
+    # A cluster whose pod network is not: through a port-forward the backend keeps (and closes at teardown).
+    forwarded = _k8s(mesh, tmp_path, namespace=deployed.namespace, pod_access="port-forward",
+                     run_id=deployed.settings.run_id)  # fmt: skip
+    try:
+        url = forwarded.pod_url(pod.name, 9180)
+        assert url.startswith("http://127.0.0.1:") and url == forwarded.pod_url(pod.name, 9180)
+        for _ in range(3):  # one forward, several connections
+            with Client(url) as client:
+                reply = client.get("/clover/control")
+                assert reply.status == 200, reply.body
+                assert "latency_ms" in json.loads(reply.body)
+    finally:
+        forwarded.teardown()

@@ -35,6 +35,7 @@ from ...errors import (
     BackendError,
     ConfigError,
     IstioNotInstalled,
+    MeshNotRunning,
     ObjectConflict,
     Problem,
     ReadinessTimeout,
@@ -129,6 +130,8 @@ class KubernetesBackend:
         self._deadman_api: Any = None
         self._deployed = False
         self._forwarder: Any = None
+        self._pod_forwarders: dict[tuple[str, int], Any] = {}
+        """Port-forwards kept for :meth:`pod_url`, by (pod, port)."""
         self.ingress_how = ""
         """How the ingress address was found (LoadBalancer, NodePort, port-forward); empty until asked."""
         self.propagation: list[dict[str, Any]] = []
@@ -391,9 +394,11 @@ class KubernetesBackend:
                 self._delete_namespace()
         finally:
             self._deployed = False
-            if self._forwarder is not None:
-                self._forwarder.close()
-                self._forwarder = None
+            for forwarder in [self._forwarder, *self._pod_forwarders.values()]:
+                if forwarder is not None:
+                    forwarder.close()
+            self._forwarder = None
+            self._pod_forwarders.clear()
             self.close()
 
     def _wait_ledger_empty(self, deadman: Any, timeout: float = 30.0) -> None:
@@ -448,6 +453,18 @@ class KubernetesBackend:
             else {"count": 0},
             **({"dry_run_plan": list(self.plan)} if self.dry_run else {}),
         }
+
+    def check_running(self) -> None:
+        """Raise MeshNotRunning once this run has been cut off from the cluster for longer than the dead-man
+        switch's lease (its renewals failed): the reaper may have reverted the run's faults, so what the load measures
+        from then on says nothing about them. Costs no request: the renewal thread keeps the answer."""
+        deadman = self._deadman
+        if deadman is not None and deadman.tripped:
+            raise MeshNotRunning(
+                f"the cluster of {self.cluster} has not taken this run's Lease renewals for longer than the "
+                f"dead-man switch's {self.settings.lease_seconds:g} s (last error: {deadman.last_error or 'none'}); "
+                f"its reaper may have reverted the faults in namespace {self.namespace}"
+            )
 
     def ingress_url(self) -> str:
         if self.settings.ingress_url:
@@ -792,6 +809,33 @@ class KubernetesBackend:
 
     # ------------------------------------------------------------------ Envoy and logs
 
+    def pod_url(self, pod: str, port: int) -> str:
+        """A URL this process reaches ``pod``'s container ``port`` at: the pod's own address when it answers from
+        here (a flat pod network, pytest in the cluster, the embedded mesh), else a port-forward kept for the run."""
+        from .ingress import PortForwarder
+
+        key = (pod, port)
+        with self._lock:
+            forwarder = self._pod_forwarders.get(key)
+            if forwarder is not None:
+                return str(forwarder.url)
+        obj = self.rest.get(KINDS["Pod"], self.namespace, pod, missing_ok=True)
+        if obj is None:
+            raise BackendError(f"no pod {pod} in namespace {self.namespace}")
+        ip = str((obj.get("status") or {}).get("podIP") or "")
+        if ip and self.settings.pod_access != "port-forward" and _answers(ip, port):
+            return f"http://{ip}:{port}"
+        if self.settings.pod_access == "direct":
+            raise BackendError(
+                f"pod {pod} does not answer at {ip}:{port} from here, and pod_access=direct forbids a port-forward"
+            )
+        with self._lock:
+            forwarder = self._pod_forwarders.get(key)
+            if forwarder is None:
+                forwarder = PortForwarder(self._make_client, self.namespace, pod, port)
+                self._pod_forwarders[key] = forwarder
+            return str(forwarder.url)
+
     def envoy_admin(self, pod: str, path: str, timeout: float = 5.0) -> str:
         from .admin import admin_get
 
@@ -831,6 +875,17 @@ class KubernetesBackend:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _answers(ip: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether a TCP connection to ``ip:port`` opens from here (a routable pod network)."""
+    import socket
+
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _is_reaper(obj: Mapping[str, Any]) -> bool:

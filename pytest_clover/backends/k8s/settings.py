@@ -98,6 +98,10 @@ class K8sSettings:
     """Where Istio's ingress gateway Service lives when the run namespace has none of its own."""
     propagation_timeout: float = 30.0
     """Seconds an Istio change may take to reach the caller's sidecar (istiod debounces 100 ms to 10 s)."""
+    pod_access: str = "auto"
+    """How this process reaches a pod's own ports (the suites' VNF control API): ``direct`` (its pod IP),
+    ``port-forward`` (through the API server), or ``auto`` (default: direct when the pod answers there, else a
+    port-forward kept for the run)."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """Settings given that this backend does not know (ignored; kept for messages)."""
 
@@ -111,7 +115,7 @@ class K8sSettings:
         """Parse the string settings of :class:`~pytest_clover.backends.protocol.BackendOptions`."""
         known = {
             "kubeconfig", "context", "namespace", "image", "ingress_url", "allowed_contexts", "max_kill_percent",
-            "lease_seconds", "reaper", "run_id", "istio_namespace", "propagation_timeout",
+            "lease_seconds", "reaper", "run_id", "istio_namespace", "propagation_timeout", "pod_access",
         }  # fmt: skip
         out: dict[str, object] = {}
         for key in ("kubeconfig", "context", "namespace", "image", "ingress_url", "run_id", "istio_namespace"):
@@ -135,6 +139,11 @@ class K8sSettings:
             raw = (values.get(key) or "").strip()
             if raw:
                 out[key] = _number(raw, flag, low, high)
+        access = (values.get("pod_access") or "").strip().lower()
+        if access:
+            if access not in ("auto", "direct", "port-forward"):
+                raise SettingError(f"the setting pod_access={access!r} is not one of auto, direct, port-forward")
+            out["pod_access"] = access
         reaper = (values.get("reaper") or "").strip().lower()
         if reaper:
             if reaper not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
