@@ -68,8 +68,9 @@ EXTRAS_REQUIRE = {
     "lint": LINT_REQUIRES,
     "dev": TEST_REQUIRES + LINT_REQUIRES,
     "k8s": K8S_REQUIRES,
-    # Later issues add further extras here, e.g.:
-    #   "xtesting": OPNFV Xtesting integration
+    # OPNFV Xtesting (Functest's runner): its own environment, since botocore and the k8s client disagree on
+    # python-dateutil. The driver runs pytest-clover in a child process, whose interpreter may be another venv's.
+    "xtesting": ["xtesting>=1.3"],
 }
 
 setup(
@@ -96,6 +97,8 @@ setup(
         ],
         # The RBAC a cluster user applies for the k8s backend (kubectl apply -f <this folder>).
         "pytest_clover.backends.k8s": ["rbac/*.yaml", "rbac/README.md"],
+        # The resilience tier for Xtesting's run_tests (copy to /etc/xtesting/testcases.yaml).
+        "pytest_clover.xtesting": ["data/testcases.yaml"],
     },
     zip_safe=False,
     install_requires=[
@@ -138,6 +141,8 @@ setup(
             "fake = pytest_clover.testing.fake_backend:FakeBackend",
             "k8s = pytest_clover.backends.k8s.backend:KubernetesBackend",
         ],
+        # pytest-clover as an OPNFV Xtesting test case (run.name: pytest_clover in testcases.yaml).
+        "xtesting.testcase": ["pytest_clover = pytest_clover.xtesting:Resilience"],
     },
     classifiers=[
         "Development Status :: 3 - Alpha",
