@@ -26,6 +26,7 @@ __all__ = [
     "endpoint_count",
     "fault_counts_by_pod",
     "fault_matches",
+    "fraction_percent",
     "host_is",
     "pod_stats",
     "route_faults",
@@ -157,7 +158,8 @@ def route_faults(backend: Backend, service: str) -> tuple[list[dict[str, Any]], 
     return found, pod
 
 
-def _percent(fraction: Any) -> float:
+def fraction_percent(fraction: Any) -> float:
+    """An Envoy ``FractionalPercent`` (numerator over HUNDRED, TEN_THOUSAND or MILLION) in percent."""
     fraction = fraction or {}
     denominator = _DENOMINATORS.get(str(fraction.get("denominator", "HUNDRED")), 100)
     return float(fraction.get("numerator", 0)) * 100.0 / denominator
@@ -182,4 +184,4 @@ def fault_matches(
         got = fault.get("abort") or {}
         same_value = got.get("http_status") == status
     # Istio truncates to a MILLIONth (0.57 % → 5699 per million): compare to a hundredth of a percent.
-    return bool(got) and same_value and abs(_percent(got.get("percentage")) - percent) < 0.01
+    return bool(got) and same_value and abs(fraction_percent(got.get("percentage")) - percent) < 0.01

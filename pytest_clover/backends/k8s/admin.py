@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...envoy.http1 import parse_response
 from ...errors import BackendError, CloverError
 from .errors import translate
 from .settings import ClusterRef
@@ -91,32 +92,10 @@ def finish_forward(forward: Any, timeout: float = 2.0) -> None:
 
 
 def _http_body(reply: bytes, pod: str, path: str) -> str:
-    head, sep, body = reply.partition(b"\r\n\r\n")
-    if not sep:
+    status, body = parse_response(reply)
+    if status == 0:
         raise BackendError(f"the Envoy admin API of pod {pod} gave no HTTP answer to {path} ({len(reply)} bytes)")
-    status_line, _, header_text = head.decode("latin-1").partition("\r\n")
-    parts = status_line.split(" ", 2)
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-    headers = {}
-    for line in header_text.split("\r\n"):
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = _dechunk(body)
     text = body.decode("utf-8", errors="replace")
     if status != 200:
         raise BackendError(f"the Envoy admin API of pod {pod} answered {path} with {status}: {text[:200]}")
     return text
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = bytearray()
-    rest = body
-    while rest:
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line.split(b";")[0].strip() or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        rest = rest[size + 2 :]
-    return bytes(out)

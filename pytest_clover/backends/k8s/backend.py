@@ -27,6 +27,7 @@ import statistics
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -68,18 +69,6 @@ its format is the mesh's ``accessLogEncoding``; set it to JSON, see docs/kuberne
 LOCATION_SEPARATOR = "/"
 
 
-def _kubeconfig_path(settings: K8sSettings) -> str | None:
-    """The kubeconfig to read: the setting, else ``$KUBECONFIG``, else ``~/.kube/config`` if it exists; None in a
-    pod with none of them (in-cluster)."""
-    if settings.kubeconfig:
-        return settings.kubeconfig
-    env = os.environ.get("KUBECONFIG", "").strip()
-    if env:
-        return env
-    default = Path.home() / ".kube" / "config"
-    return str(default) if default.exists() else None
-
-
 def deploy_namespace(run_id: str) -> str:
     """``clover-<run id>``, lower-cased and cut to a namespace name's 63 characters."""
     cleaned = re.sub(r"[^a-z0-9-]+", "-", f"clover-{run_id or 'run'}".lower()).strip("-")
@@ -100,10 +89,10 @@ class KubernetesBackend:
         keep: bool = False,
         dry_run: bool = False,
     ) -> None:
-        from .safety import check_context
+        from .safety import check_context, resolve_kubeconfig
 
         self.settings = settings
-        self.kubeconfig = _kubeconfig_path(settings)
+        self.kubeconfig = resolve_kubeconfig(settings)
         # Refused here, before any client exists: a context not on the allow-list is never talked to.
         self.cluster: ClusterRef = check_context(settings, self.kubeconfig)
         self.topology = topology
@@ -153,10 +142,10 @@ class KubernetesBackend:
     @classmethod
     def validate_settings(cls, values: Mapping[str, str]) -> None:
         """Check the settings at configure time (no client is built): SettingError or SafetyRefusal."""
-        from .safety import check_context
+        from .safety import check_context, resolve_kubeconfig
 
         settings = K8sSettings.from_mapping(values)
-        check_context(settings, _kubeconfig_path(settings))
+        check_context(settings, resolve_kubeconfig(settings))
 
     @classmethod
     def default_location(cls) -> str:
@@ -474,7 +463,9 @@ class KubernetesBackend:
         with self._lock:
             if self._forwarder is not None:
                 return str(self._forwarder.url)
-            target = find_ingress(self.rest, self.namespace, self.settings.istio_namespace, cluster=self.cluster)
+            target = find_ingress(
+                self.rest, self._kind("Gateway"), self.namespace, self.settings.istio_namespace, cluster=self.cluster
+            )
             self.ingress_how = target.how
             if target.url is not None:
                 return target.url
@@ -612,13 +603,12 @@ class KubernetesBackend:
         problems: list[Problem] = []
         # The same validation as the local backend's (file, object and field named) before anything is sent: a
         # cluster's webhook would refuse it too, but later and with less to go on.
-        import yaml
-
         from .jsondiff import strip_server_fields
 
-        docs = _load_documents(yaml_text, source)
-        parse_documents(parse_text(yaml.safe_dump_all([strip_server_fields(d) for d in docs]), source, problems),
-                        problems)  # fmt: skip
+        parsed = parse_text(yaml_text, source, problems)
+        docs = _checked_documents([d.body for d in parsed], source, problems)
+        # The server's own fields (status, managedFields…) are no part of what the validator judges.
+        parse_documents([replace(d, body=strip_server_fields(d.body)) for d in parsed], problems)
         errors = [p for p in problems if p.severity == "error"]
         if errors:
             raise ConfigError(errors)
@@ -912,18 +902,18 @@ def _with_stats_matcher(existing: str | None) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _load_documents(yaml_text: str, source: str) -> list[dict[str, Any]]:
-    import yaml
-
-    try:
-        loaded = [d for d in yaml.safe_load_all(yaml_text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ConfigError.single(source, "document", "", f"is not valid YAML: {exc}") from exc
-    for index, doc in enumerate(loaded):
+def _checked_documents(bodies: list[Any], source: str, problems: list[Problem]) -> list[dict[str, Any]]:
+    """The documents, once each is an object with a name (what the patch path needs); YAML that did not parse is
+    already a problem, reported with the others."""
+    if not bodies:
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise ConfigError(errors)
+    for index, doc in enumerate(bodies):
         if not isinstance(doc, dict) or not (doc.get("metadata") or {}).get("name"):
             raise ConfigError.single(source, f"document {index + 1}", "metadata.name",
                                      "every document needs a kind and metadata.name")  # fmt: skip
-    return loaded
+    return bodies
 
 
 def _ledger_key(kind: str, name: str) -> str:

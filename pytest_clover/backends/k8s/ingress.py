@@ -42,9 +42,12 @@ def _matches(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def find_ingress(rest: Rest, namespace: str, istio_namespace: str, *, cluster: ClusterRef) -> IngressTarget:
-    """The ingress of the run namespace's Gateway (see the module's docstring)."""
-    gateways = rest.list(Kind("networking.istio.io", _istio_version(rest), "gateways"), namespace).get("items") or []
+def find_ingress(
+    rest: Rest, gateway_kind: Kind, namespace: str, istio_namespace: str, *, cluster: ClusterRef
+) -> IngressTarget:
+    """The ingress of the run namespace's Gateway (``gateway_kind``: in the Istio version the cluster serves; see
+    the module's docstring)."""
+    gateways = rest.list(gateway_kind, namespace).get("items") or []
     if not gateways:
         raise BackendError(
             f"namespace {namespace} has no Istio Gateway: load needs an ingress (add one to the topology, or pass "
@@ -83,12 +86,6 @@ def find_ingress(rest: Rest, namespace: str, istio_namespace: str, *, cluster: C
         f"in namespace {namespace} or {istio_namespace} ({cluster}); is Istio's ingress gateway installed? Or pass "
         "--clover-ingress-url"
     )
-
-
-def _istio_version(rest: Rest) -> str:
-    group = rest.request("GET", "/apis/networking.istio.io", verb="get", resource="networking.istio.io") or {}
-    versions = [v.get("version") for v in group.get("versions") or []]
-    return next((v for v in ("v1", "v1beta1", "v1alpha3") if v in versions), "v1")
 
 
 def _service_port(service: Mapping[str, Any], server_ports: list[int]) -> dict[str, Any] | None:

@@ -13,15 +13,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...backends.protocol import PodInfo
-from ...envoy.views import FAULT_FILTER, caller
+from ...envoy.views import FAULT_FILTER, caller, fraction_percent
 from ...errors import BackendError
 
 if TYPE_CHECKING:
     from .backend import KubernetesBackend
 
 __all__ = ["expected_faults", "normalized_envoy_fault", "observed_faults", "pick_caller", "source_labels"]
-
-_DENOMINATORS = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
 
 
 def _ms(value: Any) -> float | None:
@@ -76,22 +74,16 @@ def expected_faults(
     return found
 
 
-def _percent(fraction: Any) -> float:
-    fraction = fraction or {}
-    denominator = _DENOMINATORS.get(str(fraction.get("denominator", "HUNDRED")), 100)
-    return float(fraction.get("numerator", 0)) * 100.0 / denominator
-
-
 def normalized_envoy_fault(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One route's fault filter settings, in the shape of :func:`expected_faults`."""
     out = []
     if "delay" in config:
         delay = config["delay"] or {}
         ms = _ms(delay.get("fixed_delay"))
-        out.append(_fault("delay", round(ms) if ms is not None else None, _percent(delay.get("percentage"))))
+        out.append(_fault("delay", round(ms) if ms is not None else None, fraction_percent(delay.get("percentage"))))
     if "abort" in config:
         abort = config["abort"] or {}
-        out.append(_fault("abort", abort.get("http_status"), _percent(abort.get("percentage"))))
+        out.append(_fault("abort", abort.get("http_status"), fraction_percent(abort.get("percentage"))))
     return out
 
 

@@ -11,6 +11,7 @@ import os
 from collections.abc import Awaitable
 from pathlib import Path
 
+from ...envoy.http1 import parse_response
 from ...errors import BackendError
 
 
@@ -92,29 +93,10 @@ async def _get(
         return 0, str(exc)
     finally:
         writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    try:
-        status = int(head.split(b" ", 2)[1])
-    except (IndexError, ValueError):
+    status, body = parse_response(raw)
+    if status == 0:
         return 0, "malformed response"
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _dechunk(body)
     return status, body.decode("utf-8", "replace")
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)
 
 
 def envoy_validate(config: Path, timeout: float = 60.0) -> tuple[bool, str]:

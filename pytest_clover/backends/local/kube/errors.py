@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ApiError", "Cause"]
+__all__ = ["ApiError", "Cause", "go_json_type"]
 
 # The reasons Kubernetes uses for each code (k8s.io/apimachinery/pkg/apis/meta/v1 StatusReason).
 REASONS = {
@@ -131,3 +131,18 @@ class ApiError(Exception):
             group=str(details.get("group", "")),
             causes=causes,
         )
+
+
+def go_json_type(value: Any) -> str:
+    """A JSON value's kind as Go's encoding/json names it in its errors (``cannot unmarshal number into …``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .errors import ApiError, Cause
+from .errors import ApiError, Cause, go_json_type
 from .schema_meta import TypeInfo, child_type, has_go_type, item_type, root_type
 
 __all__ = [
@@ -100,21 +100,6 @@ def _json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and bool(a == b)
-
-
-def _go_type_name(value: Any) -> str:
-    """The JSON kind as Go's encoding/json names it in its errors."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "null"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -301,11 +286,11 @@ def json_patch(target: Any, operations: Any) -> Any:
     if operations is None:
         return copy.deepcopy(target)  # Go decodes null into an empty patch
     if not isinstance(operations, list):
-        raise ApiError(400, f"json: cannot unmarshal {_go_type_name(operations)} into Go value of type jsonpatch.Patch")
+        raise ApiError(400, f"json: cannot unmarshal {go_json_type(operations)} into Go value of type jsonpatch.Patch")
     for operation in operations:
         if operation is not None and not isinstance(operation, dict):
             raise ApiError(
-                400, f"json: cannot unmarshal {_go_type_name(operation)} into Go value of type jsonpatch.Operation"
+                400, f"json: cannot unmarshal {go_json_type(operation)} into Go value of type jsonpatch.Operation"
             )
     if len(operations) > 10000:
         raise ApiError(413, f"The allowed maximum operations in a JSON patch is 10000, got {len(operations)}")
@@ -346,7 +331,7 @@ class _SmpError(Exception):
 
 
 def _bad_arg(expected: str, actual: Any) -> _SmpError:
-    return _SmpError(f"expected a {expected}, but received a {_go_type_name(actual)}")
+    return _SmpError(f"expected a {expected}, but received a {go_json_type(actual)}")
 
 
 def _no_merge_key(item: Any, key: str) -> _SmpError:
@@ -761,7 +746,7 @@ def strategic_merge_patch(target: dict[str, Any], patch: dict[str, Any], api_ver
         )
     if not isinstance(patch, dict):
         raise ApiError(
-            400, f"json: cannot unmarshal {_go_type_name(patch)} into Go value of type map[string]interface {{}}"
+            400, f"json: cannot unmarshal {go_json_type(patch)} into Go value of type map[string]interface {{}}"
         )
     if not isinstance(target, dict):
         raise ApiError(400, "invalid JSON document")
@@ -1281,7 +1266,7 @@ def apply(
     a 409 Conflict unless ``force``, which takes the field over. Applying the same configuration again
     returns an object equal to ``live``."""
     if not isinstance(applied, dict):
-        raise ApiError(400, f"error decoding patch: expected an object, got {_go_type_name(applied)}")
+        raise ApiError(400, f"error decoding patch: expected an object, got {go_json_type(applied)}")
     if applied.get("apiVersion", "") != api_version:
         raise ApiError(
             400,

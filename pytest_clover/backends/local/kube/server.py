@@ -34,7 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import gc as garbage
 from . import resources as res
-from .errors import ApiError, Cause
+from .errors import ApiError, Cause, go_json_type
 from .hooks import ClusterHooks
 from .resources import Resource
 from .store import EVENT_FIELD_GETTERS, POD_FIELD_GETTERS, Store
@@ -1085,7 +1085,7 @@ class ApiServer:
         expected_kind = kind or target.resource.kind
         expected_version = api_version or target.api_version
         if not isinstance(body, dict):
-            kind_name = "array" if isinstance(body, list) else _json_type(body)
+            kind_name = "array" if isinstance(body, list) else go_json_type(body)
             raise _bad_request(
                 f"couldn't get version/kind; json parse error: json: cannot unmarshal {kind_name} into Go value "
                 'of type struct { APIVersion string "json:\\"apiVersion,omitempty\\""; Kind string '
@@ -1095,10 +1095,10 @@ class ApiServer:
         body_kind = body.get("kind")
         if body_version is not None and not isinstance(body_version, str):
             raise _bad_request(f"couldn't get version/kind; json parse error: json: cannot unmarshal "
-                               f"{_json_type(body_version)} into Go struct field .apiVersion of type string")
+                               f"{go_json_type(body_version)} into Go struct field .apiVersion of type string")
         if body_kind is not None and not isinstance(body_kind, str):
             raise _bad_request(f"couldn't get version/kind; json parse error: json: cannot unmarshal "
-                               f"{_json_type(body_kind)} into Go struct field .kind of type string")
+                               f"{go_json_type(body_kind)} into Go struct field .kind of type string")
         if body_version and body_version != expected_version:
             raise _bad_request(
                 f"the API version in the data ({body_version}) does not match the expected API version "
@@ -1382,7 +1382,7 @@ class ApiServer:
         """An apply configuration: an object whose apiVersion/kind :func:`.patch.apply` checks (they are
         required), with well-typed metadata naming the URL's object."""
         if not isinstance(body, dict):
-            raise _bad_request(f"error decoding patch: json: cannot unmarshal {_json_type(body)} into Go value of "
+            raise _bad_request(f"error decoding patch: json: cannot unmarshal {go_json_type(body)} into Go value of "
                                "type map[string]interface {}")
         applied = json.loads(json.dumps(body))
         _check_metadata(applied, target.resource.kind, target.version)
@@ -1436,7 +1436,7 @@ class ApiServer:
         if grace is None:
             grace = _parse_int(query, "gracePeriodSeconds")
         elif isinstance(grace, bool) or not isinstance(grace, int) or not -(2**63) <= grace < 2**63:
-            raise _bad_request(f"json: cannot unmarshal {_json_type(grace)} into Go struct field "
+            raise _bad_request(f"json: cannot unmarshal {go_json_type(grace)} into Go struct field "
                                "DeleteOptions.gracePeriodSeconds of type int64")
         propagation = body.get("propagationPolicy", query.get("propagationPolicy"))
         orphan = body.get("orphanDependents")
@@ -1588,7 +1588,8 @@ class ApiServer:
             replicas = (new_scale.get("spec") or {}).get("replicas", 0)
             if isinstance(replicas, bool) or not isinstance(replicas, int):
                 raise _bad_request(f"Scale in version \"v1\" cannot be handled as a Scale: json: cannot unmarshal "
-                                   f"{_json_type(replicas)} into Go struct field ScaleSpec.spec.replicas of type int32")
+                                   f"{go_json_type(replicas)} into Go struct field ScaleSpec.spec.replicas of type "
+                                   "int32")
             if replicas < 0:
                 raise ApiError.invalid("Scale", target.name, [Cause("spec.replicas", f"Invalid value: {replicas}: "
                                        "must be greater than or equal to 0")], group="autoscaling")
@@ -1619,7 +1620,7 @@ class ApiServer:
         eviction_target = Target(target.resource, "v1", target.namespace, target.name, "eviction")
         if not isinstance(body, dict):
             raise _bad_request("couldn't get version/kind; json parse error: json: cannot unmarshal "
-                               f"{_json_type(body)} into Go value")
+                               f"{go_json_type(body)} into Go value")
         api_version = body.get("apiVersion") or "policy/v1"
         if api_version not in ("policy/v1", "policy/v1beta1"):
             raise _bad_request(f"the API version in the data ({api_version}) does not match the expected API "
@@ -1794,20 +1795,6 @@ def _verb_name(method: str) -> str:
     )
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 _METADATA_STRINGS = ("name", "generateName", "namespace", "resourceVersion", "uid", "creationTimestamp",
                      "deletionTimestamp", "selfLink")
 
@@ -1818,7 +1805,7 @@ def _check_metadata(obj: dict[str, Any], kind: str, version: str) -> None:
     def refuse(path: str, value: Any, go_type: str) -> ApiError:
         return _bad_request(
             f"{kind} in version {_go_quote(version)} cannot be handled as a {kind}: json: cannot unmarshal "
-            f"{_json_type(value)} into Go struct field {path} of type {go_type}"
+            f"{go_json_type(value)} into Go struct field {path} of type {go_type}"
         )
 
     metadata = obj.get("metadata")
@@ -1921,12 +1908,14 @@ def _decode_patch(data: bytes, content_type: str) -> Any:
     body = decode_body(data, "application/apply-patch+yaml" if content_type.endswith("yaml") else "application/json")
     if content_type == "application/json-patch+json":
         if not isinstance(body, list):
-            raise _bad_request(f"json: cannot unmarshal {_json_type(body)} into Go value of type jsonpatch.Patch")
+            raise _bad_request(f"json: cannot unmarshal {go_json_type(body)} into Go value of type jsonpatch.Patch")
     elif not isinstance(body, dict):
         if content_type == "application/apply-patch+yaml":
-            raise _bad_request(f"error decoding YAML: json: cannot unmarshal {_json_type(body)} into Go value of "
+            raise _bad_request(f"error decoding YAML: json: cannot unmarshal {go_json_type(body)} into Go value of "
                                "type map[string]interface {}")
-        raise _bad_request(f"json: cannot unmarshal {_json_type(body)} into Go value of type map[string]interface {{}}")
+        raise _bad_request(
+            f"json: cannot unmarshal {go_json_type(body)} into Go value of type map[string]interface {{}}"
+        )
     return body
 
 
