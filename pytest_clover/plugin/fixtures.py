@@ -519,8 +519,8 @@ class Load:
             except Exception as exc:
                 self.problems.append(f"per-hop breakdown not saved: {type(exc).__name__}: {exc}")
             else:
-                sent = _requests_sent(result)
-                if joined == 0 and sent > 0:
+                sent = _requests_sent(result) if joined == 0 else 0
+                if sent > 0:
                     # Said, not left as an empty plot: on a cluster, access logging may simply be off.
                     self.problems.append(
                         f"per-hop breakdown empty: no sidecar access-log entries for the {sent} requests sent; "

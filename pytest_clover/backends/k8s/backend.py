@@ -105,6 +105,7 @@ class KubernetesBackend:
         self.namespace = settings.namespace or deploy_namespace(settings.run_id)
         self.mode = settings.mode
         self._api: Any = None
+        self._client_configuration: Any = None
         self._rest: Rest | None = None
         self._lock = threading.RLock()
         self._seen: dict[tuple[str, str], dict[str, Any]] = {}
@@ -188,21 +189,35 @@ class KubernetesBackend:
     # ------------------------------------------------------------------ the client
 
     def _make_client(self) -> Any:
+        """A client of its own (for a stream, the reaper's renewals) over the one configuration read for the run:
+        the kubeconfig is read once, not at every port-forward."""
+        from kubernetes import client as kclient
+
+        with self._lock:
+            if self._client_configuration is None:
+                self._client_configuration = self._load_configuration()
+            return kclient.ApiClient(self._client_configuration)
+
+    def _load_configuration(self) -> Any:
         from kubernetes import client as kclient
         from kubernetes import config as kconfig
 
         from .errors import translate
 
+        configuration = kclient.Configuration()
         try:
             if self.cluster.context == "in-cluster":
-                configuration = kclient.Configuration()
                 kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-                return kclient.ApiClient(configuration)
-            return kconfig.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=self.kubeconfig, context=self.cluster.context, persist_config=False
-            )
+            else:
+                kconfig.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=self.kubeconfig,
+                    context=self.cluster.context,
+                    client_configuration=configuration,
+                    persist_config=False,
+                )
         except Exception as exc:
             raise translate(exc, verb="connect", resource="the cluster", cluster=self.cluster) from exc
+        return configuration
 
     @property
     def rest(self) -> Rest:
