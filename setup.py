@@ -131,6 +131,8 @@ setup(
     entry_points={
         "console_scripts": [
             "clover = pytest_clover.cli:main",
+            # Xtesting's run_tests with its results folder moved, for runs without root (needs the xtesting extra).
+            "clover-run-tests = pytest_clover.xtesting.launcher:main",
         ],
         "pytest11": [
             "clover = pytest_clover.plugin.hooks",

@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -643,6 +643,13 @@ class LoadResult:
         """Start of each provisional window → its index in the rows."""
         self._phases: dict[str, _PhaseAccumulator] = {}
         self._phase_cache: dict[str, PhaseStats] | None = None
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def add_window_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener(row)`` with each *final* window as it arrives (the row as :meth:`window_rows` gives it),
+        in the thread that ingests it: keep it cheap (append to a queue). For readers that follow a long run
+        window by window (a soak's guardrails) without copying every row on every look."""
+        self._listeners.append(listener)
 
     # -- building ---------------------------------------------------------------------------------------
 
@@ -711,6 +718,9 @@ class LoadResult:
             else:
                 self._merge_into_phase(phase, start, end, requests, errors, late, status, hist)
         release_histogram(hist)
+        if final:
+            for listener in self._listeners:
+                listener(row.as_dict())
 
     def _merge_into_phase(
         self,

@@ -1,8 +1,9 @@
 """The fixtures a resilience test uses, and the objects they give it.
 
 ``mesh`` (:class:`Mesh`, one per session and xdist worker), ``load`` (:class:`Load`), ``faults``
-(:class:`~pytest_clover.faults.Faults`), ``slo`` (:class:`~pytest_clover.slo.SLO`), and the seams a conftest
-may override: ``clover_backend`` (which backend, built by the ``pytest_clover_make_backend`` hook) and
+(:class:`~pytest_clover.faults.Faults`), ``slo`` (:class:`~pytest_clover.slo.SLO`), ``soak``
+(:class:`~pytest_clover.soak.runner.Soak`, with ``--clover-soak``), and the seams a conftest may override:
+``clover_backend`` (which backend, built by the ``pytest_clover_make_backend`` hook) and
 ``clover_load_generator``. Registered by :mod:`pytest_clover.plugin.hooks`; imports nothing heavy until a
 test asks for a fixture.
 """
@@ -27,6 +28,7 @@ from .settings import SETTINGS_KEY, CloverSettings
 if TYPE_CHECKING:
     from ..faults import Faults
     from ..slo import SLO
+    from ..soak.runner import Soak
     from ..timeline import Timeline
     from .progress import Progress
 
@@ -225,6 +227,44 @@ def _hop_cursor(mesh: Mesh) -> Any:
 
 
 @pytest.fixture
+def soak(
+    load: Load,
+    faults: Faults,
+    slo: SLO,
+    clover_timeline: Timeline,
+    clover_settings: CloverSettings,
+    request: pytest.FixtureRequest,
+) -> Soak:
+    """``soak.run()``: steady load for ``--clover-soak``'s duration under the seeded chaos schedule of
+    ``--clover-soak-plan``, every event judged, guardrails watched, the report checkpointed."""
+    from ..soak.runner import Soak, SoakSettings
+    from .outputs import write_timeline
+
+    s = clover_settings
+    if s.soak_s is None:  # only reached by a test that asks for the fixture in a way collection did not see
+        pytest.skip("soak tests run only with --clover-soak=DURATION (e.g. --clover-soak=8h)")
+    return Soak(
+        SoakSettings(
+            duration_s=s.soak_s,
+            plan=s.soak_plan,
+            seed=s.seed,
+            time_scale=s.time_scale,
+            checkpoint_s=s.checkpoint_s,
+        ),
+        load=load,
+        faults=faults,
+        slo_checks=slo.checks,
+        timeline=clover_timeline,
+        report_dir=load.report_dir,
+        save_result=Load.save_result,
+        save_timeline=lambda: write_timeline(clover_timeline, load.report_dir),
+        recoveries=load.recoveries,
+        check_mesh=load.check_mesh,
+        base_dir=request.config.rootpath,
+    )
+
+
+@pytest.fixture
 def slo(clover_settings: CloverSettings) -> SLO:
     """``slo.check(result, phase=…, p99_ms=…, max_error_rate=…, …)``: a missed objective fails the test."""
     from ..slo import SLO
@@ -349,6 +389,11 @@ class TrackedRun:
     @property
     def alive(self) -> bool:
         return bool(self._run.alive)
+
+    @property
+    def live_result(self) -> Any:
+        """The generator's result while it runs, filled window by window (``result`` is set only once stopped)."""
+        return self._run.result
 
     def phase(self, name: str, seconds: float) -> Any:
         """Run a phase for ``seconds`` × the time scale (blocks), tagging its requests with ``name``.
@@ -540,6 +585,12 @@ class Load:
         # Record what the test computes, for the summary; a result that refuses attributes just isn't recorded.
         with contextlib.suppress(AttributeError, TypeError):
             object.__setattr__(result, "recovery_seconds", recovery_seconds)
+
+    @staticmethod
+    def save_result(result: Any) -> None:
+        """Write a result's ``result.json`` and ``windows.csv`` now (a soak's checkpoint: the result may still be
+        filling; the files are replaced, never appended)."""
+        Load._write(result)
 
     @staticmethod
     def _write(result: Any) -> None:

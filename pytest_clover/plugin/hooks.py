@@ -64,11 +64,13 @@ def pytest_clover_make_backend(config: pytest.Config, settings: CloverSettings, 
 
 
 RESILIENCE_MARKER = "resilience(weight=1.0): the test's weight in the run's resilience score (see docs/reports.md)"
+SOAK_MARKER = "soak: a long-duration soak test, run only with --clover-soak=DURATION (deselected otherwise)"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", SLO_MARKER)
     config.addinivalue_line("markers", RESILIENCE_MARKER)
+    config.addinivalue_line("markers", SOAK_MARKER)
     config.addinivalue_line(
         "markers", "clover_experiment: a Chaos Toolkit experiment file collected by pytest-clover (set by it)"
     )
@@ -223,6 +225,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         reporter.write_line(f"clover: swept {len(messages)} {noun} left open by a killed run:")
         for line in messages:
             reporter.write_line(f"  {line}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests (the ``soak`` fixture or marker) run only with ``--clover-soak``: a night is never started by a
+    plain ``pytest suites``. They are deselected, not skipped: they were not asked for."""
+    settings = _settings(config)
+    if settings is None or settings.soak_s is not None:
+        return
+    soaks = [i for i in items if "soak" in getattr(i, "fixturenames", ()) or i.get_closest_marker("soak")]
+    if soaks:
+        config.hook.pytest_deselected(items=soaks)
+        items[:] = [i for i in items if i not in soaks]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -22,6 +22,8 @@ import pytest
 DEFAULT_BACKEND = "local"
 DEFAULT_TOPOLOGY = "fixtures/sdc"
 DEFAULT_REPORT_DIR = "reports"
+DEFAULT_SOAK_PLAN = "faults/schedules/nightly.yaml"
+DEFAULT_CHECKPOINT_S = 300.0
 LEDGER_FOLDER = ".clover"
 """Folder of the report dir that holds the fault ledgers (one JSON-lines file per pytest process)."""
 
@@ -110,6 +112,19 @@ class CloverSettings:
     """Requests per second of the load that runs during every collected Chaos Toolkit experiment (open loop;
     default 20), unless the experiment starts its own with the ``pytest_clover.chaos.control`` control or the
     ``start_load`` action. 0 runs the experiment without load."""
+
+    soak_s: float | None = None
+    """Wall-clock seconds each soak test runs (``--clover-soak=8h``; tests using the ``soak`` fixture or marked
+    ``soak``). None (default): soak tests are deselected, so ``pytest suites`` never starts a night by accident."""
+
+    soak_plan: Path = Path(DEFAULT_SOAK_PLAN)
+    """The soak plan (``--clover-soak-plan``), absolute: load, SLOs, recovery, the chaos schedule and the
+    guardrails. Default ``faults/schedules/nightly.yaml`` under the rootdir; read and checked at configure time
+    when ``--clover-soak`` is given, so a typo stops the run before any mesh starts."""
+
+    checkpoint_s: float = DEFAULT_CHECKPOINT_S
+    """Wall-clock seconds between a soak's checkpoints (``--clover-checkpoint``, default 5 min): the test's data
+    is written and the report rebuilt, so a crash loses at most this much."""
 
     backend_settings: dict[str, str] = field(default_factory=dict)
     """What the backend is told beyond the topology (:attr:`BackendOptions.settings`): the Kubernetes backend's
@@ -225,6 +240,20 @@ OPTIONS = (
         "--clover-allowed-contexts",
         "k8s backend: the only kubeconfig contexts the run may touch, comma-separated, * wildcards (default "
         "clover-*,kind-*: throw-away clusters).",
+    ),
+    _Option(
+        "--clover-soak",
+        "Run the soak tests (the soak fixture, @pytest.mark.soak) for this wall-clock duration each: 8h, 90m, 90s. "
+        "Without it they are deselected.",
+    ),
+    _Option(
+        "--clover-soak-plan",
+        f"The soak plan (load, SLOs, chaos schedule, guardrails), relative to the rootdir (default "
+        f"{DEFAULT_SOAK_PLAN}).",
+    ),
+    _Option(
+        "--clover-checkpoint",
+        "How often a soak checkpoints its data and report, wall clock: 5m (default), 30s.",
     ),
     _Option(
         "--clover-regression-recovery",
@@ -413,6 +442,7 @@ def load_settings(config: pytest.Config) -> CloverSettings:
             values[key] = parse_threshold(raw, where or flag)
     dry, _ = _raw(config, by_flag["--clover-dry-run"])
     values["dry_run"] = bool(dry)
+    values.update(_soak_settings(config, by_flag))
 
     values["started"] = time.time()
     if workerinput is not None:
@@ -426,6 +456,32 @@ def load_settings(config: pytest.Config) -> CloverSettings:
         # would cost an import on every pytest run of a project that merely has pytest-clover installed.
         check_backend_settings(values["backend"], values["backend_settings"])
     return CloverSettings(**values)
+
+
+def _soak_settings(config: pytest.Config, by_flag: dict[str, _Option]) -> dict[str, Any]:
+    """``soak_s``, ``soak_plan``, ``checkpoint_s``; with ``--clover-soak``, the plan is read and checked now."""
+    values: dict[str, Any] = {}
+    raw_plan, plan_where = _raw(config, by_flag["--clover-soak-plan"])
+    values["soak_plan"] = _resolve(config, str(raw_plan) if raw_plan is not None else DEFAULT_SOAK_PLAN)
+    soak, soak_where = _raw(config, by_flag["--clover-soak"])
+    checkpoint, checkpoint_where = _raw(config, by_flag["--clover-checkpoint"])
+    if soak is None and checkpoint is None:
+        return values
+    from ..errors import ConfigError
+    from ..soak.schedule import load_plan, parse_duration
+
+    try:
+        if checkpoint is not None:
+            values["checkpoint_s"] = parse_duration(
+                checkpoint, file="<command line>", obj="option", field=checkpoint_where or "--clover-checkpoint"
+            )
+        if soak is not None:
+            values["soak_s"] = parse_duration(soak, file="<command line>", obj="option", field=soak_where or "")
+            load_plan(values["soak_plan"])
+    except ConfigError as exc:
+        where = plan_where or "--clover-soak-plan (default)"
+        raise pytest.UsageError(f"{exc}\n(the plan is {values['soak_plan']}, from {where})") from None
+    return values
 
 
 _BACKEND_FLAGS = {

@@ -25,12 +25,32 @@ LOGGER = logging.getLogger("xtesting.core.pytest_clover")
 INTERRUPT_GRACE_S = 120.0
 """After a forwarded signal, how long the child gets to revert its faults and write its partial report."""
 
+_NO_REPORT = {
+    2: "pytest was interrupted or refused its options (exit 2)",
+    3: "pytest hit an internal error (exit 3)",
+    4: "pytest refused its command line (exit 4): check run.args",
+    5: "no tests were collected (pytest exit 5): check run.args paths, markers and keyword",
+}
+"""What a pytest exit code without any report means, for the case's ``reason``."""
+
 _PYTEST_RAN = (0, 1)
 """pytest exit codes of a run that completed (1: some tests failed); 2-5 mean it could not run as asked."""
 
 
 class Resilience(testcase.TestCase):  # type: ignore[misc]
     """Runs pytest-clover suites, experiments or a user's tests and reports them to Xtesting."""
+
+    interrupted_by: str = ""
+    """Set (on the class: one ``run_tests`` process runs every case of a tier) once a case was interrupted by
+    SIGINT/SIGTERM: the cases after it are skipped, so a Ctrl-C stops the tier instead of only the case that was
+    running (``run_tests`` catches ``Exception``, not the interrupt, and would go on to the next case)."""
+
+    def check_requirements(self) -> None:
+        """Skip every case after an interrupted one (see :attr:`interrupted_by`)."""
+        super().check_requirements()
+        if Resilience.interrupted_by:
+            LOGGER.warning("%s: skipped, the run was interrupted by %s", self.case_name, Resilience.interrupted_by)
+            self.is_skipped = True
 
     def run(self, **kwargs: Any) -> int:
         """Run pytest-clover in a child process with ``testcases.yaml``'s ``run.args``; ``EX_OK`` when the run
@@ -49,6 +69,7 @@ class Resilience(testcase.TestCase):  # type: ignore[misc]
     def _run(self, args: dict[str, Any]) -> int:
         report_dir = Path(self.res_dir).resolve()
         report_dir.mkdir(parents=True, exist_ok=True)
+        args = summaries.expand_environment(args, case=f"{self.case_name}: run.args")
         python = str(args.get("python") or os.environ.get("CLOVER_PYTHON") or sys.executable)
         workdir = Path(str(args.get("dir") or os.environ.get("CLOVER_DIR") or os.getcwd()))
         command = summaries.pytest_command(python, args, report_dir)
@@ -58,12 +79,12 @@ class Resilience(testcase.TestCase):  # type: ignore[misc]
         log_path = report_dir / "pytest.log"
         with log_path.open("w", encoding="utf-8") as log:
             exit_code, interrupted_by = _run_child(command, workdir, log, max_duration)
+        if interrupted_by.startswith("SIG"):  # not max_duration: that one stops its own case only
+            Resilience.interrupted_by = interrupted_by
         new = sorted(summaries.run_folders(report_dir) - before, key=lambda p: p.stat().st_mtime)
         if not new:
-            self.details = {  # no report: say where pytest's own output is
-                "reason": f"pytest exited {exit_code} without a pytest-clover report; see {log_path}",
-                "exit_code": exit_code,
-            }
+            why = _NO_REPORT.get(exit_code, f"pytest exited {exit_code} without a pytest-clover report")
+            self.details = {"reason": f"{why}; see {log_path}", "exit_code": exit_code}  # pytest's own output
             LOGGER.error("%s: %s", self.case_name, self.details["reason"])
             return int(self.EX_RUN_ERROR)
         summary = summaries.load_summary(new[-1])
@@ -95,7 +116,8 @@ def _run_child(command: list[str], workdir: Path, log: Any, max_duration: float 
 
     def forward(signum: int, frame: FrameType | None) -> None:
         received.append(signal.Signals(signum).name)
-        if child and child[0].poll() is None:
+        # Only the first: pytest takes a second SIGINT as "abort now", which would skip its fault revert.
+        if len(received) == 1 and child and child[0].poll() is None:
             child[0].send_signal(signum)
 
     # Our handlers go in before the child starts: a signal Xtesting's process ignores (a background job of a

@@ -8,6 +8,8 @@ score; the report path; the replay flags; and on failure the one-line ``reason``
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,47 @@ _VALUE_OPTIONS = {
 }
 KNOWN_ARGS = frozenset(_VALUE_OPTIONS) | {"paths", "markers", "keyword", "extra", "python", "dir", "max_duration"}
 """Every ``run.args`` key the driver understands; any other is a typo in ``testcases.yaml`` and refused."""
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_environment(
+    args: Mapping[str, Any], environ: Mapping[str, str] | None = None, *, case: str = "run.args"
+) -> dict[str, Any]:
+    """``run.args`` with ``${VAR}`` and ``${VAR:-default}`` replaced from the environment, in strings and in lists of
+    strings, so one ``testcases.yaml`` serves every cluster (Xtesting passes ``run.args`` through as written).
+
+    A key whose value expands to the empty string is dropped (``context: ${CLOVER_CONTEXT:-}`` means "the
+    kubeconfig's current context" when the variable is unset). A variable that is unset and has no default is an
+    error naming the case and the key: a cluster case must not quietly run against whatever the defaults point at.
+    """
+    env = os.environ if environ is None else environ
+
+    def expand(value: Any, key: str) -> Any:
+        if isinstance(value, str):
+
+            def one(match: re.Match[str]) -> str:
+                name, default = match.group(1), match.group(2)
+                if name in env:
+                    return env[name]
+                if default is not None:
+                    return default
+                raise ConfigError.single(
+                    "testcases.yaml",
+                    case,
+                    key,
+                    f"names the environment variable {name}, which is not set: export {name}=... before run_tests, "
+                    f"or give a default as ${{{name}:-value}}",
+                )
+
+            return _VARIABLE.sub(one, value)
+        if isinstance(value, list):
+            return [expand(item, key) for item in value]
+        return value
+
+    expanded = {key: expand(value, key) for key, value in args.items()}
+    return {key: value for key, value in expanded.items() if value != ""}
 
 
 def pytest_command(python: str, args: Mapping[str, Any], report_dir: Path) -> list[str]:
@@ -91,8 +134,17 @@ def _first_violation(test: Mapping[str, Any]) -> str:
     for row in test.get("regressions", []):
         if not row.get("ok", True):
             return f"regression of {row['metric']} in phase {row['phase']}: {row['observed']} > {row['allowed']}"
-    message = str(test.get("message", "")).strip().splitlines()
-    return message[0] if message else test.get("outcome", "failed")
+    return _headline(str(test.get("message", ""))) or str(test.get("outcome", "failed"))
+
+
+def _headline(message: str) -> str:
+    """The line of a pytest failure text that names the exception (pytest's first ``E   `` line: the text opens
+    with the test's arguments and source), else its first line (a message of pytest-clover's own)."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    raised = [line[1:].strip() for line in lines if line.startswith("E ")]
+    if raised:
+        return raised[0]
+    return lines[0].strip() if lines else ""
 
 
 def failure_reason(summary: Mapping[str, Any]) -> str:

@@ -554,7 +554,7 @@ def _split_term(term: str) -> tuple[str, str, str] | None:
 
 @dataclass(frozen=True)
 class FieldSelector:
-    """A parsed field selector: requirements ANDed together, in the order Kubernetes sorts the terms."""
+    """A parsed field selector: requirements ANDed together, sorted by their canonical text."""
 
     requirements: tuple[FieldRequirement, ...] = ()
 
@@ -600,7 +600,7 @@ def _parse_label_selector(text: str) -> LabelSelector:
 @functools.lru_cache(maxsize=512)
 def _parse_field_selector(text: str) -> FieldSelector:
     requirements = []
-    for part in sorted(_split_terms(text)):
+    for part in _split_terms(text):
         if not part:
             continue
         split = _split_term(part)
@@ -612,4 +612,6 @@ def _parse_field_selector(text: str) -> FieldSelector:
         except ValueError as error:
             raise ApiError(400, str(error)) from None
         requirements.append(FieldRequirement(field, "!=" if operator == "!=" else "=", value))
-    return FieldSelector(tuple(requirements))
+    # Sorted as written back (``==`` is written ``=``), so that parsing a selector's text gives it back: sorting
+    # the raw terms, as Kubernetes does, puts ``a==x`` and ``a=.`` in an order their canonical texts do not keep.
+    return FieldSelector(tuple(sorted(requirements, key=str)))
