@@ -1,4 +1,5 @@
-"""Report build: 8 hours of 1-second windows for 10 tests, built in ≤ 30 s (on 2 cores).
+"""Report build: 8 hours of 1-second windows for 10 tests, built in ≤ 30 s (on 2 cores); and an 8-hour soak
+with ~200 fault events, built in ≤ 10 s (issue 14).
 
 How: a synthetic run folder in the exact on-disk layout the plugin writes
 (:func:`pytest_clover.report.sample.write_sample_run`, untimed): 10 tests, each a 2 h baseline, 4 h delay fault
@@ -14,7 +15,14 @@ plot workers), its peak memory (PSS summed over the tree: pages shared between p
 size of ``index.html`` and ``windows.csv``, and the load average: other work on the machine shares its 2 cores,
 so the wall time depends on it; CPU time / cores is the least the build could take with nothing else running.
 
-Run: ``python benchmarks/bench_report.py`` (or ``python benchmarks/run_all.py report``).
+The soak case: one soak test (:class:`pytest_clover.report.sample.SampleSoak`: 8 h at 500 requests/s, 200
+events — kills, delays, aborts, each judged — its ``soak.json`` with the burn-down, and 28 800 windows in the
+phases quiet, fault and recovery), built the same way, in a fresh process; the figure is its wall time, against
+the issue's 10 s for a report of 8 h of data. It runs first and prints its own result line; ``run_all.py``
+tabulates the last one a benchmark prints (the 10-test case).
+
+Run: ``python benchmarks/bench_report.py`` (or ``python benchmarks/run_all.py report``); ``… soak`` or ``… tests``
+for one case.
 """
 
 from __future__ import annotations
@@ -37,9 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 
 from benchmarks._common import ROOT, report
-from pytest_clover.report.sample import write_sample_run
+from pytest_clover.report.sample import SampleSoak, write_sample_run
 
 TARGET_S = 30.0
+SOAK_TARGET_S = 10.0
+SOAK = SampleSoak(seconds=8 * 3600.0, events=200, rate=500.0)
 TESTS = 10
 SECONDS = (7200.0, 14400.0, 7200.0)  # baseline 2 h, fault 4 h, recovery 2 h: 8 h of 1-s windows
 HOPS = 3000  # sampled requests per test in hops.csv: what a real load run keeps at most
@@ -144,12 +154,63 @@ def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def main() -> None:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+def soak_case() -> None:
+    """The 8-h soak with 200 events: its report built in a fresh process, against :data:`SOAK_TARGET_S`."""
+    tmp = Path(tempfile.mkdtemp(prefix="clover-bench-report-soak-"))
+    try:
+        run_dir = tmp / "20261121-020000-1"
+        start = time.perf_counter()
+        write_sample_run(run_dir, tests=0, soak=SOAK)
+        size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+        windows = int(SOAK.seconds)
+        print(
+            f"  soak: generated 1 test of {windows} windows ({SOAK.seconds / 3600:.0f} h at 1 s) and {SOAK.events} "
+            f"events in {time.perf_counter() - start:.1f} s (untimed): {size / MB:.0f} MB; load average {load()}",
+            flush=True,
+        )
+        wall, tree, out = timed_process([sys.executable, "-c", BUILD, str(run_dir)])
+        load_after = load()
+        child: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        if child["problems"]:
+            raise RuntimeError(f"the soak report has problems: {child['problems']}")
+        if child["windows"] != [windows]:
+            raise RuntimeError(f"summary.json counts windows {child['windows']}, expected [{windows}]")
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        (test,) = summary["tests"]
+        events = test["soak"]["events"]["total"]
+        if events != SOAK.events or not (run_dir / test["files"]["soak"]).is_file():
+            raise RuntimeError(f"the soak report has {events} events (expected {SOAK.events}) or no soak.png")
+        index = run_dir / "index.html"
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in child["stages"].items())
+        print(
+            f"  soak: build_report (fresh process): {wall:.2f} s wall, {child['build_s']:.2f} s in build_report; "
+            f"stages: {stages}; CPU {tree.cpu:.1f} s; peak {tree.peak_pss / MB:.0f} MB PSS; index.html "
+            f"{index.stat().st_size / 1024:.0f} kB, soak.png {(run_dir / test['files']['soak']).stat().st_size / 1024:.0f} kB, "
+            f"summary.json {(run_dir / 'summary.json').stat().st_size / 1024:.0f} kB; load average after {load_after}",
+            flush=True,
+        )
+        report(
+            "report-soak",
+            f"report: an 8-h soak with {SOAK.events} events built in {wall:.1f} s — target {SOAK_TARGET_S:.0f} s → "
+            f"ratio {wall / SOAK_TARGET_S:.2f}; CPU {tree.cpu:.1f} s; load average {load_after}",
+            figure=wall,
+            unit="s",
+            target=SOAK_TARGET_S,
+            cpu=tree.cpu,
+            stages=child["stages"],
+            peak_pss_mb=tree.peak_pss / MB,
+            index_kb=index.stat().st_size / 1024,
+            loadavg=load_after,
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tests_case() -> None:
+    """10 tests of 8 h each: their report built in a fresh process, then by ``clover report``."""
     tmp = Path(tempfile.mkdtemp(prefix="clover-bench-report-"))
     try:
         run_dir = tmp / "20261121-120000-1"
-        print(f"  load average (1/5/15 min) before: {load()}; {os.cpu_count()} cores", flush=True)
         start = time.perf_counter()
         write_sample_run(run_dir, tests=TESTS, seconds=SECONDS, hops=HOPS)
         size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
@@ -222,6 +283,16 @@ def main() -> None:
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    cases = sys.argv[1:] or ["soak", "tests"]
+    print(f"  load average (1/5/15 min) before: {load()}; {os.cpu_count()} cores", flush=True)
+    if "soak" in cases:
+        soak_case()
+    if "tests" in cases:
+        tests_case()
 
 
 if __name__ == "__main__":

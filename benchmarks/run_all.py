@@ -32,6 +32,8 @@ ORDER = [
     "bench_k8s_backend",
 ]
 TIMEOUT_S = 900.0
+EXPLICIT_ONLY = {"bench_soak"}
+"""Run only when named: the soak benchmark lasts as long as its soak (an hour by default)."""
 
 
 def run(script: Path) -> tuple[dict[str, Any] | None, int, float]:
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = sys.argv[1:] if argv is None else argv
     found = {p.stem: p for p in HERE.glob("bench_*.py")}
     names = [n for n in ORDER if n in found] + sorted(n for n in found if n not in ORDER)
+    if not wanted:
+        names = [n for n in names if n not in EXPLICIT_ONLY]
     if wanted:
         names = [n for n in names if any(w in n for w in wanted)]
         if not names:

@@ -35,6 +35,13 @@ PLOT_FILES = {
     "hops": "hops.png",
 }
 """Per test: plot name → file in the test's folder (where the plot's data is)."""
+SOAK_PLOT_FILE = "soak.png"
+"""A soak test's night (:func:`~pytest_clover.report.plots.soak_overview`), in the test's folder next to its
+``soak.json`` (not in :data:`PLOT_FILES`: only soak tests have it)."""
+SOAK_TIMESERIES_FAULTS = 30
+"""A soak test with more events than this draws its ``timeseries.png`` without the fault windows (its phases still
+show them as ``fault`` bands): 200 hatched, labelled spans are a red wall that takes ~5 s to draw, and every event
+is in ``soak.png`` and the events table already."""
 TREND_FILE = "trend.png"
 
 
@@ -76,11 +83,17 @@ def _plot_makers(test: SavedTest, result_folder: Path, title: str) -> dict[str, 
     from . import plots
 
     result = test.result
+    makers: dict[str, Callable[[], Any]] = {}
+    soak = test.soak
+    if soak is not None:
+        # Drawn from soak.json even before the load result exists (a checkpoint taken early in the night).
+        makers["soak"] = lambda: plots.soak_overview(soak, (result or {}).get("windows") or [], title)
     if result is None:
-        return {}
-    makers: dict[str, Callable[[], Any]] = {
-        "timeseries": lambda: plots.timeseries(_windows_frame(result), test.events, title),
-    }
+        return makers
+    events = test.events
+    if soak is not None and len(soak.events) > SOAK_TIMESERIES_FAULTS:
+        events = [e for e in events if not str(e.get("kind", "")).startswith("fault-")]
+    makers["timeseries"] = lambda: plots.timeseries(_windows_frame(result), events, title)
     if result.get("histograms"):
         makers["latency"] = lambda: plots.latency_by_phase(_histograms(result), title)
     hops_csv = result_folder / "hops.csv"
@@ -117,7 +130,8 @@ def render_test_plots(
 ) -> tuple[dict[str, str], list[str]]:
     """Render one test's plots into its folder; returns ({plot: file name relative to the folder}, problems).
 
-    Reads only the folder (so it runs in a worker process): ``result.json``, ``timeline.json``, ``hops.csv``;
+    Reads only the folder (so it runs in a worker process): ``result.json``, ``timeline.json``, ``hops.csv``,
+    ``soak.json``;
     ``saved``: the test as already read from it (its windows not released), so ``result.json`` is not read again.
     """
     from . import plots
@@ -125,17 +139,19 @@ def render_test_plots(
     files: dict[str, str] = {}
     problems: list[str] = []
     test, result_folder = _saved_for_plots(folder, result_dir, saved)
-    if test.result is None:
+    if test.result is None and test.soak is None:
         return files, problems
     prefix = "" if result_folder == folder else result_folder.relative_to(folder).as_posix() + "/"
 
     def attempt(name: str, make: Callable[[], Any]) -> None:
-        path = result_folder / PLOT_FILES[name]
+        # The soak plot belongs to the whole soak (soak.json is the test's), the others to one load run.
+        relative = SOAK_PLOT_FILE if name == "soak" else prefix + PLOT_FILES[name]
+        path = folder / relative
         try:
             with plots.missing_glyphs_allowed():
                 fig = make()
                 plots.save(fig, path)
-            files[name] = prefix + PLOT_FILES[name]
+            files[name] = relative
         except Exception as exc:  # one broken plot must not cost the whole report
             problems.append(f"{folder.name}: {name} plot failed: {type(exc).__name__}: {exc}")
 
@@ -183,7 +199,7 @@ class _Plots:
             self._pool = None
 
     def add(self, test: SavedTest) -> None:
-        if test.result is None:
+        if test.result is None and test.soak is None:
             return
         if self._started is None:
             self._started = time.monotonic()
@@ -471,6 +487,7 @@ def _data_files(test: SavedTest) -> dict[str, str]:
         "locust_history": result_folder / "locust_stats_history.csv",
         "locust_failures": result_folder / "locust_failures.csv",
         "journal": base / "journal.json",
+        "soak_json": base / "soak.json",
     }
     for name, path in candidates.items():
         if path.is_file():

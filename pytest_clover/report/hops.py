@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends.protocol import LogFiles
 from ..errors import CloverError
+from ..logfiles import LogMark, appended_since, mark
 
 if TYPE_CHECKING:
     from ..backends.protocol import AccessLogSource
@@ -107,10 +108,10 @@ class AccessLogCursor:
     """The end of every pod's access log now; :meth:`read` returns what was appended after it.
 
     With a backend that exposes the files (``log_path(pod, "access")``, as :class:`LocalBackend` does), the
-    cursor records each file's size and later reads from there, so a session's earlier traffic costs
-    nothing. Otherwise it falls back to ``backend.access_log(pod)`` and keeps entries that started after
-    the cursor was made. Pods that appear later are read from their start; pods killed since keep their
-    file (and their service, for the join).
+    cursor marks each file's end (:func:`pytest_clover.logfiles.mark`) and later reads what was appended since,
+    across rotations, so a session's earlier traffic costs nothing. Otherwise it falls back to
+    ``backend.access_log(pod)`` and keeps entries that started after the cursor was made. Pods that appear later
+    are read from their start; pods killed since keep their file (and their service, for the join).
     """
 
     def __init__(self, backend: AccessLogSource) -> None:
@@ -119,7 +120,7 @@ class AccessLogCursor:
         self.pod_service: dict[str, str] = {p.name: p.service for p in pods}
         """Every pod seen by the cursor → its service (``app`` label), including pods since killed."""
         self._log_path = backend.log_path if isinstance(backend, LogFiles) else None
-        self._files: dict[str, tuple[Path, int]] = {}
+        self._files: dict[str, LogMark] = {}
         for pod in pods:
             self._track(pod.name, at_end=True)
         self.since = time.time()
@@ -132,11 +133,7 @@ class AccessLogCursor:
         if self._log_path is None or pod in self._files:
             return
         path = Path(self._log_path(pod, "access"))
-        offset = 0
-        if at_end:
-            with contextlib.suppress(OSError):
-                offset = path.stat().st_size
-        self._files[pod] = (path, offset)
+        self._files[pod] = mark(path) if at_end else LogMark(path, 0, b"")
 
     def pods(self) -> list[str]:
         """Pods present when the cursor was made or now (when the backend still answers)."""
@@ -155,25 +152,27 @@ class AccessLogCursor:
         """
         if pod not in self._files:
             return
-        path, offset = self._files[pod]
-        try:
-            handle = path.open("rb")
-        except OSError:  # not created yet, or the state directory is gone
-            return
-        with handle:
+        # The log may have rotated since the mark (the embedded mesh renames a full access log to .1 and has
+        # Envoy reopen it): the marked file is read on from the mark, then every newer one from its start.
+        for path, offset in appended_since(self._files[pod]):
             try:
-                if os.fstat(handle.fileno()).st_size < offset:
-                    offset = 0  # truncated or replaced: all of it is new
-                handle.seek(offset)
-                rest = b""
-                while chunk := handle.read(_CHUNK):
-                    block = rest + chunk
-                    end = block.rfind(b"\n") + 1
-                    rest = block[end:]
-                    if end:
-                        yield block[:end]
-            except OSError:
-                return
+                handle = path.open("rb")
+            except OSError:  # rotated out meanwhile, or the state directory is gone
+                continue
+            with handle:
+                try:
+                    if os.fstat(handle.fileno()).st_size < offset:
+                        offset = 0  # truncated or replaced: all of it is new
+                    handle.seek(offset)
+                    rest = b""
+                    while chunk := handle.read(_CHUNK):
+                        block = rest + chunk
+                        end = block.rfind(b"\n") + 1
+                        rest = block[end:]
+                        if end:
+                            yield block[:end]
+                except OSError:
+                    continue
 
     def _entries(self, pod: str) -> Iterator[dict[str, Any]]:
         """Fallback without files: the backend's parsed entries that started after the cursor."""

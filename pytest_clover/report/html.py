@@ -3,6 +3,10 @@
 Reading order is what a person looks for: did the run pass and how resilient is the system (score, totals),
 which tests broke and on which objective (the table, worst first), then per test when and how badly
 (plots with the fault windows shaded, the SLO rows, the fault timeline), and last the trend across runs.
+
+A soak test's section opens with its night (:func:`_soak_section`): plan, seed and replay, how far it got,
+the guardrail that stopped it, the plot of the night and a compact table of its events — the ones that did not
+pass first and the passed ones folded when there are many, so an 8-hour night keeps the page small.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import ReportDataError
 from .build import data_uri
+from .soak import SoakData, SoakEvent, clock, guardrail_line, read_soak, slo_during, table_order, ttr_by_kind
 
 VERDICT_COLORS = {
     "passed": "#1a7f37",
@@ -30,7 +36,17 @@ PLOT_CAPTIONS = {
     "latency": "Latency percentiles per phase (HdrHistogram, coordinated-omission corrected in the open loop).",
     "hops": "Where the time went on each hop, per phase (mean of sampled requests, from the sidecars' access logs; "
     "the segment that grew most is outlined).",
+    "soak": "The night: one marker and thin span per event, coloured by verdict; p99 and error rate downsampled "
+    "(worst window per bucket, errors over requests); the plan's quiet windows green; the guardrail trip a dark-red "
+    "line; the error budget left; below, the times to recover per fault kind against the plan's allowance.",
 }
+
+SOAK_FOLD_OVER = 60
+"""A soak with more events than this lists the ones that did not pass first and folds the passed ones into a
+``<details>`` block."""
+SOAK_MAX_ROWS = 1000
+"""At most this many events are rows of the page (failed first); the rest are counted, and all are in
+``soak.json``: 100 000 events must not make a page of 30 MB."""
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
@@ -52,6 +68,10 @@ img{max-width:100%;border:1px solid #eaeef2;border-radius:6px;margin:6px 0}
 figure{margin:10px 0} figcaption{font-size:12px;color:#57606a}
 .totals span{margin-right:14px}
 a{color:#0969da;text-decoration:none} a:hover{text-decoration:underline}
+.soak{border-left:4px solid #6a3d9a;padding-left:12px;margin:10px 0}
+.v-passed{background:#1a7f37} .v-failed{background:#cf222e} .v-inconclusive{background:#9a6700}
+.v-pending,.v-not-run{background:#6e7781}
+details{margin:8px 0} details>summary{cursor:pointer;color:#0969da}
 """
 
 
@@ -247,12 +267,149 @@ def _links(files: Mapping[str, str]) -> str:
         "locust_history": "locust history",
         "locust_failures": "locust failures",
         "journal": "Chaos Toolkit journal",
+        "soak_json": "soak.json",
     }
     links = [f'<a href="{_e(files[k])}">{label}</a>' for k, label in names.items() if k in files]
     return ('<p class="muted">data: ' + " · ".join(links) + "</p>") if links else ""
 
 
-def _test_section(test: Mapping[str, Any], run_dir: Path) -> str:
+def _soak_badge(verdict: str) -> str:
+    """:func:`_badge` by CSS class: an events table of hundreds of rows repeats no inline style."""
+    known = verdict in ("passed", "failed", "inconclusive", "pending", "not-run")
+    return f'<span class="badge v-{verdict}">{_e(verdict.upper())}</span>' if known else _badge(verdict)
+
+
+def _soak_row(event: SoakEvent, started: float | None) -> str:
+    """One event of the soak's table: id, at, kind, target, verdict, SLO during, time to recover, errors, reason."""
+    check = slo_during(event)
+    if check is None:
+        during = '<span class="muted">—</span>'
+    else:
+        css = "ok" if check["ok"] else "bad"
+        during = (
+            f'<span class="{css}">{_e(check["metric"])} {_e(fmt_metric(check["metric"], check["observed"]))}</span>'
+            f' <span class="muted">({_e(_threshold(check))})</span>'
+        )
+    if event.verdict in ("pending", "not-run"):
+        ttr = '<span class="muted">—</span>'
+    elif event.recovery_s is None:
+        ttr = '<span class="bad">never</span>'
+    else:
+        ttr = f"{event.recovery_s:.1f} s"
+    rate = event.error_rate
+    errors = f"{event.errors}" + (f' <span class="muted">({rate * 100:.2f} %)</span>' if rate else "")
+    return (
+        f"<tr><td><code>{_e(event.id)}</code></td><td class=num>{clock(event.at_s(started))}</td>"
+        f"<td>{_e(event.kind)}</td><td>{_e(event.target)}</td><td>{_soak_badge(event.verdict)}</td><td>{during}</td>"
+        f"<td class=num>{ttr}</td><td class=num>{errors}</td><td>{_e(event.reason)}</td></tr>"
+    )
+
+
+_SOAK_HEAD = (
+    "<tr><th>id</th><th>at</th><th>kind</th><th>target</th><th>verdict</th><th>SLO during</th>"
+    "<th>recovered after</th><th>errors</th><th>reason</th></tr>"
+)
+
+
+def _soak_events_table(data: SoakData) -> str:
+    if not data.events:
+        return '<p class="muted">No fault event has started yet.</p>'
+    shown, folded = table_order(list(data.events), fold_over=SOAK_FOLD_OVER)
+    budget = SOAK_MAX_ROWS
+    rows = [_soak_row(e, data.started) for e in shown[:budget]]
+    budget -= len(rows)
+    parts = ["<table>" + _SOAK_HEAD + "".join(rows) + "</table>"]
+    if len(shown) > len(rows):
+        parts.append(f'<p class="muted">… and {len(shown) - len(rows)} more not passed: see soak.json.</p>')
+    if folded:
+        kept = folded[: max(budget, 0)]
+        more = len(folded) - len(kept)
+        body = "<table>" + _SOAK_HEAD + "".join(_soak_row(e, data.started) for e in kept) + "</table>" if kept else ""
+        tail = f'<p class="muted">… and {more} more passed: see soak.json.</p>' if more else ""
+        parts.append(f"<details><summary>{len(folded)} passed events</summary>{body}{tail}</details>")
+    return "".join(parts)
+
+
+def _soak_guardrail(data: SoakData) -> str:
+    line = guardrail_line(data)
+    if line is not None:
+        assert data.trip is not None
+        return (
+            f'<div class="banner bad"><b>Guardrail {_e(data.trip.guardrail)}</b> stopped the soak '
+            f"{clock(data.into(data.trip.at))} into it ({_when(data.trip.at)}): {_e(data.trip.reason)}</div>"
+        )
+    names = ", ".join(str(k) for k in data.guardrail_spec if k != "min_requests")
+    budget = (data.guardrail_state or {}).get("budget")
+    left = ""
+    if isinstance(budget, dict) and isinstance(budget.get("remaining"), int | float):
+        left = f"; error budget left: {budget['remaining'] * 100:.1f} %"
+    if not names:
+        return '<p class="muted">No guardrail in the plan: nothing could stop the soak early.</p>'
+    return f'<p class="muted">Guardrails {_e(names)}: none tripped{_e(left)}.</p>'
+
+
+def _soak_section(test: Mapping[str, Any], run_dir: Path, replay: str) -> str:
+    """The soak test's night: what ran, how far, what stopped it, the plot, the TTR figures and the events."""
+    block = test.get("soak") or {}
+    try:
+        data = read_soak(run_dir / str(test.get("folder") or ""))
+    except ReportDataError as exc:
+        return f'<div class="banner bad">{_e(exc)}</div>'
+    if data is None:
+        return ""
+    planned, elapsed = data.duration_s, data.elapsed_s
+    share = f" ({elapsed / planned * 100:.0f} %)" if planned and elapsed is not None else ""
+    state = _e(data.state) + (f" ({_e(data.stopped_by)})" if data.stopped_by else "")
+    checkpoint = data.checkpoint or {}
+    if data.state == "running":
+        state += f' <span class="muted">(checkpoint {_e(checkpoint.get("count", "?"))}: events so far)</span>'
+    counts = block.get("events") or {}
+    totals = " ".join(
+        f"<span>{_badge(k)} {v}</span>" for k, v in counts.items() if k != "total" and isinstance(v, int) and v
+    )
+    scheduled = f" of {len(data.schedule)} scheduled" if data.schedule else ""
+    parts = [
+        '<div class="soak">',
+        f"<h3>Soak — {_e(data.title or data.plan or 'untitled plan')}</h3>",
+        '<dl class="meta">',
+        f"<dt>plan</dt><dd><code>{_e(data.plan or '—')}</code></dd>",
+        f"<dt>seed</dt><dd>{_e(data.seed)} — replay with <code>{_e(replay)}</code></dd>",
+        f"<dt>duration</dt><dd>{_duration(planned)} planned · {_duration(elapsed)} elapsed{share}</dd>",
+        f"<dt>state</dt><dd>{state}</dd>",
+        f"<dt>load</dt><dd>{_e(fmt_metric('throughput', data.rate))} open loop · time scale {_e(data.time_scale)}</dd>",
+        "</dl>",
+        _soak_guardrail(data),
+        f'<div class="totals">{counts.get("total", len(data.events))} events{scheduled}: {totals}</div>',
+    ]
+    rel = (test.get("files") or {}).get("soak")
+    if rel and (run_dir / rel).is_file():
+        parts.append(
+            f'<figure><img alt="soak plot of {_e(test["nodeid"])}" src="{data_uri(run_dir / rel)}">'
+            f"<figcaption>{_e(PLOT_CAPTIONS['soak'])}</figcaption></figure>"
+        )
+    ttr = ttr_by_kind(data.events)
+    if ttr:
+        within = data.recovery_within_s
+        rows = "".join(
+            f"<tr><td>{_e(kind)}</td><td class=num>{s.n}</td><td class=num>{fmt_metric('recovery', s.median)}</td>"
+            f"<td class=num>{fmt_metric('recovery', s.p90)}</td><td class=num>{fmt_metric('recovery', s.max)}</td>"
+            f"<td class=num>{f'<span class=bad>{s.never}</span>' if s.never else '0'}</td></tr>"
+            for kind, s in ttr.items()
+        )
+        parts.append(
+            f"<h3>Time to recover per fault kind</h3><p class=muted>allowance: {fmt_metric('recovery', within)} "
+            "after each fault ends</p><table><tr><th>kind</th><th>recovered</th><th>median</th><th>p90</th>"
+            f"<th>max</th><th>never</th></tr>{rows}</table>"
+        )
+    parts += ["<h3>Events</h3>", _soak_events_table(data)]
+    # The quiet time's checks, unless the test's own SLO table (just below) already has them.
+    if data.quiet_checks and not any(c.get("phase") == "quiet" for c in test.get("slo") or []):
+        parts.append(_slo_table(data.quiet_checks).replace("<h3>SLO checks</h3>", "<h3>Quiet time</h3>"))
+    parts.append("</div>")
+    return "\n".join(p for p in parts if p)
+
+
+def _test_section(test: Mapping[str, Any], run_dir: Path, replay: str = "") -> str:
     parts = [
         f'<section class="card" id="{_anchor(test["nodeid"])}">',
         f"<h3>{_badge(test['outcome'])} <code>{_e(test['nodeid'])}</code></h3>",
@@ -265,6 +422,8 @@ def _test_section(test: Mapping[str, Any], run_dir: Path) -> str:
         duration = _duration(test.get("duration_s"))
         windows = load["windows"]
         parts.append(f'<p class="muted">load: {_e(what)}, {windows} one-second windows; test took {duration}</p>')
+    if test.get("soak") is not None:
+        parts.append(_soak_section(test, run_dir, replay))
     files = test.get("files") or {}
     for name in ("timeseries", "latency", "hops"):
         rel = files.get(name)
@@ -275,7 +434,8 @@ def _test_section(test: Mapping[str, Any], run_dir: Path) -> str:
             )
     parts += [
         _slo_table(test.get("slo") or []),
-        _fault_table(test.get("faults") or []),
+        # A soak's events table (above) already lists every fault, with more: not 200 rows twice.
+        "" if test.get("soak") is not None else _fault_table(test.get("faults") or []),
         _regression_table(test.get("regressions") or []),
         _phase_table(test.get("phases") or {}),
     ]
@@ -322,7 +482,7 @@ def render_index(
         _tests_table(tests),
         f'<p class="muted">Score: {_e(summary["score"]["formula"])}.</p>',
         "<h2>Tests</h2>",
-        *(_test_section(t, run_dir) for t in tests),
+        *(_test_section(t, run_dir, replay) for t in tests),
     ]
     if trend is not None and trend.is_file():
         body += [

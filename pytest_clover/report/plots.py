@@ -1,5 +1,6 @@
 """The report's plots: load over time with phases and fault windows, latency percentiles per phase, where the
-time went per hop, and the trend across runs.
+time went per hop, a soak test's night (:func:`soak_overview`: events by verdict, downsampled p99 and error rate,
+the error-budget burn-down, times to recover per fault kind), and the trend across runs.
 
 Every function returns a :class:`matplotlib.figure.Figure` built with the object-oriented API only (never pyplot:
 no global state, safe in threads and worker processes, no display needed); :func:`save` writes it as a PNG.
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped,unused-ignore]
     from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped,unused-ignore]
     from matplotlib.axes import Axes
+
+    from .soak import SoakData, TTRStats
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -1391,7 +1394,407 @@ def _sparse_ticks(n: int, most: int) -> list[int]:
     return sorted({round(float(x)) for x in np.linspace(0, n - 1, most)})
 
 
-# -- 5. output ---------------------------------------------------------------------------------------------------
+# -- 5. a soak test over the night ---------------------------------------------------------------------------------
+
+SOAK_VERDICT_COLORS = {
+    "passed": "#1a7f37",
+    "failed": "#cf222e",
+    "inconclusive": "#9a6700",
+    "pending": "#57606a",
+    "not-run": "#8c959f",
+}
+"""An event's verdict, as the HTML report colours it (any other verdict: the pending grey)."""
+_SOAK_SPAN_ALPHA = {"passed": 0.10, "failed": 0.28, "inconclusive": 0.22, "pending": 0.18}
+# Passed events are the faint majority of a night; the ones that did not pass must stand out among 200 of them.
+QUIET_WINDOW_COLOR = "#2ca25f"
+"""The plan's quiet windows (no fault starts or is in force): the baseline's green, lightly."""
+TRIP_COLOR = "#7b0c0c"
+"""The guardrail trip: the dark red of a recovery that never happened in the trend."""
+BUDGET_COLOR = "#6a3d9a"
+SOAK_LABELLED_EVENTS = 30
+"""Up to this many events, each marker is labelled with its id; more would overlap (the page's table has them)."""
+
+
+def soak_overview(
+    data: SoakData,
+    windows: Sequence[Mapping[str, Any]] | None,
+    title: str,
+    *,
+    max_buckets: int = 1500,
+) -> PlotFigure:
+    """A soak test over the night, readable for 8 hours and ~200 events: an event strip (one marker per event,
+    coloured by verdict: passed green, failed red, inconclusive amber, pending grey, not-run hollow), p99 latency
+    (ms) and error rate (%) from the test's windows, the error-budget burn-down (remaining fraction, 0 marked),
+    all on one time axis (s, min or h since the soak started); below, the times to recover per fault kind (a box
+    and the events' points, the plan's allowance as a dashed line, "never" counted at the right).
+
+    Every event is a thin span on the time panels, coloured by its verdict; the plan's quiet windows are shaded
+    green; a guardrail trip is a vertical dark-red line with its name; a checkpoint of a running soak is a dotted
+    line ("checkpoint"), and the x axis runs to the planned end, so how far the night got shows.
+
+    ``windows`` (``result.json``'s rows, unix s) are downsampled by
+    :func:`pytest_clover.report.soak.downsample` to at most ``max_buckets`` buckets of consecutive windows: p99 is
+    each bucket's worst window, the error rate its errors over its requests; the y labels say so. The cost is
+    bounded by the buckets, the events (a few collections, not an artist per event) and ≤ 2000 burn-down points.
+    ``clover_spans`` lists the events drawn (``kind`` "event", ``verdict``, start/end s since the soak started).
+    """
+    from .soak import JUDGED, downsample, ttr_by_kind
+
+    buckets = downsample(windows or [], max_buckets)
+    starts = [e.start for e in data.events if e.start is not None]
+    t0 = data.started
+    if t0 is None:
+        t0 = float(buckets.start[0]) if len(buckets.start) else (min(starts) if starts else 0.0)
+    data_end = float(buckets.end[-1]) - t0 if len(buckets.end) else 0.0
+    ends = [e.end - t0 for e in data.events if e.end is not None]
+    extent = max([1.0, data_end, data.duration_s or 0.0, data.elapsed_s or 0.0, *ends])
+    unit, scale = _time_unit(extent)
+
+    ttr = ttr_by_kind(data.events)
+    ttr_h = max(1.5, 0.42 * len(ttr) + 0.9)
+    fig = _new_figure(0.55 + 2.3 + 1.3 + 1.5 + ttr_h + 1.0)
+    fig.clover_t0, fig.clover_x_unit, fig.clover_x_scale = t0, unit, scale
+    _title(fig, f"{title} — {data.title}" if data.title else title)
+    strip, ax_p99, ax_err, ax_budget, ax_ttr = fig.subplots(
+        5, 1, gridspec_kw={"height_ratios": [0.55, 2.3, 1.3, 1.5, ttr_h]}
+    )
+    time_axes = (ax_p99, ax_err, ax_budget)
+    for ax in (*time_axes, strip):
+        if ax is not strip:
+            _style(ax)
+        ax.sharex(ax_budget) if ax is not ax_budget else None
+    for ax in (strip, ax_p99, ax_err):
+        ax.tick_params(axis="x", labelbottom=False)
+    ax_budget.set_xlim(0, extent / scale)
+
+    # (a) p99 and error rate, downsampled.
+    x0, x1 = (buckets.start - t0) / scale, (buckets.end - t0) / scale
+    hole = 0.5 / scale
+    # Windows are ~1 s, so a bucket of k windows is ~k seconds: what the labels call it.
+    per = f"\nper {buckets.per_bucket}-s bucket" if buckets.per_bucket > 1 else "\nper 1-s window"
+    how = (
+        f" — {buckets.per_bucket}-s buckets: p99 the worst 1-s window of each, error rate its errors / requests"
+        if buckets.per_bucket > 1
+        else ""
+    )
+    xs, ys = _steps(x0, x1, buckets.p99_ms, hole)
+    ax_p99.plot(xs, ys, drawstyle="steps-post", color=LATENCY_COLORS["p99"], lw=1.1, zorder=3)[0].set_gid("soak:p99")
+    positive = buckets.p99_ms[np.isfinite(buckets.p99_ms) & (buckets.p99_ms > 0)]
+    slo_p99 = data.slo.get("p99_ms")
+    is_log = False
+    if positive.size:
+        high = max(float(positive.max()), slo_p99 or 0.0)
+        is_log = _latency_scale(ax_p99, float(positive.min()), high)
+    ax_p99.set_ylabel("p99 (ms)" + (", log" if is_log else "") + per.replace("per", "worst per"), fontsize=_TICK_SIZE)
+    if slo_p99 is not None:
+        ax_p99.axhline(slo_p99, color=LATENCY_COLORS["p99"], ls="--", lw=0.9, alpha=0.7, zorder=2)
+        ax_p99.text(
+            0.004,
+            slo_p99,
+            f"SLO {fmt_ms(slo_p99)} ms",
+            transform=ax_p99.get_yaxis_transform(),
+            fontsize=_SMALL,
+            va="bottom",
+            ha="left",
+            color=LATENCY_COLORS["p99"],
+            zorder=5,
+            bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+        ).set_in_layout(False)
+    if not len(buckets.start):
+        ax_p99.text(
+            0.5,
+            0.5,
+            "no load windows recorded yet",
+            transform=ax_p99.transAxes,
+            ha="center",
+            va="center",
+            fontsize=11,
+            color=_TEXT_MUTED,
+        )
+    err_pct = buckets.error_rate * 100.0
+    xs, ys = _steps(x0, x1, err_pct, hole)
+    ax_err.fill_between(xs, 0, ys, step="post", color=ERROR_COLOR, alpha=0.25, lw=0, zorder=2)
+    ax_err.plot(xs, ys, drawstyle="steps-post", color=ERROR_COLOR, lw=1.0, zorder=3)[0].set_gid("soak:error_rate")
+    peak = float(np.nanmax(err_pct)) if np.isfinite(err_pct).any() else 0.0
+    slo_err = data.slo.get("max_error_rate")
+    top = max(peak, (slo_err or 0.0) * 100.0)
+    ax_err.set_ylim(0, min(105.0, max(top * 1.2, 1.0)))
+    ax_err.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    ax_err.set_ylabel("error rate (%)" + per, fontsize=_TICK_SIZE)
+    if slo_err is not None:
+        ax_err.axhline(slo_err * 100.0, color=ERROR_COLOR, ls="--", lw=0.9, alpha=0.7, zorder=2)
+
+    # (b) the error budget's burn-down.
+    if data.burn_down:
+        bx = np.array([(t - t0) / scale for t, _ in data.burn_down])
+        by = np.array([v for _, v in data.burn_down])
+        ax_budget.plot(bx, by, color=BUDGET_COLOR, lw=1.4, zorder=3)[0].set_gid("soak:burn_down")
+        ax_budget.fill_between(bx, 0, by, where=by < 0, color=ERROR_COLOR, alpha=0.3, lw=0, interpolate=True)
+        ax_budget.set_ylim(min(-0.1, float(by.min()) - 0.08), 1.08)
+    else:
+        ax_budget.set_ylim(-0.1, 1.08)
+        ax_budget.text(
+            0.5,
+            0.5,
+            "no error budget in the plan (guardrails.error_budget or burn_rate)",
+            transform=ax_budget.transAxes,
+            ha="center",
+            va="center",
+            fontsize=_SMALL + 0.5,
+            color=_TEXT_MUTED,
+        )
+    ax_budget.axhline(0.0, color=ERROR_COLOR, lw=1.1, ls="--", zorder=2).set_gid("soak:budget_zero")
+    ax_budget.text(
+        1.0,
+        0.0,
+        "budget spent ",
+        transform=ax_budget.get_yaxis_transform(),
+        ha="right",
+        va="bottom",
+        fontsize=_SMALL,
+        color=ERROR_COLOR,
+    ).set_in_layout(False)
+    ax_budget.set_ylabel("error budget\nremaining (fraction)", fontsize=_TICK_SIZE)
+    ax_budget.set_xlabel(f"time since the soak started ({unit}){how}", fontsize=_TICK_SIZE + 0.5)
+
+    # (c) events, quiet windows, the trip and the checkpoint on every time panel.
+    min_width = extent / scale * 0.0015  # a kill (no duration) still shows: ~1.5 px
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for event in data.events:
+        if event.start is None:
+            continue
+        a = (event.start - t0) / scale
+        b = (event.end - t0) / scale if event.end is not None else max(a, (data.elapsed_s or extent) / scale)
+        verdict = event.verdict if event.verdict in _SOAK_SPAN_ALPHA else "pending"
+        spans.setdefault(verdict, []).append((a, max(b - a, min_width)))
+        fig.clover_spans.append(
+            {
+                "kind": "event",
+                "name": event.description,
+                "id": event.id,
+                "start_s": event.start - t0,
+                "end_s": None if event.end is None else event.end - t0,
+                "verified": event.verified,
+                "verdict": event.verdict,
+            }
+        )
+    quiet = [(a / scale, (b - a) / scale) for a, b in data.quiet_windows]
+    trip_x = None if data.trip is None or data.trip.at is None else (data.trip.at - t0) / scale
+    checkpoint_x = data.elapsed_s / scale if data.state == "running" and data.elapsed_s is not None else None
+    for ax in time_axes:
+        trans = ax.get_xaxis_transform()
+        if quiet:
+            ax.broken_barh(quiet, (0, 1), transform=trans, facecolors=QUIET_WINDOW_COLOR, alpha=0.12, lw=0, zorder=0)
+        for verdict, bars in spans.items():
+            coll = ax.broken_barh(
+                bars,
+                (0, 1),
+                transform=trans,
+                facecolors=SOAK_VERDICT_COLORS[verdict],
+                alpha=_SOAK_SPAN_ALPHA[verdict],
+                lw=0,
+                zorder=1,
+            )
+            coll.set_gid(f"soak:events:{verdict}")
+        if trip_x is not None:
+            ax.axvline(trip_x, color=TRIP_COLOR, lw=1.6, zorder=4).set_gid("soak:trip")
+        if checkpoint_x is not None:
+            ax.axvline(checkpoint_x, color=_TEXT_MUTED, lw=1.0, ls=":", zorder=4)
+    if trip_x is not None:
+        assert data.trip is not None
+        ax_p99.text(
+            trip_x,
+            0.98,
+            f" guardrail {data.trip.guardrail} ",
+            transform=ax_p99.get_xaxis_transform(),
+            ha="right",
+            va="top",
+            fontsize=_SMALL,
+            color="white",
+            fontweight="bold",
+            zorder=5,
+            bbox={"boxstyle": "square,pad=0.15", "facecolor": TRIP_COLOR, "edgecolor": "none"},
+        ).set_in_layout(False)
+    if checkpoint_x is not None:
+        ax_p99.text(
+            checkpoint_x,
+            0.98,
+            " checkpoint",
+            transform=ax_p99.get_xaxis_transform(),
+            ha="left",
+            va="top",
+            fontsize=_SMALL,
+            color=_TEXT_MUTED,
+            zorder=5,
+        ).set_in_layout(False)
+
+    _soak_strip(strip, data, t0, scale, extent)
+    _soak_ttr(ax_ttr, data, ttr, JUDGED)
+    handles: list[Any] = [Line2D([], [], color=LATENCY_COLORS["p99"], lw=1.1)]
+    labels = ["p99"]
+    if quiet:
+        handles.append(Patch(facecolor=QUIET_WINDOW_COLOR, alpha=0.25))
+        labels.append("quiet window")
+    if trip_x is not None:
+        handles.append(Line2D([], [], color=TRIP_COLOR, lw=1.6))
+        labels.append("guardrail trip")
+    ax_p99.legend(handles, labels, **_outside_legend())
+    return fig
+
+
+def _soak_strip(ax: Axes, data: SoakData, t0: float, scale: float, extent: float) -> None:
+    """One marker per event at its start (not-run ones hollow, at their planned time), coloured by verdict; each
+    labelled by id when there are at most :data:`SOAK_LABELLED_EVENTS`; the legend counts them per verdict."""
+    from .soak import verdict_counts
+
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([0.35], ["events"])
+    ax.tick_params(axis="y", length=0, labelsize=_SMALL, labelcolor=_TEXT_MUTED)
+    ax.tick_params(axis="x", length=0)
+    by_verdict: dict[str, list[float]] = {}
+    placed: list[tuple[float, str]] = []
+    for event in data.events:
+        at = event.at_s(data.started)
+        if event.start is not None:
+            at = event.start - t0
+        if at is None:
+            continue
+        verdict = event.verdict if event.verdict in SOAK_VERDICT_COLORS else "pending"
+        by_verdict.setdefault(verdict, []).append(at / scale)
+        placed.append((at / scale, event.id))
+    counts = verdict_counts(data.events)
+    handles, labels = [], []
+    for verdict, color in SOAK_VERDICT_COLORS.items():
+        xs = by_verdict.get(verdict)
+        if not xs:
+            continue
+        hollow = verdict == "not-run"
+        ax.plot(
+            xs,
+            [0.35] * len(xs),
+            "o" if hollow else "v",
+            ms=6,
+            lw=0,
+            color=color,
+            mfc="none" if hollow else color,
+            mew=1.2,
+            zorder=3,
+        )[0].set_gid(f"soak:markers:{verdict}")
+        handles.append(
+            Line2D([], [], marker="o" if hollow else "v", ms=6, lw=0, color=color, mfc="none" if hollow else color)
+        )
+        labels.append(f"{verdict} ({counts.get(verdict, len(xs))})")
+    if len(placed) <= SOAK_LABELLED_EVENTS:
+        for i, (x, event_id) in enumerate(sorted(placed)):
+            ax.text(
+                x,
+                0.72 if i % 2 == 0 else 0.98,
+                event_id,
+                ha="center",
+                va="top",
+                fontsize=_SMALL - 1,
+                color="#333333",
+                clip_on=True,
+            ).set_in_layout(False)
+    if handles:
+        ax.legend(handles, labels, **{**_outside_legend(), "fontsize": _SMALL - 0.5})
+
+
+def _soak_ttr(ax: Axes, data: SoakData, ttr: Mapping[str, TTRStats], judged: frozenset[str]) -> None:
+    """Per fault kind, one row: a box (quartiles, median, whiskers to min and max) over its times to recover (when
+    ≥ 3 recovered), each event a point coloured by its verdict (spread vertically by its rank, no randomness),
+    those that never recovered counted at the right, and the plan's allowance as a dashed vertical line."""
+    from .soak import quantile
+
+    _style(ax, grid_axis="x")
+    kinds = list(ttr)
+    within = data.recovery_within_s
+    if not kinds:
+        ax.set_axis_off()
+        ax.text(
+            0.5,
+            0.5,
+            "no event judged yet: no time to recover",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=_SMALL + 1,
+            color=_TEXT_MUTED,
+        )
+        return
+    values = [v for stats in ttr.values() for v in stats.values]
+    hi = max([*values, within or 0.0, 1.0]) * 1.25
+    for row, kind in enumerate(kinds):
+        stats = ttr[kind]
+        if stats.n >= 3:
+            # Drawn by hand, not with boxplot(): the quartiles are the same interpolated quantiles as the page's
+            # median and p90 (soak.quantile), and the whiskers reach the fastest and the slowest recovery.
+            q1, median, q3 = (quantile(stats.values, q) for q in (0.25, 0.5, 0.75))
+            low, high = stats.values[0], stats.values[-1]
+            ax.hlines([row, row], [low, q3], [q1, high], color="#8c959f", lw=1.0, zorder=2)
+            ax.vlines([low, high], row - 0.12, row + 0.12, color="#8c959f", lw=1.0, zorder=2)
+            box = ax.broken_barh(
+                [(q1, q3 - q1)], (row - 0.27, 0.54), facecolors="#eef1f5", edgecolor="#8c959f", lw=0.9, zorder=2
+            )
+            box.set_gid(f"soak:ttr:{kind}")
+            ax.vlines([median], row - 0.27, row + 0.27, color="#1f2328", lw=1.6, zorder=4)
+        mine = [e for e in data.events if e.kind == kind and e.verdict in judged and e.recovery_s is not None]
+        for verdict in ("passed", "inconclusive", "failed"):
+            xs = [e.recovery_s for e in mine if e.verdict == verdict and e.recovery_s is not None]
+            if not xs:
+                continue
+            # Spread by rank with the golden ratio: deterministic, and no two neighbours on one line.
+            ys = [row + ((i * 0.618034) % 1.0 - 0.5) * 0.5 for i in range(len(xs))]
+            ax.plot(xs, ys, "o", ms=3.2, lw=0, color=SOAK_VERDICT_COLORS[verdict], alpha=0.75, zorder=3)
+        if stats.never:
+            ax.plot([hi], [row], "x", ms=7, mew=2, color=TRIP_COLOR, zorder=4, clip_on=False)
+            ax.text(
+                hi,
+                row - 0.12,
+                f"never ×{stats.never}",
+                ha="right",
+                va="bottom",
+                fontsize=_SMALL,
+                color=TRIP_COLOR,
+            ).set_in_layout(False)
+    labels = []
+    for kind in kinds:
+        s = ttr[kind]
+        if s.n:
+            assert s.median is not None and s.p90 is not None
+            labels.append(f"{kind}  n={s.n}\nmedian {s.median:.1f} s · p90 {s.p90:.1f} s")
+        else:
+            labels.append(f"{kind}  n=0")
+    ax.set_yticks(range(len(kinds)), labels)
+    ax.tick_params(axis="y", length=0, labelsize=_SMALL)
+    ax.set_ylim(len(kinds) - 0.5, -0.5)
+    top = max(values, default=0.0)
+    if top > 0 and hi > 4 * top:
+        # The allowance far beyond every recovery (30 s against 1–4 s) would squeeze the boxes into the left edge:
+        # linear up to 1 s, logarithmic beyond, so both the spread and the allowance read.
+        ax.set_xscale("symlog", linthresh=1.0, linscale=0.7)
+        ticks = [t for t in (0, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600) if t <= hi]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(FixedLocator([]))
+    ax.set_xlim(0, hi)
+    ax.xaxis.set_major_formatter(FuncFormatter(_plain_number))
+    if within is not None:
+        ax.axvline(within, color=TRIP_COLOR, ls="--", lw=1.0, zorder=2).set_gid("soak:allowance")
+        ax.text(
+            within,
+            -0.5,
+            f" allowance {within:g} s",
+            ha="left",
+            va="bottom",
+            fontsize=_SMALL,
+            color=TRIP_COLOR,
+        ).set_in_layout(False)
+    ax.set_xlabel("time to recover (s) per fault kind, over the judged events", fontsize=_TICK_SIZE + 0.5)
+
+
+# -- 6. output ---------------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager

@@ -7,7 +7,9 @@ completed. The files read, per run folder ``<report-dir>/<run-id>/``:
 * ``run.json`` — the session: settings, versions, start, and (once it ended) end, exit status, partial;
 * ``<test>/test.json`` — one per test that used pytest-clover: verdict, SLO checks, faults, recoveries;
 * ``<test>/result.json`` (or ``<test>/run-N/result.json``) — the load result: phases, 1-s windows, the
-  phases' HdrHistograms; ``<test>/timeline.json`` — phase and fault events.
+  phases' HdrHistograms; ``<test>/timeline.json`` — phase and fault events;
+* ``<test>/soak.json`` — a soak test's night: its events, each with its verdict, and its guardrails (read by
+  :mod:`.soak`; the test's ``soak`` block).
 
 The schema is documented field by field in ``docs/reports.md`` and checked by
 ``pytest_clover/report/summary.schema.json``.
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReportDataError
+from .soak import SoakData, read_soak, soak_summary
 
 SCHEMA = "pytest-clover/summary"
 SCHEMA_VERSION = 1
@@ -76,6 +79,8 @@ class SavedTest:
     """``timeline.json``: phase and fault events, in time order."""
     released: tuple[int, float | None] | None = None
     """Set by :meth:`release_windows`: (how many windows ``result["windows"]`` held, the first one's start)."""
+    soak: SoakData | None = None
+    """``soak.json`` of a soak test (its events, guardrails, burn-down); None for any other test."""
 
     @property
     def nodeid(self) -> str:
@@ -251,7 +256,7 @@ def load_saved_test(folder: Path, streamed: Mapping[str, list[dict[str, Any]]] |
     events.sort(key=lambda e: float(e["time"]))
     if not record.get("nodeid") and events and events[0].get("test"):
         record["nodeid"] = str(events[0]["test"])
-    return SavedTest(folder=folder, record=record, result=result, events=events)
+    return SavedTest(folder=folder, record=record, result=result, events=events, soak=read_soak(folder))
 
 
 def _event_key(event: Mapping[str, Any]) -> tuple[str, str, float]:
@@ -308,6 +313,7 @@ def load_run(folder: Path, *, on_test: Callable[[SavedTest], None] | None = None
             (child / "test.json").is_file()
             or (child / "result.json").is_file()
             or (child / "timeline.json").is_file()
+            or (child / "soak.json").is_file()
             or child.name in streamed
         ):
             test = load_saved_test(child, streamed)
@@ -526,7 +532,7 @@ def resilience_score(tests: Iterable[SavedTest]) -> tuple[float | None, int]:
 
 def summarise_test(test: SavedTest) -> dict[str, Any]:
     record = test.record
-    return {
+    summary = {
         "nodeid": test.nodeid,
         "folder": test.folder.name,
         "outcome": test.verdict,
@@ -542,6 +548,9 @@ def summarise_test(test: SavedTest) -> dict[str, Any]:
         "regressions": regressions(test),
         "files": {str(k): str(v) for k, v in (record.get("files") or {}).items()},
     }
+    if test.soak is not None:
+        summary["soak"] = soak_summary(test.soak)  # only soak tests have the block (optional in the schema)
+    return summary
 
 
 def _load_info(test: SavedTest) -> dict[str, Any] | None:

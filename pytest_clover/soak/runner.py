@@ -616,6 +616,10 @@ class _Engine:
             "slo": self.plan.slo.objectives(),
             "recovery": {"within_s": self.plan.recovery.within_s, "windows": self.plan.recovery.windows},
             "schedule": schedule_to_json(self.schedule),
+            "quiet_windows": [
+                {"from_s": q.from_s * settings.time_scale, "to_s": q.to_s * settings.time_scale}
+                for q in self.plan.schedule.quiet
+            ],
             "events": [e.as_dict() for e in self.events],
             "quiet": {"checks": [c.as_dict() for c in quiet]},
             "guardrails": {

@@ -158,6 +158,11 @@ class LocalBackend:
         check_local_plan(topo)
         max_pods = self.max_pods or DEFAULT_MAX_PODS
         check_pod_count(topo, max_pods)
+        # The log bound's settings ($CLOVER_LOG_*): a bad value stops the deploy here, with its name, rather than
+        # the supervisor after it started.
+        from .logrotate import log_limits
+
+        log_limits({})
         envoy_binary()
         private_dir(self.state.root, STATE_ENV)
         self.state.root.chmod(0o700)  # ours (checked): an existing folder may have been 0755
@@ -579,12 +584,22 @@ class LocalBackend:
             raise BackendError(f"cannot read the {container} log of pod {pod} ({path}): {exc}") from exc
 
     def access_log(self, pod: str) -> list[dict[str, Any]]:
-        path = self.log_path(pod, "access")
+        """Every entry of the pod's access log still on disk, oldest first: its rotated copies (``access.log.2``,
+        ``access.log.1``, see :mod:`.logrotate`) and then the file Envoy writes. Torn lines are skipped."""
+        from ...logfiles import generations
+
         entries = []
-        with contextlib.suppress(FileNotFoundError):
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                with contextlib.suppress(ValueError):
-                    entries.append(json.loads(line))
+        with contextlib.ExitStack() as opened:
+            # Every file opened before any is read: a rotation meanwhile renames them, and an open file is
+            # read whatever its name has become (one deleted between the listing and its opening is skipped).
+            handles = []
+            for path in generations(self.log_path(pod, "access")):
+                with contextlib.suppress(FileNotFoundError):
+                    handles.append(opened.enter_context(path.open("rb")))
+            for handle in handles:
+                for line in handle.read().decode("utf-8", errors="replace").splitlines():
+                    with contextlib.suppress(ValueError):
+                        entries.append(json.loads(line))
         return entries
 
     def log_path(self, pod: str, container: str = "app") -> Path:

@@ -63,7 +63,8 @@ from ...istio import (
 )
 from ...limits import raise_open_files_limit
 from ..protocol import PodInfo
-from .envoy import envoy_command, http_get, http_get_unix
+from .envoy import envoy_command, http_get, http_get_unix, http_request_unix
+from .logrotate import MESH_LOGS, LogRotator, log_limits
 from .plan import BLOCK_PODS, DEFAULT_MAX_PODS, local_command, max_pods_setting, placeholders, too_many_pods
 from .state import MeshState, ProcessRecord, die_with_parent, pick_port, remove_state, unregister_mesh
 from .translate import Endpoint, EndpointsView, InboundPort, ProxySpec, render_bootstrap, render_resources
@@ -252,6 +253,10 @@ class Supervisor:
         self.rollouts: dict[tuple[str, str], asyncio.Task[None]] = {}
         """The running rollout of each (namespace, Deployment) whose pods run more than one template."""
         self._rollout_wakers: set[asyncio.Event] = set()
+        self.log_rotator = LogRotator(
+            log_limits(self.mesh), state.root / "pods", [state.root / name for name in MESH_LOGS]
+        )
+        """Keeps every log file of the mesh within its limits (:mod:`.logrotate`), checked by :meth:`_bound_logs`."""
 
     @property
     def topology(self) -> Topology:
@@ -295,6 +300,7 @@ class Supervisor:
         self.xds_address = (host, await self.ads.start(host, pick_port(host, 15010)))
         self.server = await asyncio.start_unix_server(self._client, path=str(self.state.socket_path), limit=2**24)
         self._write_mesh(status="starting")
+        self._background(self._bound_logs())
         try:
             await self._reconcile()
             if self.api_task is not None:
@@ -522,6 +528,7 @@ class Supervisor:
                 admin_socket=str(self.state.admin_socket(name)),
                 labels=labels,
                 access_log=str(directory / "access.log"),
+                access_log_percent=self.log_rotator.limits.access_log_percent,
                 outbound_port=pick_port(ip, 15001) if dep is not None else 0,
                 inbound=inbound,
             )
@@ -559,6 +566,7 @@ class Supervisor:
     def _spawn(
         self, argv: list[str], log_name: str, pod: Pod, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        # Appending (O_APPEND) is what lets the log rotation truncate it under the child's feet.
         with open(pod.directory / log_name, "ab") as out:
             return subprocess.Popen(
                 argv,
@@ -578,6 +586,40 @@ class Supervisor:
         Path(pod.spec.admin_socket).unlink(missing_ok=True)
         pod.envoy = self._spawn(argv, "envoy.stdout.log", pod)
         pod.envoy_live = False
+
+    async def _bound_logs(self) -> None:
+        """Keep the mesh's log files within their limits until it stops: every few seconds a check of their sizes
+        (one ``os.stat`` each, in this loop, where the pods cannot change under it), a rotation of those that
+        outgrew their limit, and each Envoy whose files were renamed told to reopen them."""
+        interval = self.log_rotator.limits.interval
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), interval)
+            if self.stopping.is_set():
+                return
+            try:
+                done = self.log_rotator.check({p.name: p.directory for p in self.pods.values()})
+                if done.rotated or done.pruned:
+                    log.info(
+                        "logs: rotated %d files (%s); removed the logs of %d dead pods",
+                        len(done.rotated),
+                        ", ".join(sorted({p.name for p in done.rotated})),
+                        len(done.pruned),
+                    )
+                pods = [self.pods[name] for name in sorted(done.reopen) if name in self.pods]
+                await asyncio.gather(*(self._reopen_logs(pod) for pod in pods))
+            except Exception:  # a full disk or a vanished folder must not stop the next check
+                log.exception("bounding the mesh's logs failed; trying again in %g s", interval)
+
+    async def _reopen_logs(self, pod: Pod) -> None:
+        """Have the Envoy of ``pod`` reopen its log files (the admin API's ``POST /reopen_logs``: SIGUSR1 does the
+        same but kills an Envoy that has not installed its handler yet). One that does not answer is asked again
+        at the next check; meanwhile it writes to the renamed file."""
+        status, body = await http_request_unix(pod.spec.admin_socket, "POST", "/reopen_logs", timeout=2.0)
+        if status == 200:
+            self.log_rotator.reopened(pod.name)
+        else:
+            log.warning("the Envoy of %s did not reopen its logs (%s %s); asking again", pod.name, status, body[:200])
 
     def _argv_of(
         self, dep: Deployment, ip: str = "127.0.0.1", pod: str = "pod", ports: dict[int, int] | None = None

@@ -109,6 +109,10 @@ class ProxySpec:
     local users, where any of them could reach a TCP port on loopback."""
     admin_port: int = 0
     """A TCP admin port on ``ip``, only when no ``admin_socket`` is given (a bootstrap rendered on its own)."""
+    access_log_percent: float = 100.0
+    """Share of requests this Envoy writes to its access log, in percent (default 100: all of them, and no
+    filter in the configuration). Below 100 a ``runtime_filter`` keeps a request by its ``x-request-id``,
+    the same answer in every Envoy of the mesh (see :func:`_access_log`)."""
 
     @property
     def app(self) -> str:
@@ -416,14 +420,28 @@ def _inbound_cluster(proxy: ProxySpec, ib: InboundPort) -> dict[str, Any]:
     }
 
 
+ACCESS_LOG_RUNTIME_KEY = "clover.access_log.sampled"
+"""The runtime key of the access logs' sampling filter: set in an Envoy's runtime (admin ``/runtime_modify``,
+per million), it overrides the configured share without a configuration push."""
+
+
 def _access_log(proxy: ProxySpec, direction: str) -> list[dict[str, Any]]:
     fmt = json_format(proxy.name, direction)
-    return [
-        {
-            "name": "envoy.access_loggers.file",
-            "typed_config": {"@type": T_FILE_LOG, "path": proxy.access_log, "log_format": {"json_format": fmt}},
+    logger: dict[str, Any] = {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {"@type": T_FILE_LOG, "path": proxy.access_log, "log_format": {"json_format": fmt}},
+    }
+    if proxy.access_log_percent < 100.0:
+        # Envoy's runtime filter draws from the request's x-request-id unless told to use independent
+        # randomness: every hop keeps or drops the same requests, so the per-hop join still sees whole paths.
+        # Ids whose first 8 characters are not hex digits (not Envoy's UUIDs) are drawn at random per hop.
+        logger["filter"] = {
+            "runtime_filter": {
+                "runtime_key": ACCESS_LOG_RUNTIME_KEY,
+                "percent_sampled": {"numerator": round(proxy.access_log_percent * 10_000), "denominator": "MILLION"},
+            }
         }
-    ]
+    return [logger]
 
 
 def _hcm(proxy: ProxySpec, stat_prefix: str, direction: str, routes: dict[str, Any], faults: bool) -> dict[str, Any]:

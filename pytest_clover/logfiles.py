@@ -1,0 +1,108 @@
+"""Log files that rotate: a log's generations (``access.log.2``, ``access.log.1``, ``access.log``) and reading what
+was appended to a log since a point, across rotations.
+
+Standard library only: the embedded mesh's supervisor rotates its pods' logs with these names
+(:mod:`pytest_clover.backends.local.logrotate`), and the report's per-hop breakdown (:mod:`pytest_clover.report.hops`)
+reads them back, in pytest's process, without knowing which backend wrote them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["HEAD_BYTES", "LogMark", "appended_since", "generation", "generations", "mark"]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def generation(path: Path, number: int) -> Path:
+    """The path of a log's rotated copy ``number`` (1 the most recent): ``access.log`` → ``access.log.1``."""
+    return path if number == 0 else path.with_name(f"{path.name}.{number}")
+
+
+def generations(path: Path) -> list[Path]:
+    """A log's files that exist, oldest first: its rotated copies (``….3``, ``….2``, ``….1``), then itself.
+
+    Copies are counted up from ``.1`` and stop at the first missing one: a stray ``.7`` after a gap is
+    not this log's."""
+    path = Path(path)
+    rotated = []
+    number = 1
+    while generation(path, number).exists():
+        rotated.append(generation(path, number))
+        number += 1
+    rotated.reverse()
+    return rotated + ([path] if path.exists() else [])
+
+
+HEAD_BYTES = 256
+"""Bytes of a log's start a :class:`LogMark` keeps to recognise its file after a rotation: an access-log line
+is about 550 bytes, and its first ones (time, request id) tell it from every other line."""
+
+
+@dataclass(frozen=True)
+class LogMark:
+    """A point in a log: how far its file went, and how that file began (to find it again once rotated)."""
+
+    path: Path
+    """The log's path (the file being written)."""
+    offset: int
+    """The file's size then, in bytes (0 when there was no file)."""
+    head: bytes
+    """The file's first bytes then (up to :data:`HEAD_BYTES`): a renamed file keeps them, and so does the copy
+    of a file copied and truncated, while the truncated file starts over with other lines."""
+    inode: tuple[int, int] = (0, 0)
+    """``(st_dev, st_ino)`` of the file, for an empty one (it has no head); (0, 0) when there was no file."""
+
+
+def mark(path: Path) -> LogMark:
+    """The end of a log now: what :func:`appended_since` reads from."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            status = os.fstat(handle.fileno())
+            head = handle.read(HEAD_BYTES)
+    except OSError:
+        return LogMark(path, 0, b"")
+    return LogMark(path, status.st_size, head, (status.st_dev, status.st_ino))
+
+
+def _starts_with(path: Path, head: bytes) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(head)) == head
+    except OSError:
+        return False
+
+
+def appended_since(since: LogMark) -> list[tuple[Path, int]]:
+    """What was written to a log after ``since``, as (file, offset to read from) pieces, oldest first.
+
+    The marked file is found among the log's files by its first bytes: where a rename took it (``.1``,
+    ``.2``…), or in ``.1`` when it was copied and truncated. It is read from the mark on, then every newer
+    file from its start. When it is gone (rotated out since), every file left is read from its start: entries
+    from before the mark cannot be among them, as the marked file was older than all of them.
+
+    A log that was empty at the mark is found by its inode instead (a rotation skips empty files, so it is
+    still the one being written, or the newest copy)."""
+    files = generations(since.path)
+    if since.offset == 0:
+        for index, path in enumerate(files):
+            try:
+                status = path.stat()
+            except OSError:
+                continue
+            if (status.st_dev, status.st_ino) == since.inode:
+                return [(newer, 0) for newer in files[index:]]
+        return [(path, 0) for path in files]
+    for index, path in enumerate(files):
+        if _starts_with(path, since.head) and _size(path) >= since.offset:
+            return [(path, since.offset)] + [(newer, 0) for newer in files[index + 1 :]]
+    return [(path, 0) for path in files]
