@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -68,11 +69,24 @@ def main() -> int:
     parser.add_argument("--time-scale", default="1")
     parser.add_argument("--checkpoint", default="5m")
     parser.add_argument("--sample", type=float, default=30.0, help="seconds between samples (default 30)")
+    parser.add_argument(
+        "--no-guardrails",
+        action="store_true",
+        help="run the plan without its guardrails, so an overloaded machine cannot cut the measurement short",
+    )
+    parser.add_argument("--keep", help="copy the run's report folder and pytest's log here at the end")
     args = parser.parse_args()
     duration_s = _duration(args.duration)
     plan = Path(args.plan).resolve()
     warmup = min(WARMUP_S, duration_s / 3)
     with isolated_runtime("soak") as runtime:
+        if args.no_guardrails:
+            import yaml
+
+            data = yaml.safe_load(plan.read_text(encoding="utf-8"))
+            data.pop("guardrails", None)
+            plan = runtime / plan.name
+            plan.write_text(yaml.safe_dump(data), encoding="utf-8")
         reports = runtime / "reports"
         basetemp = runtime / "basetemp"
         command = [
@@ -123,7 +137,9 @@ def main() -> int:
                         proc.kill()
                         proc.wait()
         elapsed = time.monotonic() - started
-        print(log_path.read_text(encoding="utf-8")[-3000:], flush=True)
+        text = log_path.read_text(encoding="utf-8")
+        print("\n".join(line for line in text.splitlines() if line.startswith("E ")), flush=True)
+        print(text[-3000:], flush=True)
         runs = [p for p in reports.glob("[0-9]*-*") if p.is_dir() and not p.is_symlink()]
         events: list[dict[str, object]] = []
         build_s = float("nan")
@@ -144,6 +160,12 @@ def main() -> int:
         for event in events:
             verdicts[str(event["verdict"])] = verdicts.get(str(event["verdict"]), 0) + 1
         peak = max((rss for _, rss, _ in samples), default=float("nan"))
+        if args.keep:
+            keep = Path(args.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(log_path, keep / "pytest.log")
+            for run in runs:
+                shutil.copytree(run, keep / run.name, dirs_exist_ok=True)
         print(
             f"soak of {elapsed / 60:.1f} min, exit {proc.returncode}: {len(events)} events {verdicts}; "
             f"pytest RSS peak {peak:.1f} MB, growth {growth:+.1f} MB/h after the first {warmup / 60:.0f} min; "

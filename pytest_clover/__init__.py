@@ -1,8 +1,9 @@
 """pytest-clover: chaos and resilience testing for service-mesh network functions, as a pytest plugin.
 
 What a test types against is importable from here: the fixtures' classes (:class:`Mesh`, :class:`Load`,
-:class:`Faults`, :class:`SLO`), what they return (:class:`LoadResult`, :class:`PhaseStats`, :class:`PodInfo`, the
-fault handles), the backend seam (:class:`Backend`, :class:`MeshRecord`) and the errors::
+:class:`Faults`, :class:`SLO`, :class:`Soak`), what they return (:class:`LoadResult`, :class:`PhaseStats`,
+:class:`PodInfo`, the fault handles, :class:`SoakOutcome`), the backend seam (:class:`Backend`,
+:class:`MeshRecord`) and the errors::
 
     from pytest_clover import Faults, Load, Mesh
 
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from .plugin.fixtures import Load, Mesh, TrackedRun
     from .plugin.settings import CloverSettings
     from .slo import SLO, SLOCheck
+    from .soak.runner import Soak, SoakOutcome
     from .timeline import Timeline
 
 _WHERE = {
@@ -78,6 +80,8 @@ _WHERE = {
     "CloverSettings": "plugin.settings",
     "SLO": "slo",
     "SLOCheck": "slo",
+    "Soak": "soak.runner",
+    "SoakOutcome": "soak.runner",
     "Timeline": "timeline",
     **{
         name: "errors"
@@ -161,6 +165,8 @@ __all__ = [
     "ScaleFault",
     "ScheduleMissed",
     "ShiftFault",
+    "Soak",
+    "SoakOutcome",
     "Timeline",
     "TrackedRun",
     "__version__",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_clover.soak.runner import Soak
+from pytest_clover import Soak
 
 
 @pytest.mark.soak

@@ -11,6 +11,7 @@ test asks for a fixture.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -261,6 +262,7 @@ def soak(
         recoveries=load.recoveries,
         check_mesh=load.check_mesh,
         base_dir=request.config.rootpath,
+        stop_run=lambda why: setattr(request.session, "shouldfail", why),
     )
 
 
@@ -606,10 +608,14 @@ class Load:
         write_json_atomic(Path(folder) / "result.json", data, indent=None)
         rows = data.get("windows") or []
         if rows:
-            with open(Path(folder) / "windows.csv", "w", newline="", encoding="utf-8") as fh:
+            # Replaced whole (a soak rewrites it at every checkpoint): a reader, or a SIGKILL, never sees half of it.
+            target = Path(folder) / "windows.csv"
+            partial = target.with_name(f".{target.name}.tmp")
+            with open(partial, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
+            os.replace(partial, target)
 
     def stop_all(self) -> None:
         """Stop every run still alive (each is attempted; the first error is raised after)."""

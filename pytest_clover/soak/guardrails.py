@@ -58,12 +58,12 @@ so the points stay evenly spaced, each exact at its time, and the latest window 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, Problem
+from .schedule import duration_seconds
 
 __all__ = [
     "BURN_DOWN_POINTS",
@@ -91,14 +91,13 @@ _EDGE_SLACK_S = 0.05
 _PLAN_OBJECT = "soak plan"
 """What a :class:`~pytest_clover.errors.Problem` names as the object: the guardrails are a section of the plan."""
 
-_SECTION_KEYS = ("error_budget", "burn_rate", "p99_ms", "min_requests")
+_SECTION_KEYS = ("error_budget", "burn_rate", "p99_ms", "min_requests", "scope")
+SCOPES = ("test", "run")
+"""What a tripped guardrail stops: the soak test, or the whole pytest run."""
 _BUDGET_KEYS = ("slo_target", "stop_at")
 _BURN_KEYS = ("slo_target", "rules")
 _RULE_KEYS = ("long", "short", "factor")
 _P99_KEYS = ("above", "windows")
-_DURATION_UNITS_S = (3600.0, 60.0, 1.0)
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
-_DURATION_HELP = "a duration such as 30s, 5m, 1h or 1h30m, or a number of seconds, greater than 0"
 
 
 # --------------------------------------------------------------------------- specification
@@ -164,6 +163,9 @@ class GuardrailSpec:
     min_requests: int = DEFAULT_MIN_REQUESTS
     """Requests the run must have seen before any guardrail can trip (≥ 0; default
     :data:`DEFAULT_MIN_REQUESTS`): the first few requests are noise, one error among them a huge burn rate."""
+    scope: str = "test"
+    """What a trip stops: ``test`` (default: this soak; the session's other tests still run) or ``run`` (the
+    whole pytest session stops after this test, as when a CI job is cancelled: later tests are not started)."""
 
     @property
     def empty(self) -> bool:
@@ -251,33 +253,15 @@ class _Problems:
         return value
 
     def duration(self, value: Any, path: str) -> float | None:
-        seconds = _duration(value)
+        # The plan's one duration syntax (schedule.parse_duration): 30s, 5m, 1h30m, 500ms, or seconds.
+        seconds, problem = duration_seconds(value)
         if seconds is None:
-            self.add(path, f"must be {_DURATION_HELP}, not {value!r}")
+            self.add(path, problem)
         return seconds
 
 
 def _kind(value: Any) -> str:
     return "nothing" if value is None else f"{type(value).__name__} {value!r}"
-
-
-def _duration(value: Any) -> float | None:
-    """Seconds in ``30s``, ``5m``, ``1h``, ``1h30m``, ``1.5h`` or a number of seconds; None unless it is > 0.
-
-    Strict: units h, m and s only, in that order, each at most once, no spaces inside; a bare number in a string
-    (``"30"``) is refused because it does not say its unit.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) and value > 0 else None
-    if not isinstance(value, str):
-        return None
-    match = _DURATION.fullmatch(value.strip())
-    if match is None or not any(match.groups()):
-        return None
-    seconds = sum(float(part) * unit for part, unit in zip(match.groups(), _DURATION_UNITS_S, strict=True) if part)
-    return seconds if seconds > 0 else None
 
 
 def parse_guardrails(raw: Mapping[str, Any] | None, *, file: str) -> GuardrailSpec:
@@ -307,10 +291,13 @@ def parse_guardrails(raw: Mapping[str, Any] | None, *, file: str) -> GuardrailSp
         min_requests = problems.count(
             top["min_requests"], "guardrails.min_requests", minimum=0, what="requests seen before any guardrail trips"
         )
+    scope = top.get("scope", "test")
+    if scope not in SCOPES:
+        problems.add("guardrails.scope", f"must be one of {', '.join(SCOPES)} (what a trip stops), not {scope!r}")
     if problems.found:
         raise ConfigError(problems.found)
     assert min_requests is not None  # every None above was reported
-    return GuardrailSpec(error_budget=budget, burn_rate=burn, p99_ms=p99, min_requests=min_requests)
+    return GuardrailSpec(error_budget=budget, burn_rate=burn, p99_ms=p99, min_requests=min_requests, scope=scope)
 
 
 def _parse_budget(value: Any, problems: _Problems) -> ErrorBudgetSpec | None:

@@ -233,6 +233,7 @@ class Soak:
         recoveries: dict[str, float | None],
         check_mesh: Callable[[], None] | None = None,
         base_dir: Path | None = None,
+        stop_run: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self._load = load
@@ -246,6 +247,8 @@ class Soak:
         self._recoveries = recoveries
         self._check_mesh = check_mesh
         self._base_dir = base_dir
+        self._stop_run = stop_run
+        """Stops the pytest session after this test (a guardrail with ``scope: run`` tripped)."""
         self.outcome: SoakOutcome | None = None
         """The last soak's outcome (also when :meth:`run` raised), None before one ran."""
 
@@ -275,6 +278,9 @@ class Soak:
             self, loaded, schedule, Guardrails(spec, time_scale=s.time_scale), guardrails_raw=loaded.guardrails_raw
         )
         self.outcome = engine.run()
+        trip = self.outcome.trip
+        if trip is not None and spec.scope == "run" and self._stop_run is not None:
+            self._stop_run(f"guardrail {trip.guardrail} (scope: run) tripped in a soak: {trip.reason}")
         if check:
             self.outcome.check()
         return self.outcome
@@ -561,10 +567,13 @@ class _Engine:
     def _checkpoint(self) -> None:
         """Write the test's data and rebuild the report from it in a child (skipped while the last one runs)."""
         self.checkpoints += 1
-        with contextlib.suppress(OSError):
+        try:
             self.soak._save_result(self.live)
             self.soak._save_timeline()
             self._write_soak(final=False)
+        except Exception as exc:  # a checkpoint that cannot be written must not end the night: the next one may
+            self.soak._timeline.add("note", "soak checkpoint not written", error=f"{type(exc).__name__}: {exc}")
+            return
         if self.report_child is not None and self.report_child.poll() is None:
             return
         run_dir = self.soak.report_dir.parent

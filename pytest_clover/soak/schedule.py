@@ -56,6 +56,7 @@ __all__ = [
     "SoakPlan",
     "describe",
     "draw_schedule",
+    "duration_seconds",
     "load_plan",
     "parse_duration",
     "parse_plan",
@@ -181,7 +182,8 @@ class FaultSpec:
 
     An event's *span* is ``[at, at + duration]``: the fault is in force and the event is judged on its ``slo``;
     its recovery is judged from the span's end. A kill acts once and is not in force afterwards, so its
-    duration is 0: its span is the instant of the kill, and its time to recover counts from the kill itself."""
+    duration is 0: its time to recover counts from the kill itself, and its ``slo`` is judged from the kill until
+    the mesh recovered (at least one second): the errors of the connections it cut."""
 
     kind: str
     """``delay``, ``abort``, ``kill``, ``scale`` or ``shift``: the :class:`~pytest_clover.faults.injector.Faults`
@@ -334,6 +336,12 @@ def _duration(value: Any, *, allow_zero: bool) -> tuple[float | None, str]:
     if seconds == 0 and not allow_zero:
         return None, f"{value!r} is zero; it must be more than 0, e.g. 30s"
     return seconds, ""
+
+
+def duration_seconds(value: Any, *, allow_zero: bool = False) -> tuple[float | None, str]:
+    """Seconds in ``value`` (see :func:`parse_duration`), or None and what is wrong with it, for readers that
+    collect every problem before raising (the guardrails)."""
+    return _duration(value, allow_zero=allow_zero)
 
 
 def parse_duration(
@@ -718,13 +726,8 @@ def _parse_fault(r: _Reader, raw: Any, path: str, mode: str) -> FaultSpec | None
         duration = r.duration(d, "duration", path, allow_zero=False, required=True) or 0.0
     params = _parse_params(r, kind, d.get("params"), _join(path, "params")) if kind is not None else None
     slo = None
-    if kind in INSTANT_KINDS and "slo" in d:
-        r.error(
-            _join(path, "slo"),
-            f"a {kind} is never in force, so it has no SLO of its own: it is judged by its recovery, on the plan's "
-            "slo; remove it",
-        )
-    elif d.get("slo") is not None:
+    if d.get("slo") is not None:
+        # A kill's own slo covers its span too: from the kill until the mesh recovered (at least one second).
         slo = _parse_slo(r, d["slo"], _join(path, "slo"))
     if kind is None or target is None or params is None or (mtbf is None and at is None):
         return None

@@ -50,7 +50,7 @@ schedule:
   min_gap: 20s
   max_overlap: 1
   faults:
-    - {kind: kill, target: clover-server, mtbf: 2m, params: {count: 1}}
+    - {kind: kill, target: clover-server, mtbf: 2m, params: {count: 1}, slo: {max_error_rate: 0.25}}
     - kind: delay
       target: http-lb
       mtbf: 2m
@@ -71,6 +71,7 @@ schedule:
 guardrails:
   error_budget: {slo_target: 0.99, stop_at: 1.0}
   min_requests: 40
+  scope: run             # the whole session stops: the test after this one is not started
 """
 
 SOAK_TEST = """
@@ -94,6 +95,10 @@ def test_guarded_soak(soak, mesh):
     assert faulted == [], faulted
     print("NO-FAULT-LEFT")
     outcome.check()
+
+
+def test_after_the_guarded_soak():
+    print("THE-NEXT-TEST-RAN")
 """
 
 
@@ -181,7 +186,8 @@ def test_a_guardrail_stops_the_soak_and_every_fault_is_reverted(project: pytest.
     result = project.runpytest_subprocess(*_soak_args(plan, "60s", 1, "-s"), timeout=240)
     output = result.stdout.str()
     assert result.ret == 1, output[-4000:]
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=1)  # and the next test was not started (scope: run)
+    assert "THE-NEXT-TEST-RAN" not in output and "guardrail error_budget (scope: run) tripped" in output
     assert "NO-FAULT-LEFT" in output, output[-4000:]
     assert "guardrail error_budget tripped" in output, output[-4000:]
     soak = _soak_json(_run_dir(project.path))

@@ -224,9 +224,9 @@ BAD_CONFIGS: list[tuple[Any, str]] = [
     ({"burn_rate": {"slo_target": 0.99, "rules": RULE}}, "guardrails.burn_rate.rules"),
     ({"burn_rate": {"slo_target": 0.99, "rules": ["1h/5m"]}}, "guardrails.burn_rate.rules[0]"),
     ({"burn_rate": {"slo_target": 0.99, "rules": [{**RULE, "long": "1 hour"}]}}, "guardrails.burn_rate.rules[0].long"),
-    ({"burn_rate": {"slo_target": 0.99, "rules": [{**RULE, "long": "30"}]}}, "guardrails.burn_rate.rules[0].long"),
+    ({"burn_rate": {"slo_target": 0.99, "rules": [{**RULE, "long": "-30"}]}}, "guardrails.burn_rate.rules[0].long"),
     ({"burn_rate": {"slo_target": 0.99, "rules": [{**RULE, "long": "5ms"}]}}, "guardrails.burn_rate.rules[0].long"),
-    ({"burn_rate": {"slo_target": 0.99, "rules": [{**RULE, "long": "1m1h"}]}}, "guardrails.burn_rate.rules[0].long"),
+    ({"burn_rate": {"slo_target": 0.99, "rules": [{**RULE, "long": "1x"}]}}, "guardrails.burn_rate.rules[0].long"),
     ({"burn_rate": {"slo_target": 0.99, "rules": [{**RULE, "long": -60}]}}, "guardrails.burn_rate.rules[0].long"),
     ({"burn_rate": {"slo_target": 0.99, "rules": [{**RULE, "short": "0s"}]}}, "guardrails.burn_rate.rules[0].short"),
     (
@@ -643,3 +643,10 @@ def test_lookback_sums_are_those_of_the_windows_started_within_it(
             requests, errors = reference.lookback(k, seconds, slack=0.05)
             assert (numbers[key]["requests"], numbers[key]["errors"]) == (requests, errors)
         assert guardrails.stored_windows <= k + 1
+
+
+def test_scope_says_what_a_trip_stops() -> None:
+    assert parse_guardrails({"p99_ms": {"above": 100, "windows": 2}}, file="plan.yaml").scope == "test"
+    assert parse_guardrails({"scope": "run"}, file="plan.yaml").scope == "run"
+    with pytest.raises(ConfigError, match=r"guardrails\.scope.*test, run"):
+        parse_guardrails({"scope": "session"}, file="plan.yaml")

@@ -478,7 +478,7 @@ BAD_RANDOM = [
     ("missing duration", _drop("schedule.faults.1.duration"), "schedule.faults[1].duration", "is required"),
     ("zero duration", _set("schedule.faults.1.duration", "0s"), "schedule.faults[1].duration", "zero"),
     ("kill duration", _set("schedule.faults.0.duration", "5s"), "schedule.faults[0].duration", "instantaneous"),
-    ("kill slo", _set("schedule.faults.0.slo", {"p99_ms": 1}), "schedule.faults[0].slo", "never in force"),
+    ("kill slo", _set("schedule.faults.0.slo", {"max_error_rate": 2}), "schedule.faults[0].slo.max_error_rate", ""),
     ("unknown param", _set("schedule.faults.1.params.percnt", 5), "schedule.faults[1].params.percnt", "'percent'"),
     ("missing delay", _drop("schedule.faults.1.params.delay"), "schedule.faults[1].params.delay", "is required"),
     ("delay number", _set("schedule.faults.1.params.delay", 500), "schedule.faults[1].params.delay", "with a unit"),

@@ -279,8 +279,10 @@ class LocalBackend:
                     + self._log_tail(lines=40)
                 )
             if self.state.socket_path.exists():
-                with contextlib.suppress(MeshNotRunning):
-                    self.call("ping", wait=2.0)
+                # A slow answer is asked again until the deadline: on a loaded machine (a soak beside it) the
+                # supervisor's first ping can take seconds, and that is not a failed start.
+                with contextlib.suppress(BackendError):
+                    self.call("ping", wait=max(0.5, min(5.0, deadline - time.monotonic())))
                     return
             if time.monotonic() > deadline:
                 raise BackendError(

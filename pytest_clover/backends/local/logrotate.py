@@ -33,10 +33,9 @@ at 500 requests/s they stay under about 0.9 GB (the benchmark's projection, ever
 
 A run shorter than the bound behaves as before: nothing is renamed until a file reaches its limit.
 
-Readers: :func:`generations` lists a log's files oldest first (what ``LocalBackend.access_log`` reads), and
-:func:`mark` / :func:`appended_since` find what was appended after a point across rotations (what a
-cursor over the access logs needs; this part imports nothing from the local backend, so a shared layer may
-take it over).
+Readers live in :mod:`pytest_clover.logfiles` (re-exported here): ``generations`` lists a log's files oldest
+first (what ``LocalBackend.access_log`` reads), and ``mark`` / ``appended_since`` find what was appended after
+a point across rotations (what the report's per-hop cursor reads, in pytest's process).
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ import dataclasses
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,69 +200,83 @@ def log_limits(settings: Mapping[str, object], environ: Mapping[str, str] | None
     else the default. A bad value raises a
     ConfigError naming where it was given, the setting, and what to give instead."""
     env = os.environ if environ is None else environ
-    limits = LogLimits()
-    given = _setting(MAX_BYTES_SETTING, MAX_BYTES_ENV, settings, env)
-    if given is not None:
+    changes: dict[str, object] = {}
+    for setting, variable, attribute, parse, wanted in _LIMIT_SETTINGS:
+        given = _setting(setting, variable, settings, env)
+        if given is None:
+            continue
         value, where, field = given
-        size = _parse_size(value)
-        if size is None or size < MIN_MAX_BYTES:
-            raise ConfigError.single(
-                where,
-                "local backend",
-                field,
-                f"must be a size in bytes of at least {MIN_MAX_BYTES} (a number, or with a suffix: 64KiB, 32MiB, "
-                f"1GiB), got {value!r}: the size at which each log file is rotated",
-            )
-        limits = dataclasses.replace(limits, max_bytes=size)
-    given = _setting(GENERATIONS_SETTING, GENERATIONS_ENV, settings, env)
-    if given is not None:
-        value, where, field = given
-        try:
-            count = int(value.strip())
-        except ValueError:
-            count = -1
-        if not 0 <= count <= 100:
-            raise ConfigError.single(
-                where,
-                "local backend",
-                field,
-                f"must be a whole number from 0 to 100, got {value!r}: the rotated copies kept of each log file "
-                f"(default {DEFAULT_GENERATIONS})",
-            )
-        limits = dataclasses.replace(limits, generations=count)
-    given = _setting(ACCESS_LOG_PERCENT_SETTING, ACCESS_LOG_PERCENT_ENV, settings, env)
-    if given is not None:
-        value, where, field = given
-        try:
-            percent = float(value.strip().rstrip("%"))
-        except ValueError:
-            percent = -1.0
-        if not 0.0 < percent <= 100.0:
-            raise ConfigError.single(
-                where,
-                "local backend",
-                field,
-                f"must be a percentage above 0 and at most 100, got {value!r}: the share of requests every Envoy "
-                "writes to its access log (100, the default, logs every request)",
-            )
-        limits = dataclasses.replace(limits, access_log_percent=percent)
-    given = _setting(CHECK_SECONDS_SETTING, CHECK_SECONDS_ENV, settings, env)
-    if given is not None:
-        value, where, field = given
-        try:
-            seconds = float(value.strip().removesuffix("s"))
-        except ValueError:
-            seconds = -1.0
-        if not 0.05 <= seconds <= 60.0:
-            raise ConfigError.single(
-                where,
-                "local backend",
-                field,
-                f"must be a number of seconds from 0.05 to 60, got {value!r}: how often the log files' sizes are "
-                f"checked (default {CHECK_INTERVAL_S:g})",
-            )
-        limits = dataclasses.replace(limits, interval=seconds)
-    return limits
+        parsed = parse(value)
+        if parsed is None:
+            raise ConfigError.single(where, "local backend", field, f"must be {wanted}, got {value!r}")
+        changes[attribute] = parsed
+    return dataclasses.replace(LogLimits(), **changes)  # type: ignore[arg-type]
+
+
+def _parse_max_bytes(text: str) -> int | None:
+    size = _parse_size(text)
+    return size if size is not None and size >= MIN_MAX_BYTES else None
+
+
+def _parse_generations(text: str) -> int | None:
+    try:
+        count = int(text.strip())
+    except ValueError:
+        return None
+    return count if 0 <= count <= 100 else None
+
+
+def _parse_percent(text: str) -> float | None:
+    try:
+        percent = float(text.strip().rstrip("%"))
+    except ValueError:
+        return None
+    return percent if 0.0 < percent <= 100.0 else None
+
+
+def _parse_check_seconds(text: str) -> float | None:
+    try:
+        seconds = float(text.strip().removesuffix("s"))
+    except ValueError:
+        return None
+    return seconds if 0.05 <= seconds <= 60.0 else None
+
+
+_LIMIT_SETTINGS: tuple[tuple[str, str, str, Callable[[str], object | None], str], ...] = (
+    (
+        MAX_BYTES_SETTING,
+        MAX_BYTES_ENV,
+        "max_bytes",
+        _parse_max_bytes,
+        f"a size in bytes of at least {MIN_MAX_BYTES} (a number, or with a suffix: 64KiB, 32MiB, 1GiB): the size "
+        "at which each log file is rotated",
+    ),
+    (
+        GENERATIONS_SETTING,
+        GENERATIONS_ENV,
+        "generations",
+        _parse_generations,
+        f"a whole number from 0 to 100: the rotated copies kept of each log file (default {DEFAULT_GENERATIONS})",
+    ),
+    (
+        ACCESS_LOG_PERCENT_SETTING,
+        ACCESS_LOG_PERCENT_ENV,
+        "access_log_percent",
+        _parse_percent,
+        "a percentage above 0 and at most 100: the share of requests every Envoy writes to its access log (100, "
+        "the default, logs every request)",
+    ),
+    (
+        CHECK_SECONDS_SETTING,
+        CHECK_SECONDS_ENV,
+        "interval",
+        _parse_check_seconds,
+        f"a number of seconds from 0.05 to 60: how often the log files' sizes are checked (default "
+        f"{CHECK_INTERVAL_S:g})",
+    ),
+)
+"""Each setting: its name in ``mesh.json``, its environment variable, the :class:`LogLimits` field, its parser
+(None: refused), and what a valid value is (for the error)."""
 
 
 # --------------------------------------------------------------------------------------------- one file
