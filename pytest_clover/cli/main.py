@@ -590,8 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         "Rebuild a run's report (HTML, plots, summary.json) from its saved data, or plot the trend across runs",
         description="clover report [RUN_DIR]: rebuild index.html, the plots, summary.json and windows.csv of a run "
-        "from the files it saved (default: <report-dir>/latest). clover report trend: plot p99, error rate and "
-        "recovery time per test across the runs recorded in <report-dir>/history.jsonl.",
+        "from the files it saved (default: <report-dir>/latest). clover report trend: plot the resilience score per "
+        "run, and per test p99 and error rate per phase and time to recover per fault (a soak: per fault kind), "
+        "across the runs recorded in <report-dir>/history.jsonl (one plot across nights).",
     )
     p.add_argument("target", nargs="?", metavar="RUN_DIR|trend", help="A run folder (reports/<run-id>) or `trend`")
     p.add_argument("--report-dir", default="reports", help="Where runs and history.jsonl live (default reports)")

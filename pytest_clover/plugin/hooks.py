@@ -166,21 +166,36 @@ class _XdistHooks:
 def _check_reference(settings: CloverSettings) -> None:
     """--clover-compare must name a run the history holds: a typo is found before the first test, not after.
 
-    A history that cannot be read, or whose lines are not records (so that no earlier run is found), is a usage
-    error naming the file, here at configure, rather than an INTERNALERROR or a comparison with nothing.
+    ``last:N`` must have N ≥ 2 (``last:1`` is ``last``). With no earlier complete run at all, ``last:N`` compares
+    nothing this time and says so on stderr (not as a warning: ``-W error`` would make it an INTERNALERROR): it is
+    what a nightly job runs, and its first night (or the first after a row of crashed ones) must run, not stop at
+    configure; ``last`` and a run id name one run, and a history without it is a usage error. The median of fewer
+    than N runs is taken per test, with the message saying how many. A history that cannot be read, or whose lines
+    are not records (so that no earlier run is found), is a usage error naming the file, here at configure, rather
+    than an INTERNALERROR or a comparison with nothing.
     """
+    import sys
+
     from ..errors import NoReferenceRun, ReportDataError
     from ..report import history
 
+    compare = settings.compare or history.LAST
+    try:
+        median_of = history.median_count(compare)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--clover-compare={compare}: {exc}") from None
     where = settings.report_dir / history.HISTORY_FILE
     try:
         records, skipped = history.read(settings.report_dir)
     except ReportDataError as exc:
         raise pytest.UsageError(f"--clover-compare={settings.compare}: {exc}") from None
     try:
-        history.reference_run(records, settings.compare or "last", settings.run_id)
+        history.reference_run(records, compare, settings.run_id)
     except NoReferenceRun as exc:
         damaged = f"; {len(skipped)} line(s) of it could not be read, first: {skipped[0]}" if skipped else ""
+        if median_of is not None and not skipped:
+            sys.stderr.write(f"clover: {exc}: no test is compared this time (history: {where})\n")
+            return
         raise pytest.UsageError(f"{exc} (history: {where}{damaged})") from None
 
 

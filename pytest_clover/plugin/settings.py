@@ -87,9 +87,11 @@ class CloverSettings:
     test's load must be running), 30 s for kill and scale (replacements must start and become ready)."""
 
     compare: str | None = None
-    """``last`` or a run id: the earlier run each test's p99, error rate and recovery time are compared with
-    (from ``<report_dir>/history.jsonl``). A regression past the thresholds below FAILS the test, with both
-    numbers in the message. Default None: no comparison."""
+    """What each test's p99, error rate and recovery time are compared with (from ``<report_dir>/history.jsonl``):
+    ``last`` (the previous run), a run id, or ``last:N`` with N ≥ 2 (per test, the median of its last N complete
+    runs, partial ones left out: for nightly runs, where one noisy night should neither hide nor fake a
+    regression). A regression past the thresholds below FAILS the test, with both numbers in the message.
+    Default None: no comparison."""
 
     regression_p99: float = 25.0
     """Percent a phase's p99 may grow over the reference run before it is a regression (default 25 %). A rise
@@ -150,7 +152,12 @@ class CloverSettings:
         if self.dry_run:
             lines.append("clover: DRY RUN: no fault is injected, no experiment activity runs; SLO misses do not fail")
         if self.compare:
-            lines.append(f"clover: comparing with run {self.compare} (history: {self.report_dir / 'history.jsonl'})")
+            against = (
+                f"the median of the last {self.compare.removeprefix('last:')} runs"
+                if self.compare.startswith("last:")
+                else f"run {self.compare}"
+            )
+            lines.append(f"clover: comparing with {against} (history: {self.report_dir / 'history.jsonl'})")
         return lines
 
 
@@ -196,8 +203,8 @@ OPTIONS = (
     ),
     _Option(
         "--clover-compare",
-        "Fail tests whose p99, error rate or recovery time regressed against an earlier run: last or a run id "
-        "(read from <report-dir>/history.jsonl).",
+        "Fail tests whose p99, error rate or recovery time regressed against an earlier run: last, a run id, or "
+        "last:N (N >= 2: per test, the median of its last N complete runs) (read from <report-dir>/history.jsonl).",
     ),
     _Option(
         "--clover-regression-p99",
@@ -327,11 +334,19 @@ def parse_threshold(text: Any, where: str) -> float:
 
 
 def parse_compare(text: Any, where: str) -> str:
+    """``--clover-compare``: ``last``, ``last:N`` (N ≥ 2) or a run id; a UsageError naming ``where`` otherwise."""
+    from ..report.history import median_count
+
     value = str(text).strip()
     if not value or any(c in value for c in "/\\") or value.startswith("."):
         raise pytest.UsageError(
-            f"{where}={text!r}: give `last` or a run id (a folder name under the report dir, e.g. 20261121-141500-4242)"
+            f"{where}={text!r}: give `last`, `last:N` (the median of the last N runs, N ≥ 2) or a run id (a folder "
+            "name under the report dir, e.g. 20261121-141500-4242)"
         )
+    try:
+        median_count(value)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{where}={text!r}: {exc}") from None
     return value
 
 

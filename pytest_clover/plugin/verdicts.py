@@ -92,7 +92,12 @@ REGRESSIONS_KEY = pytest.StashKey[list[dict[str, Any]]]()
 
 
 def check_regressions(item: pytest.Item, loader: Load, state: CloverSession) -> None:
-    """Compare the test's last load result with the reference run's record; raise :class:`Regression`."""
+    """Compare the test's last load result with its reference; raise :class:`Regression` if it got worse.
+
+    The reference (``--clover-compare``, :func:`pytest_clover.report.history.references`) is the test's record in
+    one earlier run (``last``, a run id) or the median of its last N complete runs (``last:N``); it is read once
+    per process. A test no reference run ran is not compared.
+    """
     __tracebackhide__ = True
     from ..report import history
 
@@ -100,14 +105,13 @@ def check_regressions(item: pytest.Item, loader: Load, state: CloverSession) -> 
     if state.reference is None:
         records, _ = history.read(settings.report_dir)
         try:
-            run_id = history.reference_run(records, settings.compare or "last", settings.run_id)
+            state.reference = history.references(records, settings.compare or history.LAST, settings.run_id)
         except NoReferenceRun:
-            run_id = ""
-        state.reference = (run_id, history.reference_records(records, run_id) if run_id else {})
-    run_id, references = state.reference
+            state.reference = ("", {})
+    _, references = state.reference
     reference = references.get(item.nodeid)
     if reference is None:
-        return  # a new test, or one the reference run did not run: nothing to compare with
+        return  # a new test, or one no reference run ran: nothing to compare with
     loader.stop_all()
     summary = loader.summary()
     current = {
@@ -123,4 +127,4 @@ def check_regressions(item: pytest.Item, loader: Load, state: CloverSession) -> 
     checks = history.compare(current, reference, thresholds)
     item.stash[REGRESSIONS_KEY] = checks
     if any(not c["ok"] for c in checks):
-        raise Regression(history.regression_message(checks, run_id))
+        raise Regression(history.regression_message(checks, reference))

@@ -252,9 +252,14 @@ def _regression_table(checks: Sequence[Mapping[str, Any]]) -> str:
         )
     run_id = checks[0].get("run_id", "?")
     return (
-        f"<h3>Compared with run {_e(run_id)}</h3><table><tr><th>metric</th><th>phase</th><th>then</th>"
-        "<th>now</th><th>allowed up to</th><th></th></tr>" + "".join(rows) + "</table>"
+        f"<h3>Compared with {_e(_reference_name(str(run_id)))}</h3><table><tr><th>metric</th><th>phase</th>"
+        "<th>then</th><th>now</th><th>allowed up to</th><th></th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def _reference_name(run_id: str) -> str:
+    """``run <id>`` for one reference run; the label as it is for a median (``the median of the last 7 runs…``)."""
+    return run_id if run_id.startswith(("the median", "run ")) else f"run {run_id}"
 
 
 def _links(files: Mapping[str, str]) -> str:

@@ -28,7 +28,7 @@ import tempfile
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -239,8 +239,13 @@ def _message_figure(title: str, message: str) -> PlotFigure:
     _title(fig, title)
     ax = fig.add_subplot()
     ax.set_axis_off()
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, color=_TEXT_MUTED, transform=ax.transAxes)
+    _say(ax, message, fontsize=12)
     return fig
+
+
+def _say(ax: Any, message: str, *, fontsize: float = 11) -> None:
+    """A muted line in the middle of a panel that has nothing to draw (and says why)."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=fontsize, color=_TEXT_MUTED, transform=ax.transAxes)
 
 
 def _phase_name(value: Any) -> str | None:
@@ -587,16 +592,7 @@ def timeseries(
         ax_lat.set_ylabel("latency (ms)", fontsize=_TICK_SIZE + 0.5)
     ax_lat.set_xlabel(f"time since load start ({unit}){bin_note}", fontsize=_TICK_SIZE + 0.5)
     if not n:
-        ax_tp.text(
-            0.5,
-            0.5,
-            "no load windows recorded",
-            transform=ax_tp.transAxes,
-            ha="center",
-            va="center",
-            fontsize=11,
-            color=_TEXT_MUTED,
-        )
+        _say(ax_tp, "no load windows recorded", fontsize=11)
 
     # Phase bands and fault windows on every panel. One collection per phase name per panel (not one patch per
     # band): a soak test can have hundreds of phases.
@@ -925,16 +921,7 @@ def latency_by_phase(
             lows.append(float(positive.min()))
             highs.append(float(positive.max()))
     if not highs:
-        ax.text(
-            0.5,
-            0.5,
-            "no requests in any phase",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
-            fontsize=11,
-            color=_TEXT_MUTED,
-        )
+        _say(ax, "no requests in any phase", fontsize=11)
     else:
         is_log = _latency_scale(ax, min(lows), max(highs))
         ax.set_ylabel("latency (ms)" + (", log scale" if is_log else ""), fontsize=_TICK_SIZE + 0.5)
@@ -1214,7 +1201,11 @@ def _hop_p95_panel(
 # -- 4. history across runs --------------------------------------------------------------------------------------
 
 _RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})")
-_FAILED = frozenset({"failed", "error", "errored"})
+SCORE_COLOR = OK_COLOR
+"""The resilience score's line in the trend."""
+TREND_MAX_TESTS = 40
+"""Tests the trend draws a row for, at most (the first ones the window's records name; a note counts the others).
+A row costs ~2 in of height and ~0.15 s of rendering: 40 rows keep the PNG under ~90 in and a few seconds."""
 
 
 def _run_label(run_id: str, when: float | None) -> str:
@@ -1233,44 +1224,64 @@ def _run_label(run_id: str, when: float | None) -> str:
 
 
 def trend(records: Sequence[Mapping[str, Any]], title: str = "pytest-clover trend", *, last: int = 30) -> PlotFigure:
-    """History across runs (``history.jsonl`` records): per test, one row of three panels: p99 per phase (ms),
-    error rate per phase (%), recovery time after each fault phase (s); x = the last ``last`` runs in time order.
+    """History across runs (``history.jsonl`` records), x = the last ``last`` runs in time order, labelled with
+    their date and time.
 
-    A failed run has a red column and a red ✕ under each panel; a missing value is a gap; a recovery that never
-    happened (``None``) is a dark-red ▲ at the top of the recovery panel.
+    On top, the run's resilience score (%, :func:`pytest_clover.report.history.run_score`: the report's formula
+    over the recorded fractions and weights; a hollow point for a partial run); left out when no run recorded a
+    score. Then per test (at most :data:`TREND_MAX_TESTS`), one row of three panels: p99 per phase (ms), error
+    rate per phase (%), time to recover per key (s; a soak's ``soak <kind>`` keys are its median time to recover
+    per fault kind). One legend above the panels names every phase and key, each with one colour in every row.
+
+    A failed run has a red column and a red ✕ under each of the test's panels; a missing value is a gap; a
+    recovery that never happened (``None``) is a dark-red ▲ at the top of the recovery panel. The figure's axes
+    are the tests' panels, three per row in row order, then the score panel.
     """
-    if not records:
+    from .history import trend_data
+
+    data = trend_data(records, last=last)
+    if not data.runs:
         return _message_figure(title, "no history yet")
-    first_time: dict[str, float] = {}
-    order: dict[str, int] = {}
-    for i, r in enumerate(records):
-        rid = str(r.get("run_id"))
-        order.setdefault(rid, i)
-        t = _finite(r.get("time"))
-        if t is not None:
-            first_time[rid] = min(first_time.get(rid, t), t)
-    runs = sorted(order, key=lambda rid: (first_time.get(rid, math.inf), order[rid]))[-max(1, last) :]
-    index = {rid: i for i, rid in enumerate(runs)}
-    kept = [r for r in records if str(r.get("run_id")) in index]
-    tests = list(dict.fromkeys(str(r.get("nodeid")) for r in kept))
-    phases = list(
-        dict.fromkeys(p for r in kept for key in ("p99_ms", "error_rate", "recovery_s") for p in (r.get(key) or {}))
-    )
-    colors = phase_colors(phases)
-    n_runs = len(runs)
+    runs, n_runs = data.runs, len(data.runs)
+    tests = data.tests[:TREND_MAX_TESTS]
+    hidden = len(data.tests) - len(tests)
+    keys = list(dict.fromkeys(k for t in tests for per_field in data.series[t].values() for k in per_field))
+    colors = phase_colors(keys)
+    has_score = any(score is not None for score in data.scores)
+    has_partial = any(data.partial) and has_score
+
+    handles: list[Any] = [Line2D([], [], color=colors[k], lw=1.4, marker="o", ms=3.5) for k in keys]
+    labels = list(keys)
+    # The markers' entries only when the figure has such a marker: a legend entry for nothing sends readers looking.
+    if any(data.failed[t] for t in tests):
+        handles.append(Line2D([], [], color=ERROR_COLOR, marker="x", mew=2, ms=7, lw=0))
+        labels.append("failed run")
+    if any(math.isinf(v) for t in tests for values in data.series[t]["recovery_s"].values() for v in values):
+        handles.append(Line2D([], [], color=NEVER_COLOR, marker="^", ms=7, lw=0))
+        labels.append("never recovered")
+    if has_partial:
+        handles.append(Line2D([], [], color=SCORE_COLOR, marker="o", ms=5, mfc="white", lw=0))
+        labels.append("partial run")
 
     # Every row has the same structure, so the layout is computed here (in inches) rather than by constrained
     # layout, whose cost grows steeply with the number of axes (21 tests: ~4 s of a ~9 s save).
-    header_h, row_h, title_h, ticks_h = 0.75, 2.15, 0.34, 0.45
+    title_h, legend_row_h, row_h, panel_title_h, ticks_h = 0.42, 0.21, 2.15, 0.34, 0.45
+    score_h = 1.75 if has_score else 0.0
+    note_h = 0.3 if hidden else 0.0
     left_h, gap_w, right_w = 0.72, 0.78, 0.15
-    height = header_h + row_h * len(tests)
-    fig = _new_figure(height, constrained=False)
+    fig = _new_figure(1.0, constrained=False)
     width = fig.get_figwidth()
+    legend_cols = _legend_columns(fig, labels, width - 0.2)
+    legend_h = legend_row_h * math.ceil(len(labels) / legend_cols) + 0.1
+    header_h = title_h + legend_h
+    height = header_h + score_h + row_h * len(tests) + note_h
+    fig.set_size_inches(width, height)
     panel_w = (width - left_h - right_w - 2 * gap_w) / 3
     tick_idx = _sparse_ticks(n_runs, 7)
-    tick_labels = [_run_label(runs[i], first_time.get(runs[i])) for i in tick_idx]
+    tick_labels = [_run_label(runs[i], data.times[i]) for i in tick_idx]
+    rows_top = height - header_h - score_h
     for row, nodeid in enumerate(tests):
-        top = height - header_h - row * row_h
+        top = rows_top - row * row_h
         fig.text(
             0.005,
             (top - 0.06) / height,
@@ -1288,82 +1299,25 @@ def trend(records: Sequence[Mapping[str, Any]], title: str = "pytest-clover tren
                     (left_h + i * (panel_w + gap_w)) / width,
                     bottom / height,
                     panel_w / width,
-                    (row_h - title_h - ticks_h) / height,
+                    (row_h - panel_title_h - ticks_h) / height,
                 )
             )
             for i in range(3)
         ]
-        mine = sorted((r for r in kept if str(r.get("nodeid")) == nodeid), key=lambda r: index[str(r["run_id"])])
-        failed = [index[str(r["run_id"])] for r in mine if str(r.get("outcome")) in _FAILED]
-        panels: list[tuple[str, str, Callable[[Any], float | None]]] = [
-            ("p99_ms", "p99 latency (ms)", lambda v: _finite(v)),
-            ("error_rate", "error rate (%)", lambda v: None if _finite(v) is None else float(v) * 100.0),
-            ("recovery_s", "recovery time (s)", lambda v: _finite(v)),
-        ]
-        for ax, (key, ylabel, convert) in zip(axes, panels, strict=True):
-            _style(ax)
-            names = list(dict.fromkeys(p for r in mine for p in (r.get(key) or {})))
-            values_all: list[float] = []
-            for name in names:
-                ys = np.full(n_runs, np.nan)
-                never: list[int] = []
-                for r in mine:
-                    got = r.get(key) or {}
-                    if name not in got:
-                        continue
-                    v = convert(got[name])
-                    if v is None and key == "recovery_s":
-                        never.append(index[str(r["run_id"])])
-                    elif v is not None:
-                        ys[index[str(r["run_id"])]] = v
-                ax.plot(np.arange(n_runs), ys, "-o", color=colors[name], lw=1.4, ms=3.5, zorder=3, label=name)[
-                    0
-                ].set_gid(f"trend:{key}:{name}")
-                values_all += [float(v) for v in ys if np.isfinite(v)]
-                if never:
-                    ax.plot(
-                        never,
-                        [0.94] * len(never),
-                        "^",
-                        color=NEVER_COLOR,
-                        ms=7,
-                        zorder=5,
-                        transform=ax.get_xaxis_transform(),
-                        clip_on=False,
-                    )[0].set_gid(f"never:{name}")
-            if key == "p99_ms":
-                positive = [v for v in values_all if v > 0]
-                if positive:
-                    _latency_scale(ax, min(positive), max(positive))
-            else:
-                top = max(values_all) if values_all else 0.0
-                ax.set_ylim(0, max(top * 1.25, 1.0))
-                ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
-            for x in failed:
-                ax.axvspan(x - 0.45, x + 0.45, color=ERROR_COLOR, alpha=0.08, lw=0, zorder=0)
-            if failed:
-                ax.plot(
-                    failed,
-                    [0.0] * len(failed),
-                    "x",
-                    color=ERROR_COLOR,
-                    ms=7,
-                    mew=2,
-                    zorder=5,
-                    transform=ax.get_xaxis_transform(),
-                    clip_on=False,
-                )[0].set_gid("failed")
-            ax.set_xlim(-0.6, n_runs - 0.4)
-            ax.set_xticks(tick_idx, tick_labels)
-            ax.tick_params(axis="x", labelsize=_SMALL - 0.5)
-            ax.set_ylabel(ylabel, fontsize=_TICK_SIZE)
-    handles: list[Any] = [Line2D([], [], color=colors[p], lw=1.4, marker="o", ms=3.5) for p in phases]
-    labels = list(phases)
-    handles += [
-        Line2D([], [], color=ERROR_COLOR, marker="x", mew=2, ms=7, lw=0),
-        Line2D([], [], color=NEVER_COLOR, marker="^", ms=7, lw=0),
-    ]
-    labels += ["failed run", "never recovered"]
+        _trend_row(axes, data.series[nodeid], data.failed[nodeid], n_runs, colors)
+        for ax in axes:
+            _run_axis(ax, n_runs, tick_idx, tick_labels)
+    if has_score:
+        score_ax = fig.add_axes(
+            (
+                left_h / width,
+                (height - header_h - score_h + ticks_h) / height,
+                (width - left_h - right_w) / width,
+                (score_h - panel_title_h - ticks_h) / height,
+            )
+        )
+        _score_panel(score_ax, data.scores, data.partial)
+        _run_axis(score_ax, n_runs, tick_idx, tick_labels)
     fig.text(
         0.01,
         1 - 0.1 / height,
@@ -1373,18 +1327,156 @@ def trend(records: Sequence[Mapping[str, Any]], title: str = "pytest-clover tren
         fontsize=12,
         fontweight="bold",
     )
+    if hidden:
+        fig.text(
+            0.01,
+            (note_h - 0.08) / height,
+            f"{hidden} more test{'s' if hidden != 1 else ''} not drawn (the trend draws {TREND_MAX_TESTS}); "
+            "history.jsonl has them all",
+            ha="left",
+            va="top",
+            fontsize=_SMALL,
+            color=_TEXT_MUTED,
+        )
     fig.legend(
         handles,
         labels,
         loc="upper left",
-        bbox_to_anchor=(0.005, 1 - 0.38 / height),
-        ncol=len(labels),
+        bbox_to_anchor=(0.005, 1 - title_h / height),
+        ncol=legend_cols,
         fontsize=_SMALL,
         frameon=False,
         handlelength=1.8,
         columnspacing=1.6,
+        borderaxespad=0.0,
+        borderpad=0.0,
     )
     return fig
+
+
+def _legend_columns(fig: Figure, labels: Sequence[str], width_in: float) -> int:
+    """How many legend columns ``labels`` take within ``width_in``: as few rows as fit, then columns as even as
+    those rows allow. Widths are measured; columns are filled the way matplotlib fills them (``np.array_split``)."""
+    if not labels:
+        return 1
+    meter = _TextMeter(fig)
+    em = _SMALL / 72.0  # inches
+    entries = [meter.width(label, _SMALL) / _DPI + (1.8 + 0.8) * em for label in labels]  # handle, pad, text
+
+    def fits(ncol: int) -> bool:
+        columns = [chunk for chunk in np.array_split(np.asarray(entries), ncol) if len(chunk)]
+        return sum(float(c.max()) for c in columns) + 1.6 * em * (len(columns) - 1) <= width_in
+
+    widest = next((n for n in range(len(labels), 0, -1) if fits(n)), 1)
+    rows = math.ceil(len(labels) / widest)
+    even = math.ceil(len(labels) / rows)
+    return even if fits(even) else widest
+
+
+def _trend_row(
+    axes: Sequence[Axes],
+    series: Mapping[str, Mapping[str, Sequence[float]]],
+    failed: Sequence[int],
+    n_runs: int,
+    colors: Mapping[str | None, str],
+) -> None:
+    """One test's three panels: p99 per phase, error rate per phase (%), recovery per key (+inf: never)."""
+    panels = (
+        ("p99_ms", "p99 latency (ms)", 1.0),
+        ("error_rate", "error rate (%)", 100.0),
+        ("recovery_s", "recovery time (s)", 1.0),
+    )
+    for ax, (key, ylabel, factor) in zip(axes, panels, strict=True):
+        _style(ax)
+        values_all: list[float] = []
+        for name, values in series.get(key, {}).items():
+            ys = np.asarray(values, dtype=float) * factor
+            never = [i for i, v in enumerate(ys) if math.isinf(v)]
+            ys[~np.isfinite(ys)] = np.nan
+            ax.plot(np.arange(n_runs), ys, "-o", color=colors[name], lw=1.4, ms=3.5, zorder=3, label=name)[0].set_gid(
+                f"trend:{key}:{name}"
+            )
+            values_all += [float(v) for v in ys if np.isfinite(v)]
+            if never:
+                ax.plot(
+                    never,
+                    [0.94] * len(never),
+                    "^",
+                    color=NEVER_COLOR,
+                    ms=7,
+                    zorder=5,
+                    transform=ax.get_xaxis_transform(),
+                    clip_on=False,
+                )[0].set_gid(f"never:{name}")
+        if key == "p99_ms":
+            positive = [v for v in values_all if v > 0]
+            if positive:
+                _latency_scale(ax, min(positive), max(positive))
+        else:
+            top = max(values_all) if values_all else 0.0
+            ax.set_ylim(0, max(top * 1.25, 1.0))
+            ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+        for x in failed:
+            ax.axvspan(x - 0.45, x + 0.45, color=ERROR_COLOR, alpha=0.08, lw=0, zorder=0)
+        if failed:
+            ax.plot(
+                list(failed),
+                [0.0] * len(failed),
+                "x",
+                color=ERROR_COLOR,
+                ms=7,
+                mew=2,
+                zorder=5,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+            )[0].set_gid("failed")
+        ax.set_ylabel(ylabel, fontsize=_TICK_SIZE)
+
+
+def _score_panel(ax: Axes, scores: Sequence[float | None], partial: Sequence[bool]) -> None:
+    """The resilience score per run (%), the latest value written at its point; partial runs hollow."""
+    _style(ax)
+    ys = np.array([math.nan if s is None else s for s in scores], dtype=float)
+    xs = np.arange(len(ys))
+    ax.plot(xs, ys, "-o", color=SCORE_COLOR, lw=1.8, ms=4.5, zorder=3)[0].set_gid("trend:score")
+    hollow = [i for i, p in enumerate(partial) if p and np.isfinite(ys[i])]
+    if hollow:
+        ax.plot(hollow, ys[hollow], "o", ms=5.5, mfc="white", mec=SCORE_COLOR, mew=1.4, lw=0, zorder=4)[0].set_gid(
+            "score:partial"
+        )
+    seen = ys[np.isfinite(ys)]
+    # A night that lost a few points must show: the axis starts near the lowest score, not always at 0.
+    low = float(seen.min()) if seen.size else 0.0
+    bottom = 0.0 if low < 40 else max(0.0, math.floor((low - 5) / 10) * 10)
+    ax.set_ylim(bottom, 100 + (100 - bottom) * 0.12)
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    latest = next((i for i in range(len(ys) - 1, -1, -1) if np.isfinite(ys[i])), None)
+    if latest is not None:
+        ax.annotate(
+            f"{ys[latest]:.1f} %",
+            (latest, ys[latest]),
+            xytext=(0, 7),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=_SMALL,
+            color=SCORE_COLOR,
+            fontweight="bold",
+        )
+    ax.set_ylabel("score (%)", fontsize=_TICK_SIZE)
+    ax.set_title(
+        "resilience score per run: 100 × Σ(weight × fraction) / Σ weight",
+        loc="left",
+        fontsize=_TICK_SIZE + 1,
+        color="#333333",
+    )
+
+
+def _run_axis(ax: Axes, n_runs: int, tick_idx: Sequence[int], tick_labels: Sequence[str]) -> None:
+    """The shared x axis of every trend panel: one slot per run, sparse date labels."""
+    ax.set_xlim(-0.6, n_runs - 0.4)
+    ax.set_xticks(list(tick_idx), list(tick_labels))
+    ax.tick_params(axis="x", labelsize=_SMALL - 0.5)
 
 
 def _sparse_ticks(n: int, most: int) -> list[int]:
@@ -1501,16 +1593,7 @@ def soak_overview(
             bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
         ).set_in_layout(False)
     if not len(buckets.start):
-        ax_p99.text(
-            0.5,
-            0.5,
-            "no load windows recorded yet",
-            transform=ax_p99.transAxes,
-            ha="center",
-            va="center",
-            fontsize=11,
-            color=_TEXT_MUTED,
-        )
+        _say(ax_p99, "no load windows recorded yet", fontsize=11)
     err_pct = buckets.error_rate * 100.0
     xs, ys = _steps(x0, x1, err_pct, hole)
     ax_err.fill_between(xs, 0, ys, step="post", color=ERROR_COLOR, alpha=0.25, lw=0, zorder=2)
@@ -1533,16 +1616,7 @@ def soak_overview(
         ax_budget.set_ylim(min(-0.1, float(by.min()) - 0.08), 1.08)
     else:
         ax_budget.set_ylim(-0.1, 1.08)
-        ax_budget.text(
-            0.5,
-            0.5,
-            "no error budget in the plan (guardrails.error_budget or burn_rate)",
-            transform=ax_budget.transAxes,
-            ha="center",
-            va="center",
-            fontsize=_SMALL + 0.5,
-            color=_TEXT_MUTED,
-        )
+        _say(ax_budget, "no error budget in the plan (guardrails.error_budget or burn_rate)", fontsize=_SMALL + 0.5)
     ax_budget.axhline(0.0, color=ERROR_COLOR, lw=1.1, ls="--", zorder=2).set_gid("soak:budget_zero")
     ax_budget.text(
         1.0,
@@ -1713,16 +1787,7 @@ def _soak_ttr(ax: Axes, data: SoakData, ttr: Mapping[str, TTRStats], judged: fro
     within = data.recovery_within_s
     if not kinds:
         ax.set_axis_off()
-        ax.text(
-            0.5,
-            0.5,
-            "no event judged yet: no time to recover",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
-            fontsize=_SMALL + 1,
-            color=_TEXT_MUTED,
-        )
+        _say(ax, "no event judged yet: no time to recover", fontsize=_SMALL + 1)
         return
     values = [v for stats in ttr.values() for v in stats.values]
     hi = max([*values, within or 0.0, 1.0]) * 1.25

@@ -510,21 +510,28 @@ def score_fraction(test: SavedTest) -> float | None:
 
 def resilience_score(tests: Iterable[SavedTest]) -> tuple[float | None, int]:
     """(score 0–100 or None if no test counts, number of tests counted); see :data:`SCORE_FORMULA`."""
+    return weighted_score((test.record.get("weight"), score_fraction(test)) for test in tests)
+
+
+def weighted_score(tests: Iterable[tuple[Any, float | None]]) -> tuple[float | None, int]:
+    """:data:`SCORE_FORMULA` over (weight, score fraction) pairs: 100 × Σ(weight × fraction) / Σ(weight), one
+    decimal, and how many pairs counted. A pair without a fraction (skipped, interrupted) is left out; a missing
+    weight is 1, the default of ``@pytest.mark.resilience``. None when nothing counted or the weights sum to 0 (or
+    overflow: an edited file). The report and the history's trend both score with this."""
     total_weight = 0.0
     total = 0.0
     counted = 0
-    for test in tests:
-        fraction = score_fraction(test)
+    for raw_weight, fraction in tests:
         if fraction is None:
             continue
-        weight = finite(test.record.get("weight"))
+        weight = finite(raw_weight)
         weight = 1.0 if weight is None else weight
         total_weight += weight
         total += weight * fraction
         counted += 1
     if counted == 0 or total_weight <= 0:
         return None, counted
-    return round(100.0 * total / total_weight, 1), counted
+    return finite(round(100.0 * total / total_weight, 1)), counted
 
 
 # --------------------------------------------------------------------------- the summary
@@ -538,7 +545,7 @@ def summarise_test(test: SavedTest) -> dict[str, Any]:
         "outcome": test.verdict,
         "message": str(record.get("message") or ""),
         "duration_s": finite(record.get("duration_s")),
-        "weight": finite(record.get("weight")) or 1.0,
+        "weight": 1.0 if finite(record.get("weight")) is None else finite(record.get("weight")),
         "score_fraction": score_fraction(test),
         "load": _load_info(test),
         "phases": phase_table(test),

@@ -372,3 +372,14 @@ def test_events_after_the_saved_timeline_complete_it(tmp_path: Path) -> None:
     assert [(f["description"], f["start"], f["end"]) for f in test["faults"]] == [
         ("delay 1s on http-lb", start["time"], end["time"])  # once, not twice: the start is in both files
     ]
+
+
+def test_a_weight_of_zero_stays_zero_in_the_summary_and_the_history(tmp_path: Path) -> None:
+    run = _run(tmp_path, tests=2, verdicts=["passed", "error"])
+    folders = sorted(p for p in run.iterdir() if p.is_dir())
+    _rewrite(folders[1], weight=0.0)  # @pytest.mark.resilience(weight=0): reported, not scored
+    summary = build_summary(load_run(run))
+    assert sorted(t["weight"] for t in summary["tests"]) == [0.0, 1.0]
+    assert summary["score"]["value"] == 100.0
+    # The trend scores the run from its history records the same way the report did.
+    assert history.run_score(history.records_for(summary)) == summary["score"]["value"]
