@@ -65,6 +65,8 @@ def pytest_clover_make_backend(config: pytest.Config, settings: CloverSettings, 
 
 RESILIENCE_MARKER = "resilience(weight=1.0): the test's weight in the run's resilience score (see docs/reports.md)"
 SOAK_MARKER = "soak: a long-duration soak test, run only with --clover-soak=DURATION (deselected otherwise)"
+SOAK_TIMEOUT_MARGIN_S = 900.0
+"""With pytest-timeout installed, a soak test's limit is its duration plus this (start, last recoveries, report)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -246,9 +248,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Soak tests (the ``soak`` fixture or marker) run only with ``--clover-soak``: a night is never started by a
     plain ``pytest suites``. They are deselected, not skipped: they were not asked for."""
     settings = _settings(config)
-    if settings is None or settings.soak_s is not None:
+    if settings is None:
         return
     soaks = [i for i in items if "soak" in getattr(i, "fixturenames", ()) or i.get_closest_marker("soak")]
+    if settings.soak_s is not None:
+        if config.pluginmanager.hasplugin("timeout"):
+            # pytest-timeout's per-test limit (ours is 300 s) would kill a night at its fifth minute: a soak gets its
+            # own duration plus room for its start, its last recoveries and its report, and a hung one still ends.
+            limit = settings.soak_s + SOAK_TIMEOUT_MARGIN_S
+            for item in soaks:
+                if item.get_closest_marker("timeout") is None:
+                    item.add_marker(pytest.mark.timeout(limit))
+        return
     if soaks:
         config.hook.pytest_deselected(items=soaks)
         items[:] = [i for i in items if i not in soaks]

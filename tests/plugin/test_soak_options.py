@@ -76,3 +76,29 @@ def test_a_broken_plan_names_its_file_and_field(project: Project) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "plan.yaml" in err and "schedule.faults[0].params.percnt" in err and "percent" in err, err
+
+
+def test_a_soak_is_not_cut_short_by_pytest_timeout(project: Project) -> None:
+    pytest.importorskip("pytest_timeout")
+    project.pytester.makepyfile(
+        """
+        import pytest
+
+
+        @pytest.mark.soak
+        def test_soak_limit(request):
+            print("LIMIT", request.node.get_closest_marker("timeout").args[0])
+
+
+        @pytest.mark.soak
+        @pytest.mark.timeout(5)
+        def test_own_limit(request):
+            print("LIMIT", request.node.get_closest_marker("timeout").args[0])
+        """
+    )
+    project.pytester.makeini(f"[pytest]\nclover_topology = {ROOT / 'fixtures/sdc'}\ntimeout = 300\n")
+    plan = ROOT / "faults" / "schedules" / "ci.yaml"
+    result = project.run("--clover-soak=2h", f"--clover-soak-plan={plan}", "-s")
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    assert out.count("LIMIT 8100.0") == 1 and "LIMIT 5\n" in out, out  # 2 h + 15 min; its own limit kept
