@@ -113,6 +113,7 @@ def main() -> int:
         with log_path.open("w", encoding="utf-8") as log:
             proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             started = time.monotonic()
+            started_unix = time.time()
             try:
                 watched = psutil.Process(proc.pid)
                 while proc.poll() is None:
@@ -143,18 +144,24 @@ def main() -> int:
         runs = [p for p in reports.glob("[0-9]*-*") if p.is_dir() and not p.is_symlink()]
         events: list[dict[str, object]] = []
         build_s = float("nan")
+        soak_end = elapsed  # seconds into the benchmark when the soak's own loop ended (its report build after it)
         if runs:
             soak_files = list(runs[0].glob("*/soak.json"))
             if soak_files:
-                events = json.loads(soak_files[0].read_text(encoding="utf-8"))["events"]
+                soak = json.loads(soak_files[0].read_text(encoding="utf-8"))
+                events = soak["events"]
+                if soak.get("started") and soak.get("elapsed_s"):
+                    soak_end = float(soak["started"]) + float(soak["elapsed_s"]) - started_unix
             t0 = time.monotonic()
             subprocess.run(
                 [sys.executable, "-m", "pytest_clover.cli", "report", str(runs[0])], cwd=ROOT, check=False
             )
             build_s = time.monotonic() - t0
-        steady = [(at / 3600.0, rss) for at, rss, _ in samples if at >= warmup]
+        # The samples while the soak ran, after the warm-up: not the end of the session (the final report build
+        # imports matplotlib into pytest's process, a one-off step of ~25 MB that is no growth per hour).
+        steady = [(at / 3600.0, rss) for at, rss, _ in samples if warmup <= at <= soak_end]
         growth = _slope(steady)
-        disk_points = [(at / 3600.0, disk / 1e6) for at, _, disk in samples if at >= warmup]
+        disk_points = [(at / 3600.0, disk / 1e6) for at, _, disk in samples if warmup <= at <= soak_end]
         disk_rate = _slope(disk_points)
         verdicts: dict[str, int] = {}
         for event in events:

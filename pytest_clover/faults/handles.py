@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Self
 from ..backends.protocol import PodInfo
 from ..envoy.stats import FAULT_KINDS
 from ..envoy.views import endpoint_count, fault_counts_by_pod, route_weights
-from ..errors import BackendError, FaultInconclusive, InvalidFault, MeshNotRunning
+from ..errors import BackendError, FaultInconclusive, InvalidFault, MeshNotRunning, ReadinessTimeout
 from ..istio.documents import fault_document, shift_document
 from .istio import restore_object
 
@@ -341,7 +341,17 @@ class KillFault(_ServiceTarget, FaultHandle):
             self._faults.timeline.add("note", f"killed {', '.join(self.killed)}", fault="kill", id=self.id)
 
     def _undo(self) -> None:
-        self._faults.backend.wait_ready(timeout=max(self.default_timeout, 60.0))
+        # The killed service's replacements, not the whole mesh: another service whose readiness flaps under load
+        # (a saturated proxy in an hour-long soak) is the run's to judge, and must not fail this revert.
+        timeout = max(self.default_timeout, 60.0)
+        deadline = time.monotonic() + timeout
+        while True:
+            ok, detail = self._check()
+            if ok:
+                return
+            if time.monotonic() >= deadline:
+                raise ReadinessTimeout(f"{self.service} not back after the kill within {timeout:.0f} s: {detail}")
+            time.sleep(POLL_SECONDS)
 
     def _check(self) -> tuple[bool, str]:
         pods = self._faults.backend.pods()

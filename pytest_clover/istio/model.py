@@ -94,6 +94,11 @@ class Probe:
     """``http`` or ``tcp``."""
     port: int | str
     path: str = "/"
+    failure_threshold: int = 3
+    """Consecutive failed probes before a ready pod is marked not ready (``failureThreshold``, Kubernetes' default
+    3): one slow answer is not an outage."""
+    timeout_s: float = 1.0
+    """Seconds one probe may take (``timeoutSeconds``, default 1)."""
 
 
 @dataclass(frozen=True)

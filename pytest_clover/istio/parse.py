@@ -615,7 +615,16 @@ def _parse_container(r: FieldReader, path: str, raw: Any) -> Container | None:
             if not isinstance(port, int | str) or isinstance(port, bool):
                 r.error(join_path(path, "readinessProbe"), "port is required (a number or a container port name)")
             else:
-                readiness = Probe("http" if http is not None else "tcp", port, str(chosen.get("path", "/")))
+                where = join_path(path, "readinessProbe")
+                failures = r.integer(probe, "failureThreshold", where, low=1, high=100)
+                timeout = r.integer(probe, "timeoutSeconds", where, low=1, high=3600)
+                readiness = Probe(
+                    "http" if http is not None else "tcp",
+                    port,
+                    str(chosen.get("path", "/")),
+                    failure_threshold=failures or 3,
+                    timeout_s=float(timeout or 1),
+                )
     command = r.strings(c, "command", path)
     args = r.strings(c, "args", path)
     if not name:
