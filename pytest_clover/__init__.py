@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         SafetyRefusal,
         ScheduleMissed,
         SLOViolation,
+        WorkerLost,
     )
     from .faults import ApplyFault, FaultHandle, Faults, HttpFault, KillFault, ScaleFault, ShiftFault
     from .load.result import LoadResult, PhaseStats
@@ -114,6 +115,7 @@ _WHERE = {
             "SLOViolation",
             "SafetyRefusal",
             "ScheduleMissed",
+            "WorkerLost",
         )
     },
 }
@@ -169,6 +171,7 @@ __all__ = [
     "SoakOutcome",
     "Timeline",
     "TrackedRun",
+    "WorkerLost",
     "__version__",
     "discover",
 ]

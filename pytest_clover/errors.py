@@ -18,7 +18,8 @@ apart::
     ├── InvalidFault                  a fault cannot be built as asked; nothing was changed
     ├── Inconclusive                  no evidence either way (the test is INCONCLUSIVE)
     │   ├── FaultInconclusive         a fault's effect was never seen
-    │   └── ScheduleMissed            the open-loop load fell far behind the rate asked for
+    │   ├── ScheduleMissed            the open-loop load fell far behind the rate asked for
+    │   └── WorkerLost                a load worker was lost: windows lack its share (also a LoadGeneratorError)
     ├── LoadGeneratorError            the load generator died, could not start, or did not stop
     ├── ExperimentError               a Chaos Toolkit experiment could not be carried out
     ├── InsecurePath                  a private folder is another user's or writable by others: not used
@@ -74,6 +75,7 @@ __all__ = [
     "SLOViolation",
     "SafetyRefusal",
     "ScheduleMissed",
+    "WorkerLost",
 ]
 
 
@@ -216,6 +218,21 @@ class LoadGeneratorError(CloverError):
             where = f" ({log_path})" if log_path else ""
             text += f"\nlast lines of the load generator's log{where}:\n{stderr_tail}"
         super().__init__(text)
+
+
+class WorkerLost(Inconclusive, LoadGeneratorError):
+    """A worker of a distributed load generator (``LoadGenerator(workers=N)``) was lost (its process ended, it
+    missed its heartbeats, or it went silent): the windows after the loss lack its share of the requests, so the
+    system was not tested at the rate asked for. INCONCLUSIVE, never passed on a lower rate.
+
+    A :class:`LoadGeneratorError` too (with the partial ``result``), so code that stops a load run and keeps
+    what it measured handles it like any generator failure. ``lost_workers`` lists each loss as the generator
+    reported it (``worker``, ``pid``, ``reason``, ``at``: unix seconds, ``windows``: how many miss it).
+    """
+
+    def __init__(self, message: str, *, lost_workers: Sequence[dict[str, Any]] = (), **kwargs: Any) -> None:
+        self.lost_workers = [dict(loss) for loss in lost_workers]
+        super().__init__(message, **kwargs)
 
 
 class ExperimentError(CloverError):

@@ -9,10 +9,23 @@ reads them back, in pytest's process, without knowing which backend wrote them.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["HEAD_BYTES", "LogMark", "appended_since", "generation", "generations", "mark"]
+
+
+MTIME_SLACK_S = 0.5
+"""A file modified this little before a mark still counts as written after it (clocks and flush delays); an extra
+entry from before the mark is harmless to a reader that filters by time, a missing one is not."""
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _size(path: Path) -> int:
@@ -60,6 +73,8 @@ class LogMark:
     of a file copied and truncated, while the truncated file starts over with other lines."""
     inode: tuple[int, int] = (0, 0)
     """``(st_dev, st_ino)`` of the file, for an empty one (it has no head); (0, 0) when there was no file."""
+    at: float = 0.0
+    """Unix time of the mark (0: unknown). For an empty file: a copy made since holds only what came after."""
 
 
 def mark(path: Path) -> LogMark:
@@ -70,8 +85,8 @@ def mark(path: Path) -> LogMark:
             status = os.fstat(handle.fileno())
             head = handle.read(HEAD_BYTES)
     except OSError:
-        return LogMark(path, 0, b"")
-    return LogMark(path, status.st_size, head, (status.st_dev, status.st_ino))
+        return LogMark(path, 0, b"", at=time.time())
+    return LogMark(path, status.st_size, head, (status.st_dev, status.st_ino), at=time.time())
 
 
 def _starts_with(path: Path, head: bytes) -> bool:
@@ -90,9 +105,13 @@ def appended_since(since: LogMark) -> list[tuple[Path, int]]:
     file from its start. When it is gone (rotated out since), every file left is read from its start: entries
     from before the mark cannot be among them, as the marked file was older than all of them.
 
-    A log that was empty at the mark is found by its inode instead (a rotation skips empty files, so it is
-    still the one being written, or the newest copy)."""
+    A log that was empty at the mark has no head to find: every file written since the mark is read from its
+    start (a copy-and-truncate keeps the inode of the file being written, so it cannot tell either; files
+    last written before the mark hold nothing after it). A mark without its time falls back to the inode
+    (right for a rename: a rotation skips empty files, so it is still the one being written, or the newest copy)."""
     files = generations(since.path)
+    if since.offset == 0 and since.at > 0:
+        return [(path, 0) for path in files if _mtime(path) >= since.at - MTIME_SLACK_S]
     if since.offset == 0:
         for index, path in enumerate(files):
             try:

@@ -246,6 +246,8 @@ class SendWindows:
         self._staged: list[tuple[float, int, int, bool]] = []
         self._outstanding = 0
         self._last_sent = start
+        self._cut_until = -math.inf
+        """The 1-s cuts are made up to here: an outcome sent before it can go straight to its window."""
         self._stop_at: float | None = None
         self._closed = False
         self.abandoned = 0
@@ -256,6 +258,7 @@ class SendWindows:
         release_histogram(self._windows[-1].hist)
         self._windows = deque([_OpenWindow(start, self._windows[-1].phase, split=False)])
         self._last_sent = start
+        self._cut_until = -math.inf
 
     @property
     def phase(self) -> str | None:
@@ -291,7 +294,8 @@ class SendWindows:
         ticket.state = Ticket.DONE
         self._outstanding -= 1
         item = (ticket.sent, clamp_us(latency_s * 1e6), status, ticket.late)
-        if ticket.sent < now - STAGE_S:
+        # Placed now only if its window is cut already (else it would land in the window before).
+        if ticket.sent < min(now - STAGE_S, self._cut_until):
             self._place(*item)
         else:
             self._staged.append(item)
@@ -409,9 +413,11 @@ class SendWindows:
         an earlier send time (open loop: the schedule's next intended time; closed loop: now)."""
         if self._closed:
             return []
-        self._fold(now - STAGE_S)
         # Not past a stop: nothing is sent after it, so the windows end there (close() ends the last one).
-        self._cut_seconds(now - STAGE_S if self._stop_at is None else min(now - STAGE_S, self._stop_at))
+        until = now - STAGE_S if self._stop_at is None else min(now - STAGE_S, self._stop_at)
+        self._cut_seconds(until)
+        self._cut_until = max(self._cut_until, until)
+        self._fold(now - STAGE_S)  # after the cuts: an outcome goes to the window of its send time
         horizon = self._horizon(next_send)
         messages = []
         while len(self._windows) > 1:

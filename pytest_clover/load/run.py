@@ -6,6 +6,12 @@ runs as ``python -m pytest_clover.load.worker`` and talks JSON lines over its st
 its stderr goes to ``load-worker.log`` in the report directory, next to locust's CSV files
 (``locust_stats.csv``, ``locust_stats_history.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``).
 
+With ``LoadGenerator(..., workers=N)`` (N ≥ 2) the child is ``python -m pytest_clover.load.master``, which speaks
+the same protocol and runs N locust worker processes (logs ``load-worker-<i>.log``) whose windows it merges
+exactly (see master.py and merge.py). A worker lost mid-run makes the run raise
+:class:`~pytest_clover.errors.WorkerLost` (the test is INCONCLUSIVE): at the next phase, at once if a phase is
+under way, and from :meth:`LoadRun.stop`.
+
 Usage::
 
     gen = LoadGenerator(base_url="http://127.0.0.1:8080", report_dir=tmp_path / "load", seed=0)
@@ -35,11 +41,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from ..errors import LoadGeneratorError
+from ..errors import LoadGeneratorError, WorkerLost
 from ..timeline import Event, Timeline
 from .result import LoadResult
 
 WORKER_MODULE = "pytest_clover.load.worker"
+MASTER_MODULE = "pytest_clover.load.master"
+"""The child for ``workers ≥ 2``: a locust master and its workers, behind the one-generator protocol."""
 LOG_NAME = "load-worker.log"
 READY_TIMEOUT_S = 60.0
 """Importing locust and spawning the users takes about a second; a slow CI machine gets plenty of room."""
@@ -82,6 +90,10 @@ class LoadGenerator:
     ``seed`` drives everything random in the generator (the weighted path mix). ``time_scale`` multiplies
     every phase duration (e.g. 0.1 for a quick smoke run of a long suite). ``timeline`` receives the
     phase-start/phase-end events and :meth:`LoadRun.mark` events; a fresh one is made if none is given.
+    ``workers`` ≥ 2 spreads the load over that many local locust worker processes under a master: the open-loop
+    schedule split exactly between them (together they send the one-generator schedule), the closed loop's
+    users split as evenly as possible, and their windows merged exactly (the same percentiles as one histogram
+    of all requests). A worker lost mid-run makes the run INCONCLUSIVE (:class:`~pytest_clover.errors.WorkerLost`).
     """
 
     def __init__(
@@ -91,11 +103,15 @@ class LoadGenerator:
         seed: int = 0,
         time_scale: float = 1.0,
         timeline: Timeline | None = None,
+        workers: int = 1,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http:// or https:// URL, not {base_url!r}")
         if not time_scale > 0:
             raise ValueError(f"time_scale must be positive, not {time_scale}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer (1: one process, no master), not {workers!r}")
+        self.workers = workers
         self.base_url = base_url.rstrip("/")
         self.report_dir = Path(report_dir)
         self.seed = seed
@@ -128,6 +144,8 @@ class LoadGenerator:
             raise ValueError(f"users must be a positive integer, not {users!r}")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        if users is not None and users < self.workers:
+            raise ValueError(f"users={users} cannot be split over {self.workers} workers: give at least one each")
         mix = {path: 1.0} if paths is None else {str(p): float(w) for p, w in paths.items()}
         if not mix or any(not (math.isfinite(w) and w > 0) for w in mix.values()):
             raise ValueError(f"paths must map each path to a positive weight, not {paths!r}")
@@ -144,6 +162,8 @@ class LoadGenerator:
             "headers": dict(headers or {}),
             "timeout_s": float(timeout_s),
         }
+        if self.workers > 1:
+            config["workers"] = self.workers
         result = LoadResult(
             mode="open" if rate is not None else "closed",
             rate=rate,
@@ -196,6 +216,10 @@ class LoadRun:
         self._stopped = False
         self._stop_error: LoadGeneratorError | None = None
         self._current_phase: str | None = None
+        self._lost: list[dict[str, Any]] = []
+        """``worker_lost`` messages of a distributed generator, in the order they came."""
+        self.windows_missing_workers = 0
+        """Windows received so far that lack some lost worker's requests (``missing_workers``)."""
         self.request_timeout_s = STOP_GRACE_S
         """The generator's request timeout: how long a stop may wait for the outcomes of requests in flight."""
         self._reader = threading.Thread(target=self._read, name=f"clover-load-reader-{proc.pid}", daemon=True)
@@ -205,9 +229,10 @@ class LoadRun:
     def _spawn(
         cls, config: dict[str, Any], result: LoadResult, timeline: Timeline, time_scale: float, log_path: Path
     ) -> LoadRun:
+        module = MASTER_MODULE if int(config.get("workers", 1)) > 1 else WORKER_MODULE
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, json.dumps(config)],
+                [sys.executable, "-m", module, json.dumps(config)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -246,6 +271,11 @@ class LoadRun:
                 try:
                     if kind == "window":
                         self.result.ingest(message)
+                        if message.get("missing_workers") and message.get("final", True):
+                            self.windows_missing_workers += 1
+                    elif kind == "worker_lost":
+                        self._lost.append(message)
+                        self._wake.set()  # a phase under way ends now: the rest of it would not be at full rate
                     elif kind == "ready":
                         self._ready_info = message
                         self._ready.set()
@@ -297,9 +327,51 @@ class LoadRun:
             self._interrupted = error
         self._wake.set()
 
+    def _worker_lost(self) -> WorkerLost:
+        """The WorkerLost for the losses reported so far (with the done message's window counts, once stopped)."""
+        by_worker: dict[Any, dict[str, Any]] = {m.get("worker"): dict(m) for m in self._lost}
+        for loss in (self._done_info or {}).get("lost_workers") or []:
+            by_worker.setdefault(loss.get("worker"), {}).update(loss)
+        losses = sorted(by_worker.values(), key=lambda loss: float(loss.get("at") or 0.0))
+        start = float(self._ready_info.get("start") or 0.0)
+        workers = int(self._ready_info.get("workers") or 0)
+        lines = []
+        for loss in losses:
+            at = float(loss.get("at") or 0.0)
+            line = (
+                f"worker {loss.get('worker')} (pid {loss.get('pid')}) lost at "
+                f"{time.strftime('%H:%M:%S', time.gmtime(at))}.{int(at * 1000) % 1000:03d} UTC"
+                f" ({at - start:+.1f} s into the run): {loss.get('reason')}"
+            )
+            if "windows" in loss:
+                covered = loss.get("covered_until")
+                since = f"from {covered - start:+.1f} s" if isinstance(covered, int | float) else "from the start"
+                line += f"; {loss['windows']} windows {since} on lack its requests"
+            lines.append(line)
+        share = ""
+        if self.result.rate and workers:
+            share = f" (each worker sends {self.result.rate / workers:g} of the {self.result.rate:g} requests/s)"
+        message = (
+            f"{len(losses)} of {workers or '?'} load workers lost{share}: the windows after a loss lack that "
+            f"worker's requests, so the system was not tested at the load asked for. The test is INCONCLUSIVE.\n  "
+            + "\n  ".join(lines)
+            + f"\nworker logs: {self.log_path.parent}/load-worker-<worker>.log"
+        )
+        code = self._proc.poll()
+        return WorkerLost(
+            message,
+            lost_workers=losses,
+            pid=self._proc.pid,
+            exit_code=code,
+            log_path=self.log_path,
+            result=self.result,
+        )
+
     def _check(self) -> None:
         if self._interrupted is not None:
             raise self._interrupted
+        if self._lost:
+            raise self._worker_lost()
         if self._stopping:
             raise LoadGeneratorError(
                 f"this load run (pid {self._proc.pid}) was stopped; start a new one", pid=self._proc.pid
@@ -334,6 +406,16 @@ class LoadRun:
         return self.result.mode
 
     @property
+    def workers(self) -> int:
+        """Worker processes generating the load (1: the child alone)."""
+        return int(self._ready_info.get("workers", 1))
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """PIDs of the worker processes of a distributed generator (empty for one process: see :attr:`pid`)."""
+        return [int(pid) for pid in self._ready_info.get("worker_pids", [])]
+
+    @property
     def users(self) -> int:
         """Concurrent users the generator started with (open loop: it adds more when the target is slow)."""
         return int(self._ready_info.get("users", 0))
@@ -360,6 +442,8 @@ class LoadRun:
             if self._wake.wait(duration):
                 if self._interrupted is not None:
                     raise self._interrupted
+                if self._lost:
+                    raise self._worker_lost()
                 raise self._error(f"the load generator died during phase {name!r}")
             ended = time.time()
             self._send({"phase": None, "at": ended})
@@ -408,7 +492,10 @@ class LoadRun:
         ``result.generator["abandoned"]`` says how many) and, :data:`STOP_GRACE_S` later, SIGKILL.
 
         Raises LoadGeneratorError (with the partial result attached) if the generator had died, crashed while
-        stopping, or had to be killed. Calling it again returns the same result (or raises the same error).
+        stopping, or had to be killed, and :class:`~pytest_clover.errors.WorkerLost` (a LoadGeneratorError, and
+        INCONCLUSIVE) if a worker of a distributed generator was lost; ``result.generator`` then says which
+        (``lost_workers``) and how many windows lack requests (``windows_missing_workers``). Calling it again
+        returns the same result (or raises the same error).
         """
         if self._stopped:
             if self._stop_error is not None:
@@ -444,6 +531,9 @@ class LoadRun:
             problem = f"the load generator sent a bad message ({self._protocol_error})"
         if problem is not None:
             self._stop_error = self._error(problem)
+            raise self._stop_error
+        if self._lost or self.result.generator.get("lost_workers"):
+            self._stop_error = self._worker_lost()
             raise self._stop_error
         return self.result
 
@@ -489,6 +579,10 @@ class LoadRun:
         # Already failing: stop the child, but let the original exception be the one reported.
         try:
             self.stop()
+        except WorkerLost as lost:
+            if isinstance(exc, WorkerLost):
+                # The same loss, now with what the stop learnt (how many windows lack the worker's requests).
+                raise lost from None
         except LoadGeneratorError:
             pass
 

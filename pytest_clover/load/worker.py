@@ -23,6 +23,17 @@ intended time has passed, more users are spawned (up to a cap), so a slow target
 
 Closed loop (``users``): classic locust users with ``wait_time = constant(0)``; latency is the service time.
 
+Worker of a master (``master_host`` in the config; started by :mod:`pytest_clover.load.master` for
+``LoadGenerator(workers=N)``): the same generator, but worker ``i`` of ``N`` sends only the requests
+``i, i + N, i + 2N…`` of the schedule (intended times ``t0 + (i + k·N)/rate``, ``t0`` chosen by the master, so
+the N workers together send exactly the one-process schedule), or its share of the closed-loop users. It talks
+to the master through locust's ZeroMQ channel (a ``WorkerRunner``, custom messages): ``clover_out`` carries its
+ready/window/done messages (the same dicts as above, with ``worker: i``), ``clover_cmd`` brings the start
+(``{"start": t0, "offset": …}``: the master's unix-to-monotonic offset, which every worker then uses, so their
+window boundaries are the same floats), the phases and the stop. Its stdin is a pipe from the master that
+stays silent: end of file means the master is gone, and the worker stops at once. It writes no CSV files: the
+master writes locust's, from the statistics the workers report.
+
 Locust's own statistics are kept only for its CSV files (they round latencies); percentiles come from
 HdrHistograms in µs, one per window.
 """
@@ -36,6 +47,7 @@ import locust  # noqa: F401
 import gevent  # type: ignore[import-untyped,unused-ignore]  # gevent ships no stubs (types-gevent is optional)
 
 # isort: on
+import contextlib
 import csv
 import json
 import logging
@@ -56,7 +68,7 @@ from gevent.fileobject import FileObjectPosix  # type: ignore[import-untyped,unu
 from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode
 from locust.env import Environment
-from locust.runners import LocalRunner
+from locust.runners import LocalRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
 from pytest_clover.limits import raise_open_files_limit
@@ -71,11 +83,24 @@ TICK_S = 0.05
 DRAIN_EXTRA_S = 1.0
 """After a stop, requests already sent get the request timeout plus this to get their outcome."""
 GROW_CHECK_S = 0.005
+"""While (nearly) every user is in a request, how often the schedule is checked for falling behind."""
+GROW_IDLE_S = 0.5
+"""Otherwise the check sleeps until a user makes the process busy, or this long: polling every 5 ms cost
+~15 ms of CPU a second per process for nothing (measured), twice that with two workers."""
 BEHIND_S = 0.002
 """The schedule is behind (every user busy) when the next unclaimed intended time is this far in the past."""
 EXPECTED_LATENCY_S = 0.1
 MIN_USERS = 16
 MAX_USERS = 10_000
+OUT_MESSAGE = "clover_out"
+"""locust custom message, worker → master: one of the worker's ready/window/done messages, with ``worker``."""
+CMD_MESSAGE = "clover_cmd"
+"""locust custom message, master → workers: ``{"start": t0, "offset": …}``, ``{"phase": …, "at": …}``,
+``{"stop": true, "at": …}``."""
+MAX_OFFSET_SKEW_S = 0.01
+"""A master's unix-to-monotonic offset further than this from ours is not from this machine's clock: not used."""
+LINGER_S = 1.0
+"""A worker of a master waits at most this long, at exit, for its last messages to leave."""
 STATS_KEEP_S = 60
 """locust keeps a per-second request count per stats entry forever; older seconds are trimmed (its own
 "current" figures read the last ~12 s), so a soak does not grow the child."""
@@ -83,14 +108,32 @@ STATS_KEEP_S = 60
 
 @dataclass
 class Config:
+    """What the parent (or the master) asks for, as the JSON argument on the command line."""
+
     base_url: str
+    """Where the requests go: ``http(s)://host:port``."""
     report_dir: str
+    """Folder for locust's CSV files (and, with workers, their logs)."""
     seed: int
+    """Seeds the weighted path mix."""
     rate: float | None = None
+    """Open loop: requests per second of the whole generator (all workers together). None: closed loop."""
     users: int | None = None
+    """Closed loop: concurrent users (for a worker of a master: its share). None: open loop."""
     paths: dict[str, float] = field(default_factory=lambda: {"/": 1.0})
+    """Path → weight; one path is sent always, several in a seeded weighted mix."""
     headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every request."""
     timeout_s: float = 30.0
+    """Each request's connect and read timeout (s); a stop waits this long for outcomes."""
+    workers: int = 1
+    """How many workers share the load (1: this process alone, as without a master)."""
+    worker_index: int = 0
+    """For a worker of a master: its index, 0 … workers−1 (it sends requests ``worker_index + k·workers``)."""
+    master_host: str | None = None
+    """For a worker of a master: where the master's ZeroMQ port listens. None: no master (stdin/stdout)."""
+    master_port: int | None = None
+    """For a worker of a master: the master's ZeroMQ port."""
 
     @classmethod
     def from_json(cls, text: str) -> Config:
@@ -98,13 +141,31 @@ class Config:
         cfg = cls(**raw)
         if (cfg.rate is None) == (cfg.users is None):
             raise ValueError("exactly one of rate and users must be given")
+        if not (isinstance(cfg.workers, int) and cfg.workers >= 1 and 0 <= cfg.worker_index < cfg.workers):
+            raise ValueError(f"worker_index {cfg.worker_index!r} must lie in 0 … workers-1 (workers {cfg.workers!r})")
+        if (cfg.master_host is None) != (cfg.master_port is None):
+            raise ValueError("master_host and master_port go together")
         return cfg
 
+    @property
+    def of_master(self) -> bool:
+        """This process is one worker of a master (not a generator of its own)."""
+        return self.master_host is not None
 
-def _now_unix_offset() -> float:
+
+def unix_offset() -> float:
+    """unix time − perf_counter, now: turns this machine's monotonic clock into unix seconds and back."""
     # Windows are timed on the monotonic clock (a wall-clock step must not stretch a window) and reported in
     # unix seconds through one offset taken at start-up; the parent's phase instants come back through it.
-    return time.time() - time.perf_counter()
+    # The tightest of a few readings: a preemption between the two clock reads would skew every window.
+    best_gap, offset = math.inf, 0.0
+    for _ in range(5):
+        before = time.time()
+        perf = time.perf_counter()
+        after = time.time()
+        if after - before < best_gap:
+            best_gap, offset = after - before, (before + after) / 2 - perf
+    return offset
 
 
 class Windows:
@@ -116,13 +177,19 @@ class Windows:
     def __init__(self, emit: Callable[[dict[str, Any]], None], next_send: Callable[[], float]) -> None:
         self._emit_message = emit
         self._next_send = next_send
-        self.offset = _now_unix_offset()
+        self.offset = unix_offset()
         self.book = SendWindows(time.perf_counter(), offset=self.offset)
         self._closed = False
 
     def restart(self, start: float) -> None:
         """Start the first window at ``start`` (when the users are ready), nothing recorded before."""
         self.book.restart(start)
+
+    def use_offset(self, offset: float) -> None:
+        """Turn unix times into this clock through ``offset`` (a master's) from now on, before any window is sent:
+        workers sharing one offset cut their windows at the very same floats."""
+        self.offset = offset
+        self.book.offset = offset
 
     def register(self, sent: float) -> Ticket:
         return self.book.register(sent)
@@ -173,28 +240,47 @@ class Windows:
 
 
 class PathPicker:
-    """The next request path: the only path, or a seeded weighted choice."""
+    """The next request path: the only path, or a seeded weighted choice.
 
-    def __init__(self, paths: dict[str, float], seed: int) -> None:
+    ``first``/``every``: a worker of ``every`` workers takes the choices ``first, first + every, …`` of the one
+    seeded sequence (drawing and dropping the others'), so the workers together send the very mix, request by
+    request, that one generator with that seed sends.
+    """
+
+    def __init__(self, paths: dict[str, float], seed: int, *, first: int = 0, every: int = 1) -> None:
         if not paths or any(w <= 0 for w in paths.values()):
             raise ValueError(f"paths need positive weights: {paths}")
         self._paths = list(paths)
         self._weights = list(paths.values())
         self._rng = random.Random(seed)
+        self._every = every
+        self._skip(first)
+
+    def _skip(self, n: int) -> None:
+        if len(self._paths) > 1:
+            for _ in range(n):
+                self._rng.choices(self._paths, self._weights)
 
     def pick(self) -> str:
         if len(self._paths) == 1:
             return self._paths[0]
-        return self._rng.choices(self._paths, self._weights)[0]
+        path = self._rng.choices(self._paths, self._weights)[0]
+        self._skip(self._every - 1)
+        return path
 
 
 class Schedule:
-    """Open loop: intended send times ``t0 + i/rate`` handed out in order to whichever user asks next."""
+    """Open loop: intended send times ``t0 + j/rate`` handed out in order to whichever user asks next.
 
-    def __init__(self, rate: float) -> None:
+    ``first``/``every``: worker ``first`` of ``every`` workers takes ``j = first + k·every`` (k = 0, 1, 2…),
+    computed with the very expression one generator uses, so the workers' times are the same floats.
+    """
+
+    def __init__(self, rate: float, *, first: int = 0, every: int = 1) -> None:
         self.rate = rate
         self.t0 = 0.0
-        self.index = 0
+        self.index = first
+        self.every = every
         self.started = Event()
 
     def start(self, t0: float) -> None:
@@ -206,7 +292,7 @@ class Schedule:
 
     def claim(self) -> float:
         intended = self.t0 + self.index / self.rate
-        self.index += 1
+        self.index += self.every
         return intended
 
 
@@ -215,22 +301,40 @@ class Generator:
 
     def __init__(self, cfg: Config, emit: Callable[[dict[str, Any]], None]) -> None:
         self.cfg = cfg
-        self.emit = emit
         self.stop_requested = Event()
         self.stop_at: float | None = None
         """Set by a stop command: the instant (perf_counter) from which nothing more is sent."""
         self.drain = True
         """Whether a stop waits for the outcomes of requests already sent (not when the parent is gone)."""
+        self.emit = emit
+        """Where messages go: stdout (alone), the master (a worker of a master)."""
+        self.schedule_start = 0.0
+        """perf_counter of the schedule's start (``t0``)."""
         self.halt = Event()
         """Never set: users park on it once sending has stopped (locust kills them at the end)."""
         self.go = Event()
-        self.picker = PathPicker(cfg.paths, cfg.seed)
-        self.schedule = Schedule(cfg.rate) if cfg.rate is not None else None
-        self.windows = Windows(emit, self._next_send)
+        self.busy = Event()
+        """Set by an open-loop user whose request makes (nearly) every user busy: the growth check wakes."""
+        self.busy_at = 1
+        """Requests in flight from which the process counts as busy (kept up to date by the growth check)."""
+        self.started = Event()
+        """Set when the schedule starts (at once alone; at the master's ``start`` for a worker of a master)."""
+        first, every = cfg.worker_index, cfg.workers
+        self.picker = PathPicker(cfg.paths, cfg.seed, first=first, every=every)
+        self.schedule = Schedule(cfg.rate, first=first, every=every) if cfg.rate is not None else None
+        self.windows = Windows(lambda message: self.emit(message), self._next_send)
         self.in_flight = 0
         self.user_class = self._make_user_class()
         self.env = Environment(user_classes=[self.user_class], host=cfg.base_url, stop_timeout=None)
-        self.runner: LocalRunner = self.env.create_local_runner()
+        self.runner: LocalRunner | WorkerRunner
+        if cfg.of_master:
+            assert cfg.master_host is not None and cfg.master_port is not None
+            # Connects at once (and waits for the master's answer): the master listens before it starts us.
+            self.runner = self.env.create_worker_runner(cfg.master_host, cfg.master_port)
+            self.runner.register_message(CMD_MESSAGE, self._on_master_command)
+            self.emit = self._to_master
+        else:
+            self.runner = self.env.create_local_runner()
         self.env.events.request.add_listener(self._on_request)  # type: ignore[no-untyped-call]
         self.initial_users, self.max_users = self._user_counts()
         self.csv: FinalStatsCSVFileWriter | None = None
@@ -241,11 +345,12 @@ class Generator:
         if cfg.users is not None:
             return cfg.users, cfg.users
         assert cfg.rate is not None
-        initial = max(MIN_USERS, math.ceil(cfg.rate * EXPECTED_LATENCY_S))
+        rate = cfg.rate / cfg.workers  # this process's share of the schedule
+        initial = max(MIN_USERS, math.ceil(rate * EXPECTED_LATENCY_S))
         # Enough users to keep every request of a full timeout in flight, within the file-descriptor limit
         # (each user holds one connection).
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        cap = min(MAX_USERS, max(initial, soft - 128), initial + math.ceil(cfg.rate * cfg.timeout_s))
+        cap = min(MAX_USERS, max(initial, soft - 128), initial + math.ceil(rate * cfg.timeout_s))
         return min(initial, cap), cap
 
     def _make_user_class(self) -> type[FastHttpUser]:
@@ -277,6 +382,8 @@ class Generator:
                         gen.halt.wait()
                     gen.windows.sent(ticket, late=time.perf_counter() - intended > LATE_AFTER_S)
                     gen.in_flight += 1
+                    if gen.in_flight >= gen.busy_at:
+                        gen.busy.set()  # wakes the growth check (see _grow)
                     try:
                         self.client.request(
                             "GET", path, name=path, headers=headers, context={"intended": intended, "ticket": ticket}
@@ -344,15 +451,23 @@ class Generator:
         assert self.schedule is not None
         name = self.user_class.__name__
         while True:
-            gevent.sleep(GROW_CHECK_S)
             users = self.runner.user_count
-            if users >= self.max_users or self.stop_at is not None:
-                continue
             # Behind schedule only means "too few users" when (nearly) every user is inside a request. With
             # users free, the process is short of CPU, and more users would only cost more CPU: growing then
             # ran away to the 10 000-user cap and throughput collapsed (measured at 1 500–3 000 req/s).
-            busy = self.in_flight >= users - max(1, users // 20)
-            if busy and self.schedule.next_due() < time.perf_counter() - BEHIND_S:
+            self.busy_at = users - max(1, users // 20)
+            if users >= self.max_users or self.stop_at is not None:
+                gevent.sleep(GROW_IDLE_S)
+                continue
+            if self.in_flight < self.busy_at:
+                # Not busy, so not short of users: sleep until a request makes it busy (no cooperative switch
+                # between the clear and the wait, so no wake-up is missed).
+                self.busy.clear()
+                self.busy.wait(GROW_IDLE_S)
+                continue
+            gevent.sleep(GROW_CHECK_S)
+            busy = self.in_flight >= self.busy_at
+            if busy and self.stop_at is None and self.schedule.next_due() < time.perf_counter() - BEHIND_S:
                 more = min(self.max_users - users, max(MIN_USERS, users // 4))
                 log.info("schedule behind with %d users busy; spawning %d more", users, more)
                 self.runner.spawn_users({name: more})
@@ -363,23 +478,59 @@ class Generator:
             while True:
                 line = stdin.readline()
                 if not line:
-                    log.info("stdin closed (the parent is gone): stopping")
+                    log.info("stdin closed (the %s is gone): stopping", "master" if self.cfg.of_master else "parent")
                     break
+                if self.cfg.of_master:
+                    continue  # the master's commands come through ZeroMQ; this pipe only says it is alive
                 try:
                     command = json.loads(line)
                 except ValueError:
                     log.warning("ignoring a line on stdin that is not JSON: %r", line[:200])
                     continue
-                at = command.get("at")
-                at = float(at) if isinstance(at, int | float) and math.isfinite(at) else None
-                if command.get("stop"):
-                    self._stop_sending(at)
+                if self._command(command):
                     return
-                if "phase" in command:
-                    self.windows.set_phase(command["phase"], at)
             self.drain = False
         finally:
             self.stop_requested.set()
+
+    def _command(self, command: Any) -> bool:
+        """Carry out one command (see the module's protocol); True for the stop."""
+        if not isinstance(command, dict):
+            log.warning("ignoring a command that is not an object: %r", command)
+            return False
+        at = command.get("at")
+        at = float(at) if isinstance(at, int | float) and math.isfinite(at) else None
+        if command.get("stop"):
+            self._stop_sending(at)
+            self.stop_requested.set()
+            return True
+        if "start" in command and self.cfg.of_master:
+            t0, offset = command["start"], command.get("offset")
+            if isinstance(offset, int | float) and math.isfinite(offset):
+                # One machine, one CLOCK_MONOTONIC: the master's offset is ours give or take the reading error,
+                # and using the very same float makes every worker's boundaries identical.
+                if abs(offset - self.windows.offset) < MAX_OFFSET_SKEW_S:
+                    self.windows.use_offset(float(offset))
+                else:
+                    log.warning(
+                        "the master's clock offset differs from ours by %.3f s: keeping ours (windows may not "
+                        "line up with the other workers')",
+                        offset - self.windows.offset,
+                    )
+            if isinstance(t0, int | float) and math.isfinite(t0):
+                self._start(self.windows.perf_time(float(t0)))
+            else:
+                log.warning("ignoring a start without a time: %r", command)
+        if "phase" in command:
+            self.windows.set_phase(command["phase"], at)
+        return False
+
+    def _on_master_command(self, environment: Any = None, msg: Any = None, **_kwargs: Any) -> None:
+        self._command(getattr(msg, "data", None))
+
+    def _to_master(self, message: dict[str, Any]) -> None:
+        # msgpack carries the same dict the parent would read; NOBLOCK under the hood (a gone master drops it).
+        self.runner.send_message(OUT_MESSAGE, {**message, "worker": self.cfg.worker_index})
 
     def _stop_sending(self, at_unix: float | None) -> None:
         now = time.perf_counter()
@@ -388,14 +539,7 @@ class Generator:
         self.windows.stop_sending(at)
 
     def _trim_stats(self) -> None:
-        stats = self.env.stats
-        while True:
-            gevent.sleep(STATS_KEEP_S)
-            cutoff = int(time.time()) - STATS_KEEP_S
-            for entry in chain(stats.entries.values(), [stats.total]):
-                for per_sec in (entry.num_reqs_per_sec, entry.num_fail_per_sec):
-                    for second in [s for s in per_sec if s < cutoff]:
-                        del per_sec[second]
+        trim_stats_forever(self.env)
 
     def _spawn(self, fn: Callable[[], None]) -> None:
         g = gevent.spawn(fn)
@@ -415,37 +559,55 @@ class Generator:
 
     def run(self) -> int:
         os.makedirs(self.cfg.report_dir, exist_ok=True)
-        self.csv = FinalStatsCSVFileWriter(
-            self.env, PERCENTILES_TO_REPORT, os.path.join(self.cfg.report_dir, "locust"), full_history=True
-        )
+        if not self.cfg.of_master:  # a master writes locust's files from what its workers report
+            self.csv = FinalStatsCSVFileWriter(
+                self.env, PERCENTILES_TO_REPORT, os.path.join(self.cfg.report_dir, "locust"), full_history=True
+            )
         self._spawn(self._read_commands)
-        self.runner.start(self.initial_users, spawn_rate=self.initial_users)
+        if isinstance(self.runner, WorkerRunner):
+            # Our own users, not the master's dispatch: locust would rebalance (stop users mid-request) when
+            # a worker goes missing, and each of ours keeps its share of the schedule whatever the others do.
+            self.user_class.host = self.cfg.base_url  # what the runner's own start would set
+            self.runner.spawn_users({self.user_class.__name__: self.initial_users})
+        else:
+            self.runner.start(self.initial_users, spawn_rate=self.initial_users)
         deadline = time.perf_counter() + 30.0
         while self.runner.user_count < self.initial_users:
             if time.perf_counter() > deadline or self.stop_requested.is_set():
                 log.error("users did not spawn: %d of %d", self.runner.user_count, self.initial_users)
                 return 3
             gevent.sleep(0.01)
-        start = time.perf_counter()
+        if not self.cfg.of_master:
+            self._start(time.perf_counter())
+        ready = {"type": "ready", "pid": os.getpid(), "users": self.runner.user_count, "max_users": self.max_users}
+        if self.cfg.of_master:
+            self.emit(ready)  # the master answers with the start (the same t0 for every worker)
+            while not (self.started.wait(0.1) or self.stop_requested.is_set()):
+                pass
+        else:
+            self.emit({**ready, "start": self.schedule_start + self.windows.offset})
+        self.stop_requested.wait()
+        return self.shutdown()
+
+    def _start(self, start: float) -> None:
+        """Start the schedule (and the windows) at ``start`` (perf_counter; the master's may lie ahead)."""
+        if self.started.is_set():
+            return
+        self.schedule_start = start
         self.windows.restart(start)
         if self.schedule is not None:
             self.schedule.start(start)
             self._spawn(self._grow)
-        self.go.set()
+            self.go.set()
+        else:
+            # Closed loop: the users wait for the start (gevent timers may fire a little early: at most a
+            # request or two land in the first window a hair before its start, where the windows put them).
+            gevent.spawn_later(max(0.0, start - time.perf_counter()), self.go.set)
         self._spawn(self.windows.run)
-        self._spawn(self.csv.stats_writer)
+        if self.csv is not None:
+            self._spawn(self.csv.stats_writer)
         self._spawn(self._trim_stats)
-        self.emit(
-            {
-                "type": "ready",
-                "pid": os.getpid(),
-                "users": self.runner.user_count,
-                "max_users": self.max_users,
-                "start": start + self.windows.offset,
-            }
-        )
-        self.stop_requested.wait()
-        return self.shutdown()
+        self.started.set()
 
     def shutdown(self) -> int:
         if self.stop_at is None:
@@ -463,12 +625,33 @@ class Generator:
         for g in self.greenlets:
             if g is not gevent.getcurrent():
                 g.kill(block=True, timeout=1.0)
+        if isinstance(self.runner, WorkerRunner):
+            self.runner.stop()
+            with contextlib.suppress(Exception):  # the master may be gone: the statistics are only for its CSV
+                self.runner._send_stats()  # a last report, so the master's locust CSV counts every request
+            self.emit({"type": "done", "users": users, "abandoned": abandoned})
+            self.runner.greenlet.kill(block=True, timeout=1.0)
+            # Give the last messages a moment to leave, never wait for a master that is gone.
+            self.runner.client.close(linger=int(LINGER_S * 1000))  # type: ignore[no-untyped-call]
+            return 0
         self.runner.quit()
         if self.csv is not None:
             self.csv.write_final()
             self.csv.close_files()
         self.emit({"type": "done", "users": users, "abandoned": abandoned})
         return 0
+
+
+def trim_stats_forever(env: Environment) -> None:
+    """Every :data:`STATS_KEEP_S`, drop locust's per-second counts older than that (a greenlet's body)."""
+    stats = env.stats
+    while True:
+        gevent.sleep(STATS_KEEP_S)
+        cutoff = int(time.time()) - STATS_KEEP_S
+        for entry in chain(stats.entries.values(), [stats.total]):
+            for per_sec in (entry.num_reqs_per_sec, entry.num_fail_per_sec):
+                for second in [s for s in per_sec if s < cutoff]:
+                    del per_sec[second]
 
 
 class FinalStatsCSVFileWriter(StatsCSVFileWriter):
@@ -501,7 +684,9 @@ class FinalStatsCSVFileWriter(StatsCSVFileWriter):
             handle.flush()
 
 
-class _QuietSpawnRate(logging.Filter):
+class QuietSpawnRate(logging.Filter):
+    """Drops locust's warning about a high spawn rate."""
+
     # Spawning every user at once is what we want (the open loop starts on a schedule, not a ramp); locust
     # warns about any spawn rate above 100.
     def filter(self, record: logging.LogRecord) -> bool:
@@ -535,7 +720,7 @@ class Emitter:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("locust.runners").addFilter(_QuietSpawnRate())
+    logging.getLogger("locust.runners").addFilter(QuietSpawnRate())
     if len(args) != 1:
         print("usage: python -m pytest_clover.load.worker CONFIG_JSON", file=sys.stderr)
         return 2
@@ -547,8 +732,11 @@ def main(argv: list[str] | None = None) -> int:
     emit.on_parent_gone = gen.stop_now
     gevent.signal_handler(signal.SIGTERM, gen.stop_now)
     log.info(
-        "load generator pid %d: %s against %s, seed %d",
+        "load generator pid %d%s: %s against %s, seed %d",
         os.getpid(),
+        f" (worker {cfg.worker_index} of {cfg.workers}, master {cfg.master_host}:{cfg.master_port})"
+        if cfg.of_master
+        else "",
         f"open loop {cfg.rate}/s" if cfg.rate is not None else f"closed loop {cfg.users} users",
         cfg.base_url,
         cfg.seed,

@@ -191,6 +191,7 @@ def load(
         progress=Progress.for_test(request.config, request.node.name, state.settings.time_scale),
         hop_cursor=lambda: _hop_cursor(mesh),
         check_mesh=mesh.backend.check_running if isinstance(mesh.backend, Watchable) else None,
+        workers=state.settings.load_workers,
     )
     try:
         yield loader
@@ -485,10 +486,14 @@ class Load:
         progress: Progress | None = None,
         hop_cursor: Callable[[], Any] | None = None,
         check_mesh: Callable[[], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self._factory = factory
         self.check_mesh = check_mesh
         """Raises MeshNotRunning if the mesh under load has stopped (cheap); None when the backend cannot tell."""
+        self.workers = workers
+        """Generator processes per run (``--clover-load-workers``); passed to the generator only when above 1, so
+        a substitute generator (``clover_load_generator``) that knows nothing of workers keeps working."""
         self._hop_cursor = hop_cursor
         self._base_url = base_url
         self.report_dir = report_dir
@@ -533,12 +538,14 @@ class Load:
         n = len(self.runs) + 1
         report_dir = self.report_dir if n == 1 else self.report_dir / f"run-{n}"
         report_dir.mkdir(parents=True, exist_ok=True)
+        extra: dict[str, Any] = {"workers": self.workers} if self.workers > 1 else {}
         generator = self._factory(
             base_url=self._base_url(),
             report_dir=report_dir,
             seed=self.seed,
             time_scale=self.time_scale,
             timeline=self.timeline,
+            **extra,
         )
         kwargs: dict[str, Any] = {"rate": rate} if rate is not None else {"users": users}
         for key, value in (("path", path), ("paths", paths), ("headers", headers)):

@@ -1,5 +1,6 @@
-"""Bounded logs on the real embedded mesh: with a tiny bound, load keeps the log files within it, Envoy really
-reopens its access log, and the readers (``access_log``, the per-hop breakdown) still get their entries.
+"""Bounded logs on the real embedded mesh: with a tiny bound, load keeps the log files within it, Envoy goes on
+writing its access log after each copy-and-truncate, and the readers (``access_log``, the per-hop breakdown) still
+get their entries.
 
 Each test deploys its own SDC mesh: the bound is read by the supervisor when it starts (here from the
 environment, as ``CLOVER_LOG_MAX_BYTES`` and the like give it).
@@ -136,12 +137,14 @@ def test_a_tiny_bound_holds_under_load_and_the_readers_still_work(bounded: Local
         assert most <= bound, f"{pod}'s access logs took {most} B on disk, over {bound:.0f}"
         assert watch.most_files[pod] <= 1 + GENERATIONS, pod
 
-    # Envoy reopened: after a rotation the file at access.log is a new one, and it keeps growing.
+    # Copied and truncated in place (no reopen): the file at access.log stays Envoy's own (one inode), it shrank
+    # at each rotation, and Envoy (O_APPEND) went on writing at its new end after the truncations.
     samples = watch.current[gateway]
-    inodes = list(dict.fromkeys(inode for inode, _ in samples))
-    assert len(inodes) >= 3, f"the gateway's access log rotated {len(inodes) - 1} times"
-    grew = [i for i in inodes[1:] if len({size for inode, size in samples if inode == i}) > 1]
-    assert grew, "no file at access.log after the first was seen growing: Envoy did not reopen it"
+    assert len({inode for inode, _ in samples}) == 1, "the access log was replaced instead of truncated in place"
+    sizes = [size for _, size in samples]
+    drops = [i for i in range(1, len(sizes)) if sizes[i] < sizes[i - 1]]
+    assert len(drops) >= 2, f"the gateway's access log was truncated {len(drops)} times"
+    assert any(sizes[j] > sizes[drops[0]] for j in range(drops[0] + 1, len(sizes))), "Envoy stopped writing it"
 
     # The first request was rotated out; the last one is there, read by access_log() across the copies.
     wait_for(

@@ -593,8 +593,8 @@ class Supervisor:
 
     async def _bound_logs(self) -> None:
         """Keep the mesh's log files within their limits until it stops: every few seconds a check of their sizes
-        (one ``os.stat`` each, in this loop, where the pods cannot change under it), a rotation of those that
-        outgrew their limit, and each Envoy whose files were renamed told to reopen them."""
+        (one ``os.stat`` each, in a thread, over the pods as they were when it started), a rotation of those that
+        outgrew their limit, and each Envoy whose own log was renamed told to reopen it."""
         interval = self.log_rotator.limits.interval
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
@@ -602,7 +602,10 @@ class Supervisor:
             if self.stopping.is_set():
                 return
             try:
-                done = self.log_rotator.check({p.name: p.directory for p in self.pods.values()})
+                # In a thread: copying a full access log (32 MiB) would otherwise hold this loop — and with it xDS,
+                # the readiness probes and the API — for tens of milliseconds.
+                live = {p.name: p.directory for p in self.pods.values()}
+                done = await asyncio.to_thread(self.log_rotator.check, live)
                 if done.rotated or done.pruned:
                     log.info(
                         "logs: rotated %d files (%s); removed the logs of %d dead pods",
