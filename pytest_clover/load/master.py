@@ -64,6 +64,7 @@ from pytest_clover.load.worker import (
     Config,
     Emitter,
     FinalStatsCSVFileWriter,
+    Greenlets,
     QuietSpawnRate,
     trim_stats_forever,
     unix_offset,
@@ -150,7 +151,7 @@ class WorkerProcess:
         return self.done is not None or self.lost is not None
 
 
-class Master:
+class Master(Greenlets):
     """The locust MasterRunner, the worker processes, the merger, and the greenlets around them."""
 
     def __init__(self, cfg: Config, emit: Callable[[dict[str, Any]], None]) -> None:
@@ -324,21 +325,7 @@ class Master:
         finally:
             self.stop_requested.set()
 
-    def stop_now(self) -> None:
-        """SIGTERM, or the parent gone: stop without waiting for outstanding outcomes."""
-        self.drain = False
-        self.stop_requested.set()
-
     # -- life cycle -------------------------------------------------------------------------------------------
-
-    def _spawn(self, fn: Callable[[], None]) -> None:
-        g = gevent.spawn(fn)
-        g.link_exception(lambda g: self._crash(g.exception))
-        self.greenlets.append(g)
-
-    def _crash(self, exc: BaseException | None) -> None:
-        log.error("internal greenlet failed: %r", exc)
-        self.stop_now()
 
     def run(self) -> int:
         os.makedirs(self.cfg.report_dir, exist_ok=True)

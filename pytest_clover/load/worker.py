@@ -296,7 +296,30 @@ class Schedule:
         return intended
 
 
-class Generator:
+class Greenlets:
+    """The generator's and the master's shared bookkeeping: their greenlets, and how they stop. A subclass sets
+    ``greenlets``, ``drain`` and ``stop_requested`` in its ``__init__``."""
+
+    greenlets: list[gevent.Greenlet[Any, Any]]
+    drain: bool
+    stop_requested: Event
+
+    def _spawn(self, fn: Callable[[], None]) -> None:
+        g = gevent.spawn(fn)
+        g.link_exception(lambda g: self._crash(g.exception))
+        self.greenlets.append(g)
+
+    def _crash(self, exc: BaseException | None) -> None:
+        log.error("internal greenlet failed: %r", exc)
+        self.stop_now()
+
+    def stop_now(self) -> None:
+        """SIGTERM, or the parent gone: stop without waiting for outstanding outcomes."""
+        self.drain = False
+        self.stop_requested.set()
+
+
+class Generator(Greenlets):
     """One locust Environment and LocalRunner, the users, and the greenlets around them."""
 
     def __init__(self, cfg: Config, emit: Callable[[dict[str, Any]], None]) -> None:
@@ -541,21 +564,7 @@ class Generator:
     def _trim_stats(self) -> None:
         trim_stats_forever(self.env)
 
-    def _spawn(self, fn: Callable[[], None]) -> None:
-        g = gevent.spawn(fn)
-        g.link_exception(lambda g: self._crash(g.exception))
-        self.greenlets.append(g)
-
-    def _crash(self, exc: BaseException | None) -> None:
-        log.error("internal greenlet failed: %r", exc)
-        self.stop_now()
-
     # -- life cycle --------------------------------------------------------------------------------------
-
-    def stop_now(self) -> None:
-        """SIGTERM, or the parent gone: stop without waiting for outstanding outcomes."""
-        self.drain = False
-        self.stop_requested.set()
 
     def run(self) -> int:
         os.makedirs(self.cfg.report_dir, exist_ok=True)
