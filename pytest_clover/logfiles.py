@@ -4,16 +4,41 @@ was appended to a log since a point, across rotations.
 Standard library only: the embedded mesh's supervisor rotates its pods' logs with these names
 (:mod:`pytest_clover.backends.local.logrotate`), and the report's per-hop breakdown (:mod:`pytest_clover.report.hops`)
 reads them back, in pytest's process, without knowing which backend wrote them.
+
+Rotating and reading take turns through :func:`rotation_lock`, an ``flock`` on a small file beside the log: a
+rotation copies the file being written to ``.1`` and truncates it, so a reader that listed the files just before
+would read ``.1`` without the lines just copied there, then find them gone from the truncated file. (Seen in CI:
+the last request of a run missing from a hop's log, read while the last rotation ran.) A reader holds the lock
+shared; a rotation takes it exclusively and without waiting, and when a reader holds it the rotation waits for
+the next check (a log outgrows its limit by one check's writes, never loses lines).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["HEAD_BYTES", "LogMark", "appended_since", "generation", "generations", "mark"]
+__all__ = [
+    "HEAD_BYTES",
+    "READ_LOCK_TIMEOUT_S",
+    "LogMark",
+    "appended_since",
+    "generation",
+    "generations",
+    "lock_path",
+    "mark",
+    "rotation_lock",
+]
+
+READ_LOCK_TIMEOUT_S = 10.0
+"""Seconds a reader waits for a rotation to finish (copying a 32 MiB log takes well under one) before it reads
+anyway: a reader must never hang on a supervisor that died holding the lock (a dead process's lock is released
+by the kernel, so this only guards against a stuck one)."""
 
 
 MTIME_SLACK_S = 0.5
@@ -53,6 +78,42 @@ def generations(path: Path) -> list[Path]:
         number += 1
     rotated.reverse()
     return rotated + ([path] if path.exists() else [])
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of a log: ``access.log`` → ``.access.log.lock`` beside it (hidden, and not a generation)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def rotation_lock(path: Path, *, exclusive: bool, wait: float = READ_LOCK_TIMEOUT_S) -> Iterator[bool]:
+    """Hold a log's rotation lock: shared to read its generations, exclusive to rotate them.
+
+    Yields whether the lock is held. A reader (``exclusive=False``) waits up to ``wait`` seconds for a rotation
+    to end, then reads without the lock rather than hang; a rotation passes ``wait=0`` and, when it yields
+    False, leaves the file for the next check. A log whose folder is gone yields False at once."""
+    try:
+        descriptor = os.open(lock_path(path), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        operation = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        deadline = time.monotonic() + wait
+        held = False
+        while True:
+            try:
+                fcntl.flock(descriptor, operation)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+        yield held
+    finally:
+        os.close(descriptor)  # releases the lock with the last descriptor of this open file
 
 
 HEAD_BYTES = 256

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends.protocol import LogFiles
 from ..errors import CloverError
-from ..logfiles import LogMark, appended_since, mark
+from ..logfiles import LogMark, appended_since, mark, rotation_lock
 
 if TYPE_CHECKING:
     from ..backends.protocol import AccessLogSource
@@ -152,9 +152,15 @@ class AccessLogCursor:
         """
         if pod not in self._files:
             return
-        # The log may have rotated since the mark (the embedded mesh renames a full access log to .1 and has
-        # Envoy reopen it): the marked file is read on from the mark, then every newer one from its start.
-        for path, offset in appended_since(self._files[pod]):
+        # The log may have rotated since the mark (the embedded mesh copies a full access log to .1 and truncates
+        # it): the marked file is read on from the mark, then every newer one from its start, under the shared
+        # rotation lock, so that no rotation moves lines between the listing and the reading.
+        with rotation_lock(self._files[pod].path, exclusive=False):
+            yield from self._read_pieces(appended_since(self._files[pod]))
+
+    @staticmethod
+    def _read_pieces(pieces: list[tuple[Path, int]]) -> Generator[bytes]:
+        for path, offset in pieces:
             try:
                 handle = path.open("rb")
             except OSError:  # rotated out meanwhile, or the state directory is gone

@@ -27,6 +27,7 @@ from pytest_clover.backends.local.logrotate import (
     appended_since,
     generations,
     mark,
+    rotation_lock,
 )
 from pytest_clover.report.hops import SETTLE_SECONDS, AccessLogCursor, join, load_hops, parse_time, record_hops
 from tests.helpers import Client, binomial_interval, wait_for
@@ -165,15 +166,26 @@ def test_a_tiny_bound_holds_under_load_and_the_readers_still_work(bounded: Local
     # The per-hop breakdown, from every log read from its mark across the rotations (appended_since). Rotations
     # are mesh-wide, so a request loses a hop only when its oldest entries were in the copy deleted last: the
     # oldest requests left, which started before every whole request or during the first of them.
+    # Each Envoy flushes its access log on its own 100-ms timer: the last request's inner hops may land after the
+    # gateway's, so the reading is repeated until they are all there.
     pod_service = {p.name: p.service for p in bounded.pods()}
-    entries = [e for at in marks.values() for e in entries_of(appended_since(at))]
     started: dict[str, float] = {}
     segments: dict[str, int] = {}
-    for row in join(entries, pod_service):
-        started[row["request_id"]] = row["time"]
-        segments[row["request_id"]] = segments.get(row["request_id"], 0) + 1
-    whole = {rid for rid, n in segments.items() if n == SDC_SEGMENTS}
-    assert last.request_id in whole
+
+    def read_every_hop() -> set[str]:
+        entries = []
+        for at in marks.values():
+            with rotation_lock(at.path, exclusive=False):  # as every reader does: no rotation mid-reading
+                entries += entries_of(appended_since(at))
+        started.clear()
+        segments.clear()
+        for row in join(entries, pod_service):
+            started[row["request_id"]] = row["time"]
+            segments[row["request_id"]] = segments.get(row["request_id"], 0) + 1
+        return {rid for rid, n in segments.items() if n == SDC_SEGMENTS}
+
+    wait_for(lambda: last.request_id in read_every_hop(), timeout=5, what="every hop of the last request")
+    whole = read_every_hop()
     # The busiest sidecar logs 2 lines per request, and its copies kept hold at least GENERATIONS × MAX_BYTES.
     assert len(whole) > GENERATIONS * MAX_BYTES / (2 * line_bytes) / 2, f"{len(whole)} whole requests"
     partial = [started[rid] for rid in segments if rid not in whole]

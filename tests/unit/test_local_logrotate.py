@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ from pytest_clover.backends.local.logrotate import (
     log_limits,
     mark,
     rotate_by_rename,
+    rotation_lock,
 )
 from pytest_clover.backends.local.translate import ProxySpec, _access_log
 from pytest_clover.errors import ConfigError
@@ -186,6 +189,62 @@ def test_one_full_access_log_rotates_every_pod_s_in_place_without_a_reopen(
     assert (live["lb"] / ACCESS_LOG).stat().st_size == 0
     envoys["lb"].write(line(3, 100))
     assert (live["lb"] / ACCESS_LOG).read_bytes() == line(3, 100)
+
+
+def test_a_reader_holding_a_log_defers_every_access_log_s_rotation_to_the_next_check(
+    tmp_path: Path, writers: list[Writer]
+) -> None:
+    limits = LogLimits(max_bytes=1_000, generations=2)
+    live = pod_folders(tmp_path, ["gateway", "lb"])
+    envoys = {name: Writer(folder / ACCESS_LOG) for name, folder in live.items()}
+    writers.extend(envoys.values())
+    for envoy in envoys.values():
+        envoy.write(line(1, 2_000))
+    rotator = LogRotator(limits, tmp_path / "pods")
+    # The reader is another process, as pytest is to the supervisor: flock is per open file, across processes.
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pytest_clover.logfiles import rotation_lock\n"
+            "with rotation_lock(sys.argv[1], exclusive=False) as held:\n"
+            "    print(held, flush=True); sys.stdin.readline()",
+            str(live["lb"] / ACCESS_LOG),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as reader:
+        try:
+            assert reader.stdout is not None and reader.stdin is not None
+            assert reader.stdout.readline().strip() == "True"
+            assert rotator.check(live).rotated == [], "a reader holds the load balancer's log: none may rotate"
+            assert all(generations(folder / ACCESS_LOG) == [folder / ACCESS_LOG] for folder in live.values())
+            reader.stdin.write("done\n")
+            reader.stdin.flush()
+            assert reader.wait(timeout=30) == 0
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+    assert sorted(p.parent.name for p in rotator.check(live).rotated) == ["gateway", "lb"]
+    assert not copy_truncate(live["lb"] / ACCESS_LOG, 2), "nothing new: an empty log is left alone"
+
+
+def test_a_reader_waits_for_a_rotation_under_way_then_gives_up(tmp_path: Path) -> None:
+    log = tmp_path / ACCESS_LOG
+    log.write_bytes(line(1))
+    with rotation_lock(log, exclusive=True, wait=0) as held:
+        assert held
+        with rotation_lock(log, exclusive=True, wait=0) as again:
+            assert not again, "a second rotation does not wait"
+        began = time.monotonic()
+        with rotation_lock(log, exclusive=False, wait=0.2) as reading:
+            assert not reading, "the reader gave up after its timeout and reads without the lock"
+        assert time.monotonic() - began >= 0.2, "it waited for the rotation first"
+    with rotation_lock(log, exclusive=False, wait=0.05) as reading:
+        assert reading
+    with rotation_lock(tmp_path / "gone" / ACCESS_LOG, exclusive=False) as reading:
+        assert not reading, "a log whose folder is gone is read (and found missing) without waiting"
 
 
 def test_quiet_logs_rotate_at_the_smaller_limit_and_mesh_logs_are_copied(tmp_path: Path) -> None:

@@ -588,16 +588,18 @@ class LocalBackend:
     def access_log(self, pod: str) -> list[dict[str, Any]]:
         """Every entry of the pod's access log still on disk, oldest first: its rotated copies (``access.log.2``,
         ``access.log.1``, see :mod:`.logrotate`) and then the file Envoy writes. Torn lines are skipped."""
-        from ...logfiles import generations
+        from ...logfiles import generations, rotation_lock
 
         entries = []
-        with contextlib.ExitStack() as opened:
-            # Every file opened before any is read: a rotation meanwhile renames them, and an open file is
-            # read whatever its name has become (one deleted between the listing and its opening is skipped).
+        path = self.log_path(pod, "access")
+        # The rotation lock, shared: a copy-and-truncate between the listing and the reading would move the newest
+        # lines into a copy already read. Every file is opened before any is read, so that a reader left waiting
+        # past the lock's timeout still reads a renamed file whatever its name has become.
+        with rotation_lock(path, exclusive=False), contextlib.ExitStack() as opened:
             handles = []
-            for path in generations(self.log_path(pod, "access")):
+            for generation_path in generations(path):
                 with contextlib.suppress(FileNotFoundError):
-                    handles.append(opened.enter_context(path.open("rb")))
+                    handles.append(opened.enter_context(generation_path.open("rb")))
             for handle in handles:
                 for line in handle.read().decode("utf-8", errors="replace").splitlines():
                     with contextlib.suppress(ValueError):

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ConfigError
-from ...logfiles import HEAD_BYTES, LogMark, appended_since, generation, generations, mark
+from ...logfiles import HEAD_BYTES, LogMark, appended_since, generation, generations, mark, rotation_lock
 
 __all__ = [
     "ACCESS_LOG",
@@ -85,6 +85,7 @@ __all__ = [
     "log_limits",
     "mark",
     "rotate_by_rename",
+    "rotation_lock",
 ]
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
@@ -303,8 +304,14 @@ def rotate_by_rename(path: Path, keep: int) -> bool:
     """Rename a log its writer reopens to ``.1`` (older copies shifted, the oldest beyond ``keep`` deleted).
 
     Its writer goes on writing to the renamed file until it reopens the path (a new file). With ``keep`` 0 the
-    file is only deleted. False when there is no such file or it is empty (nothing to rotate)."""
+    file is only deleted. False when there is no such file, it is empty (nothing to rotate) or a reader holds
+    its :func:`rotation_lock` (the next check rotates it)."""
     path = Path(path)
+    with rotation_lock(path, exclusive=True, wait=0) as held:
+        return held and _rename(path, keep)
+
+
+def _rename(path: Path, keep: int) -> bool:
     try:
         if path.stat().st_size == 0:
             return False
@@ -327,8 +334,14 @@ def copy_truncate(path: Path, keep: int) -> bool:
 
     The writer must have it open with ``O_APPEND`` (then it writes at the new end); a line written between the
     copy and the truncation is lost. The copy is written under a temporary name and renamed, so ``.1`` is never
-    seen half-written. False when there is no such file or it is empty."""
+    seen half-written. False when there is no such file, it is empty or a reader holds its
+    :func:`rotation_lock` (the next check rotates it)."""
     path = Path(path)
+    with rotation_lock(path, exclusive=True, wait=0) as held:
+        return held and _copy_truncate(path, keep)
+
+
+def _copy_truncate(path: Path, keep: int) -> bool:
     try:
         if path.stat().st_size == 0:
             return False
@@ -410,12 +423,15 @@ class LogRotator:
         access = {pod: Path(folder) / ACCESS_LOG for pod, folder in live.items()}
         # Together, so that a generation covers the same time in every pod (see the module's docstring).
         if any(_size(path) >= self.limits.max_bytes for path in access.values()):
-            for path in access.values():
-                # Envoy writes its access logs with O_APPEND (seen in /proc/<pid>/fdinfo: flags 0102001), so they
-                # are copied and truncated: no reopen. Renaming and POST /reopen_logs stalled a busy Envoy for
-                # seconds under load (503 bursts at 500 requests/s), which a soak then charged to the mesh.
-                if copy_truncate(path, keep):
-                    done.rotated.append(path)
+            with contextlib.ExitStack() as locks:
+                # All or none: while a reader holds one pod's log, every access log waits for the next check.
+                held = all(locks.enter_context(rotation_lock(p, exclusive=True, wait=0)) for p in access.values())
+                for path in access.values() if held else ():
+                    # Envoy writes its access logs with O_APPEND (seen in /proc/<pid>/fdinfo: flags 0102001), so
+                    # they are copied and truncated: no reopen. Renaming and POST /reopen_logs stalled a busy Envoy
+                    # for seconds under load (503 bursts at 500 requests/s), which a soak then charged to the mesh.
+                    if _copy_truncate(path, keep):
+                        done.rotated.append(path)
         for pod, folder in live.items():
             for name in REOPENED_POD_LOGS:
                 path = Path(folder) / name
