@@ -24,6 +24,8 @@ __all__ = [
     "Backend",
     "BackendClass",
     "BackendOptions",
+    "LoadPodSpec",
+    "LoadPods",
     "LogFiles",
     "MeshRecord",
     "PodInfo",
@@ -271,6 +273,54 @@ class Watchable(Protocol):
     def check_running(self) -> None:
         """Raise :class:`~pytest_clover.errors.MeshNotRunning`, saying what happened, if the mesh is gone.
         Called about twice a second while load runs: it must cost well under a millisecond."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoadPodSpec:
+    """One load generator process to run as a pod of the cluster (``--clover-load-in-cluster``): a locust master
+    or worker of :mod:`pytest_clover.load`. The backend turns it into a one-replica Deployment in the run's
+    namespace, labelled as the run's and opted out of sidecar injection (see :class:`LoadPods`)."""
+
+    name: str
+    """The Deployment's name, e.g. ``clover-load-worker-0`` (a DNS label: what ``kubectl get pods`` shows)."""
+    role: str
+    """``master`` or ``worker``: a label, so a sweep and a person can tell them apart."""
+    module: str
+    """The Python module the container runs (``python -m MODULE``): ``pytest_clover.load.master`` or ``…worker``."""
+    config: str
+    """The process's JSON config, passed in the environment variable ``CLOVER_LOAD_CONFIG``."""
+    ports: Mapping[str, int] = field(default_factory=dict)
+    """Named container ports (``tcp-zmq``: 5557, ``tcp-control``: 5558), ``tcp-`` names so Istio never sniffs them."""
+    ready_port: int | None = None
+    """A port whose TCP answer means ready (the master's control port); None: no readiness probe (ready when
+    started, as Kubernetes has it)."""
+
+
+@runtime_checkable
+class LoadPods(Protocol):
+    """A backend that runs load generator processes as pods of its cluster, near the mesh under test.
+
+    Load pods are **not injected** with a sidecar (``sidecar.istio.io/inject: "false"``): locust's ZeroMQ channel
+    breaks through Istio sidecars (locust #3214), and load must enter the mesh where local load does — at the
+    ingress gateway — so that a VirtualService fault applies at the same hops whichever generator runs."""
+
+    def start_load_pods(self, pods: list[LoadPodSpec], *, wait_for: list[str], timeout: float) -> dict[str, PodInfo]:
+        """Create the pods' Deployments; return once those named in ``wait_for`` have a ready pod (their
+        :class:`PodInfo`, with its IP, by Deployment name). Raises BackendError naming the pod and why."""
+        ...
+
+    def open_load_channel(self, pod: str, port: int, timeout: float) -> Any:
+        """A connected socket to ``port`` of load pod ``pod`` (its Deployment's name), however this machine reaches
+        it (a port-forward on a cluster). Closing it closes whatever carries it."""
+        ...
+
+    def delete_load_pods(self, names: list[str]) -> None:
+        """Delete these load Deployments (their pods get SIGTERM); never raises for one already gone."""
+        ...
+
+    def load_target_url(self) -> str:
+        """The mesh's ingress as a load pod reaches it (the gateway's in-cluster address)."""
         ...
 
 

@@ -17,6 +17,9 @@ from ..errors import ConfigError, Problem
 ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 LOCAL_COMMAND_ANNOTATION = "clover.opnfv.org/local-command"
+SIDECAR_INJECT = "sidecar.istio.io/inject"
+"""The pod label (Istio's current API) or annotation (its older one, still honoured) by which a pod opts out of
+(``"false"``) or into (``"true"``) Istio's sidecar injection: see :func:`sidecar_injected`."""
 DEFAULT_NAMESPACE = "default"
 CLUSTER_DOMAIN = "svc.cluster.local"
 GRPC_STATUS = {
@@ -61,6 +64,21 @@ def resolve_gateway(ref: str, namespace: str) -> tuple[str, str]:
         ns, _, name = ref.partition("/")
         return ns, name
     return namespace, ref
+
+
+def sidecar_injected(labels: Mapping[str, str], annotations: Mapping[str, str], *, default: bool = True) -> bool:
+    """Whether Istio's sidecar injector gives a pod with these template ``labels`` and ``annotations`` a sidecar,
+    as istiod's ``injectRequired`` decides it: the label ``sidecar.istio.io/inject`` when the pod has it (even
+    empty), else the annotation of that name; exactly ``"true"`` or ``"false"`` decides, any other value
+    (``"False"``, ``"no"``, ``""``) falls back to ``default``: the namespace's policy (istiod only logs a warning
+    for a value that is neither, and injects in a namespace that has injection on). The embedded mesh injects
+    every namespace, so its ``default`` is True."""
+    value = labels[SIDECAR_INJECT] if SIDECAR_INJECT in labels else annotations.get(SIDECAR_INJECT, "")
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return default
 
 
 # --------------------------------------------------------------------------- model: Kubernetes
@@ -146,6 +164,13 @@ class Deployment:
     @property
     def local_command(self) -> str | None:
         return self.pod_annotations.get(LOCAL_COMMAND_ANNOTATION)
+
+    @property
+    def sidecar_injected(self) -> bool:
+        """Whether its pods get an Istio sidecar in a namespace with injection on (every namespace of the embedded
+        mesh): False when its pod template opts out with ``sidecar.istio.io/inject: "false"`` (see
+        :func:`sidecar_injected`)."""
+        return sidecar_injected(self.pod_labels, self.pod_annotations)
 
 
 @dataclass(frozen=True)

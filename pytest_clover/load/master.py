@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,8 +58,10 @@ from locust.stats import PERCENTILES_TO_REPORT
 
 from pytest_clover.limits import raise_open_files_limit
 from pytest_clover.load.merge import MergeError, WindowMerger
+from pytest_clover.load.shares import worker_config
 from pytest_clover.load.worker import (
     CMD_MESSAGE,
+    CONFIG_ENV,
     DRAIN_EXTRA_S,
     OUT_MESSAGE,
     Config,
@@ -116,9 +119,16 @@ def _tail(path: Path, limit: int = 1500) -> str:
         return f"(cannot read it: {exc})"
 
 
-def user_shares(users: int, workers: int) -> list[int]:
-    """Closed loop: ``users`` split as evenly as possible, the first ``users % workers`` workers one more."""
-    return [users // workers + (1 if i < users % workers else 0) for i in range(workers)]
+def bind_address(given: str | None) -> str:
+    """The address to listen on: ``given``, or ``$NAME`` read from the environment (``$POD_IP``), or 127.0.0.1."""
+    if not given:
+        return BIND_HOST
+    if given.startswith("$"):
+        value = os.environ.get(given[1:], "").strip()
+        if not value:
+            raise SystemExit(f"the master's bind address {given} names an environment variable that is not set")
+        return value
+    return given
 
 
 @dataclass
@@ -127,8 +137,9 @@ class WorkerProcess:
 
     index: int
     """0 … N−1: its share of the schedule is requests ``index + k·N``."""
-    proc: subprocess.Popen[bytes]
-    """The process (its stdin is the pipe whose end tells it the master is gone)."""
+    proc: subprocess.Popen[bytes] | None
+    """The process (its stdin is the pipe whose end tells it the master is gone); None for a remote worker (a
+    pod the parent started)."""
     log_path: Path
     """Its stderr and stdout."""
     node_id: str | None = None
@@ -143,8 +154,16 @@ class WorkerProcess:
     """Monotonic time its process was first seen ended (None: running)."""
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def pid(self) -> int | None:
+        """Its PID on this machine (a remote worker's is in its ``ready`` message, on its own machine)."""
+        if self.proc is not None:
+            return self.proc.pid
+        pid = self.ready.get("pid")
+        return int(pid) if isinstance(pid, int) else None
+
+    def poll(self) -> int | None:
+        """Its exit code, None while it runs (or when it is remote: only heartbeats tell)."""
+        return self.proc.poll() if self.proc is not None else None
 
     @property
     def finished(self) -> bool:
@@ -167,7 +186,8 @@ class Master(Greenlets):
         self.all_ready = Event()
         self.greenlets: list[gevent.Greenlet[Any, Any]] = []
         self.env = Environment(user_classes=[], host=cfg.base_url, stop_timeout=None)
-        self.runner: MasterRunner = self.env.create_master_runner(BIND_HOST, 0)
+        self.bind_host = bind_address(cfg.bind_host)
+        self.runner: MasterRunner = self.env.create_master_runner(self.bind_host, cfg.bind_port)
         self.port = int(self.runner.server.port)
         self.runner.register_message(OUT_MESSAGE, self._on_worker_message)
         self.csv = FinalStatsCSVFileWriter(
@@ -178,13 +198,14 @@ class Master(Greenlets):
     # -- workers ------------------------------------------------------------------------------------------------
 
     def _worker_config(self, index: int) -> dict[str, Any]:
-        raw = asdict(self.cfg)
-        raw.update(worker_index=index, master_host=BIND_HOST, master_port=self.port)
-        if self.cfg.users is not None:
-            raw["users"] = user_shares(self.cfg.users, self.cfg.workers)[index]
-        return raw
+        return worker_config(asdict(self.cfg), index, self.bind_host, self.port)
 
     def _start_workers(self) -> None:
+        if self.cfg.remote_workers:
+            # Pods the parent started (in-cluster load): they connect to us; their logs are the pods' logs.
+            for index in range(self.cfg.workers):
+                self.workers.append(WorkerProcess(index, None, Path(f"the log of load worker pod {index}")))
+            return
         for index in range(self.cfg.workers):
             log_path = Path(self.cfg.report_dir) / WORKER_LOG.format(index=index)
             with log_path.open("wb") as log_file:
@@ -212,6 +233,11 @@ class Master(Greenlets):
             except MergeError as exc:
                 self._lose(worker, f"it sent a window that cannot be merged ({exc})")
         elif kind == "ready":
+            if worker.finished or self.t0 is not None:
+                # A worker pod restarted (killed, or its node lost) connects again: its share of the schedule has
+                # been counted lost, and the run cannot take it back mid-way.
+                log.warning("worker %d is ready again (a restarted pod?): ignored, the run has started", index)
+                return
             worker.node_id, worker.ready = getattr(msg, "node_id", None), data
             log.info("worker %d ready: %s users, locust client %s", index, data.get("users"), worker.node_id)
             if all(w.ready for w in self.workers):
@@ -229,7 +255,7 @@ class Master(Greenlets):
             return
         worker.lost = reason
         at = time.time()
-        log.error("worker %d (pid %d) lost: %s", worker.index, worker.pid, reason)
+        log.error("worker %d (pid %s) lost: %s", worker.index, worker.pid, reason)
         if self.t0 is None:  # before the start: the parent's error shows our log's tail, so show the worker's
             log.error("last lines of worker %d's log:\n%s", worker.index, _tail(worker.log_path))
         self.emit({"type": "worker_lost", "worker": worker.index, "pid": worker.pid, "reason": reason, "at": at})
@@ -240,9 +266,11 @@ class Master(Greenlets):
             self.stop_now()
 
     def _kill(self, worker: WorkerProcess) -> None:
+        if worker.proc is None:  # a pod: the parent deletes it
+            return
         if worker.proc.poll() is None:
             try:
-                os.kill(worker.pid, signal.SIGKILL)
+                os.kill(worker.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -253,7 +281,7 @@ class Master(Greenlets):
             for worker in self.workers:
                 if worker.finished:
                     continue
-                code = worker.proc.poll()
+                code = worker.poll()
                 if code is not None:
                     # Its last messages may still be on their way (a worker sends its done, then exits):
                     # lost only if they do not come within EXIT_GRACE_S.
@@ -275,7 +303,7 @@ class Master(Greenlets):
             for index in sorted(set(self.merger.lost) - before):
                 worker = self.workers[index]
                 worker.lost = self.merger.lost[index].reason
-                log.error("worker %d (pid %d) lost: %s", index, worker.pid, worker.lost)
+                log.error("worker %d (pid %s) lost: %s", index, worker.pid, worker.lost)
                 self.emit(
                     {
                         "type": "worker_lost",
@@ -329,18 +357,19 @@ class Master(Greenlets):
 
     def run(self) -> int:
         os.makedirs(self.cfg.report_dir, exist_ok=True)
-        log.info("locust master on %s:%d for %d workers", BIND_HOST, self.port, self.cfg.workers)
+        log.info("locust master on %s:%d for %d workers", self.bind_host, self.port, self.cfg.workers)
         self._start_workers()
         self._spawn(self._read_commands)
         self._spawn(self._watch)
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        ready_timeout = self.cfg.ready_timeout_s or READY_TIMEOUT_S
+        deadline = time.monotonic() + ready_timeout
         while not self.all_ready.wait(0.05):
             if self.stop_requested.is_set() or any(w.lost for w in self.workers):
                 log.error("a worker failed before the start: %s", "; ".join(w.lost or "" for w in self.workers))
                 return self._abort(3)
             if time.monotonic() > deadline:
                 late = [w for w in self.workers if not w.ready]
-                log.error("workers %s were not ready within %.0f s", [w.index for w in late], READY_TIMEOUT_S)
+                log.error("workers %s were not ready within %.0f s", [w.index for w in late], ready_timeout)
                 for worker in late:
                     log.error("last lines of worker %d's log:\n%s", worker.index, _tail(worker.log_path))
                 return self._abort(3)
@@ -359,7 +388,9 @@ class Master(Greenlets):
                 "max_users": sum(int(w.ready.get("max_users", 0)) for w in self.workers),
                 "start": self.t0,
                 "workers": self.cfg.workers,
-                "worker_pids": [w.pid for w in self.workers],
+                # Remote workers' PIDs are on their own machines: only local ones can be signalled from here.
+                "worker_pids": [w.pid for w in self.workers if w.proc is not None],
+                "remote_workers": self.cfg.remote_workers,
             }
         )
         self.stop_requested.wait()
@@ -380,8 +411,9 @@ class Master(Greenlets):
             self._wait_finished(self.cfg.timeout_s + DRAIN_EXTRA_S + STOP_EXTRA_S, while_draining=True)
         # Those still waiting for outcomes send what they have at once (SIGTERM, as the parent does to us); a
         # request still in flight is then left out of its window and counted as abandoned, not lost silently.
-        hurried = [w for w in self.workers if not w.finished and w.proc.poll() is None]
+        hurried = [w for w in self.workers if not w.finished and w.proc is not None and w.proc.poll() is None]
         for worker in hurried:
+            assert worker.proc is not None
             worker.proc.terminate()
         if hurried:
             self._wait_finished(TERM_WAIT_S)
@@ -406,7 +438,7 @@ class Master(Greenlets):
 
     def _abort(self, code: int) -> int:
         for worker in self.workers:
-            if worker.proc.poll() is None:
+            if worker.proc is not None and worker.proc.poll() is None:
                 worker.proc.terminate()
         self._end_workers()
         for g in self.greenlets:
@@ -418,10 +450,12 @@ class Master(Greenlets):
         """Wait for every worker process to exit (SIGKILL, by PID, for those that do not) and reap it."""
         deadline = time.monotonic() + EXIT_WAIT_S
         for worker in self.workers:
+            if worker.proc is None:
+                continue
             try:
                 worker.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("worker %d (pid %d) did not exit: killing it", worker.index, worker.pid)
+                log.warning("worker %d (pid %s) did not exit: killing it", worker.index, worker.pid)
                 self._kill(worker)
                 worker.proc.wait()
             if worker.proc.stdin is not None:
@@ -437,7 +471,7 @@ class Master(Greenlets):
                     "users": (w.done or {}).get("users", w.ready.get("users")),
                     "abandoned": (w.done or {}).get("abandoned"),
                     "requests": self.merger.requests_by_worker[w.index],
-                    "exit_code": w.proc.returncode,
+                    "exit_code": w.proc.returncode if w.proc is not None else None,
                 }
             )
         lost = []
@@ -459,18 +493,30 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("locust.runners").addFilter(QuietSpawnRate())
-    if len(args) != 1:
-        print("usage: python -m pytest_clover.load.master CONFIG_JSON", file=sys.stderr)
+    if len(args) > 1 or not (args or os.environ.get(CONFIG_ENV)):
+        print(f"usage: python -m pytest_clover.load.master CONFIG_JSON (or in ${CONFIG_ENV})", file=sys.stderr)
         return 2
-    cfg = Config.from_json(args[0])
-    if cfg.workers < 2 or cfg.of_master:
-        print("the master needs workers >= 2 and no master of its own", file=sys.stderr)
+    cfg = Config.from_json(args[0] if args else os.environ[CONFIG_ENV])
+    if cfg.workers < (1 if cfg.remote_workers else 2) or cfg.of_master:
+        print("the master needs workers >= 2 (1 if they are remote) and no master of its own", file=sys.stderr)
         return 2
     raise_open_files_limit()
+    listener = listen_for_parent(bind_address(cfg.bind_host), cfg.control_port) if cfg.control_port else None
     emit = Emitter()
     master = Master(cfg, emit)
     emit.on_parent_gone = master.stop_now
-    gevent.signal_handler(signal.SIGTERM, master.stop_now)
+    terminated: list[bool] = []
+
+    def on_sigterm() -> None:
+        terminated.append(True)
+        master.stop_now()
+
+    gevent.signal_handler(signal.SIGTERM, on_sigterm)
+    if listener is not None:
+        if not accept_parent(listener, PARENT_WAIT_S, give_up=lambda: bool(terminated)):
+            log.error("no parent connected to the control port within %.0f s: stopping", PARENT_WAIT_S)
+            master._quit_runner()
+            return idle_until_deleted(3)
     log.info(
         "load master pid %d: %s against %s over %d workers, seed %d",
         os.getpid(),
@@ -479,7 +525,72 @@ def main(argv: list[str] | None = None) -> int:
         cfg.workers,
         cfg.seed,
     )
-    return master.run()
+    code = master.run()
+    if listener is None or terminated:  # a pod being deleted (SIGTERM) exits; one that finished idles
+        return code
+    hang_up()
+    return idle_until_deleted(code)
+
+
+PARENT_WAIT_S = 300.0
+"""A master in a pod waits this long for its parent's connection (the parent connects as soon as the pod is ready)."""
+HELLO = b'{"hello": "pytest-clover"}'
+"""The first line the parent sends on the control port: what tells it from a readiness probe's connection."""
+HELLO_WAIT_S = 5.0
+
+
+def listen_for_parent(host: str, port: int) -> socket.socket:
+    """The control port of a master in a pod: its parent (through a port-forward) speaks JSON lines on it."""
+    listener = socket.create_server((host, port), backlog=8)
+    log.info("control port %s:%d: waiting for the parent", host, port)
+    return listener
+
+
+def accept_parent(listener: socket.socket, timeout: float, give_up: Callable[[], bool] = lambda: False) -> bool:
+    """Wait for the parent's connection (its first line is :data:`HELLO`; a probe's connection is closed) and make
+    it this process's stdin and stdout, so the rest of the master speaks to it as to a parent's pipes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not give_up():
+        listener.settimeout(min(1.0, max(0.1, deadline - time.monotonic())))
+        try:
+            conn, peer = listener.accept()
+        except TimeoutError:
+            continue
+        conn.settimeout(HELLO_WAIT_S)
+        try:
+            first = conn.recv(len(HELLO) + 1)
+        except OSError:
+            first = b""
+        if first.strip() != HELLO:
+            conn.close()  # a readiness probe, or a stranger
+            continue
+        conn.settimeout(None)
+        os.dup2(conn.fileno(), 0)
+        os.dup2(conn.fileno(), 1)
+        conn.close()
+        listener.close()
+        log.info("parent connected from %s", peer)
+        return True
+    listener.close()
+    return False
+
+
+def hang_up() -> None:
+    """End the parent's control connection (fds 0 and 1 are its only references): the parent sees the end of our
+    output, as when a child process exits."""
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def idle_until_deleted(code: int) -> int:
+    """A master in a pod that ended stays, idle, until the pod is deleted: its Deployment would restart it."""
+    log.info("master finished (exit code %d): idle until the pod is deleted", code)
+    gevent.signal_handler(signal.SIGTERM, lambda: os._exit(code))
+    while True:
+        gevent.sleep(3600)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import LoadGeneratorError, WorkerLost
 from ..timeline import Event, Timeline
 from .result import LoadResult
+
+if TYPE_CHECKING:
+    from .incluster import InCluster
 
 WORKER_MODULE = "pytest_clover.load.worker"
 MASTER_MODULE = "pytest_clover.load.master"
@@ -104,6 +107,7 @@ class LoadGenerator:
         time_scale: float = 1.0,
         timeline: Timeline | None = None,
         workers: int = 1,
+        in_cluster: InCluster | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http:// or https:// URL, not {base_url!r}")
@@ -112,6 +116,9 @@ class LoadGenerator:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer (1: one process, no master), not {workers!r}")
         self.workers = workers
+        self.in_cluster = in_cluster
+        """Run the workers as pods of the cluster under test (``--clover-load-in-cluster``; see
+        :mod:`pytest_clover.load.incluster`); None: local processes."""
         self.base_url = base_url.rstrip("/")
         self.report_dir = Path(report_dir)
         self.seed = seed
@@ -162,7 +169,7 @@ class LoadGenerator:
             "headers": dict(headers or {}),
             "timeout_s": float(timeout_s),
         }
-        if self.workers > 1:
+        if self.workers > 1 or self.in_cluster is not None:
             config["workers"] = self.workers
         result = LoadResult(
             mode="open" if rate is not None else "closed",
@@ -171,7 +178,9 @@ class LoadGenerator:
             seed=self.seed,
             report_dir=self.report_dir,
         )
-        return LoadRun._spawn(config, result, self.timeline, self.time_scale, self.report_dir / LOG_NAME)
+        return LoadRun._spawn(
+            config, result, self.timeline, self.time_scale, self.report_dir / LOG_NAME, in_cluster=self.in_cluster
+        )
 
 
 def _child_env() -> dict[str, str]:
@@ -227,11 +236,38 @@ class LoadRun:
 
     @classmethod
     def _spawn(
-        cls, config: dict[str, Any], result: LoadResult, timeline: Timeline, time_scale: float, log_path: Path
+        cls,
+        config: dict[str, Any],
+        result: LoadResult,
+        timeline: Timeline,
+        time_scale: float,
+        log_path: Path,
+        *,
+        in_cluster: InCluster | None = None,
     ) -> LoadRun:
+        if in_cluster is not None:
+            proc: Any = in_cluster.launch(config, log_path, _child_env())
+            ready_timeout = in_cluster.ready_timeout_s + READY_TIMEOUT_S
+        else:
+            proc = cls._start_child(config, log_path)
+            ready_timeout = READY_TIMEOUT_S
+        run = cls(proc, result, timeline, time_scale, log_path)
+        run.request_timeout_s = float(config.get("timeout_s", STOP_GRACE_S))
+        try:
+            run._wait_ready(ready_timeout)
+        except BaseException:
+            run._stopping = run._stopped = True
+            run._terminate(grace_s=0.0)
+            run._close_pipes()
+            run._release()
+            raise
+        return run
+
+    @staticmethod
+    def _start_child(config: dict[str, Any], log_path: Path) -> subprocess.Popen[str]:
         module = MASTER_MODULE if int(config.get("workers", 1)) > 1 else WORKER_MODULE
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", module, json.dumps(config)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -244,16 +280,17 @@ class LoadRun:
                 # If pytest dies instead, the child sees end-of-file on its stdin and stops by itself.
                 start_new_session=True,
             )
-        run = cls(proc, result, timeline, time_scale, log_path)
-        run.request_timeout_s = float(config.get("timeout_s", STOP_GRACE_S))
-        try:
-            run._wait_ready()
-        except BaseException:
-            run._stopping = run._stopped = True
-            run._terminate(grace_s=0.0)
-            run._close_pipes()
-            raise
-        return run
+
+    def _release(self) -> None:
+        """Let go of what the generator used besides its process (in-cluster: delete the load pods)."""
+        release = getattr(self._proc, "release", None)
+        if release is not None:
+            release()
+
+    def _who(self) -> str:
+        """The generator for a message: ``pid 1234``, or the pod an in-cluster master runs in."""
+        describe = getattr(self._proc, "describe", None)
+        return str(describe()) if describe is not None else f"pid {self._proc.pid}"
 
     # -- the child's output ----------------------------------------------------------------------------
 
@@ -293,13 +330,13 @@ class LoadRun:
             self._eof.set()
             self._wake.set()
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
+    def _wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
             if self._eof.is_set() and not self._ready.is_set():
                 raise self._error("the load generator exited before it was ready")
             if time.monotonic() > deadline:
-                raise self._error(f"the load generator was not ready within {READY_TIMEOUT_S:.0f} s", wait_s=0.0)
+                raise self._error(f"the load generator was not ready within {timeout:.0f} s", wait_s=0.0)
 
     def _error(self, what: str, wait_s: float = 2.0) -> LoadGeneratorError:
         """A LoadGeneratorError for the child's current state (waits up to ``wait_s`` for its exit code)."""
@@ -307,7 +344,7 @@ class LoadRun:
             code: int | None = self._proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             code = self._proc.poll()
-        message = f"{what}: pid {self._proc.pid}, {_describe_exit(code)}"
+        message = f"{what}: {self._who()}, {_describe_exit(code)}"
         if self._stray:
             message += "\nunexpected output on its stdout: " + " | ".join(self._stray)
         return LoadGeneratorError(
@@ -374,7 +411,7 @@ class LoadRun:
             raise self._worker_lost()
         if self._stopping:
             raise LoadGeneratorError(
-                f"this load run (pid {self._proc.pid}) was stopped; start a new one", pid=self._proc.pid
+                f"this load run ({self._who()}) was stopped; start a new one", pid=self._proc.pid
             )
         if self._eof.is_set():
             raise self._error("the load generator died")
@@ -513,10 +550,13 @@ class LoadRun:
             self._reader.join(timeout=5.0)
         finally:
             self._stopped = True
-            if self._proc.poll() is None:  # interrupted while waiting (e.g. Ctrl-C): never leave it behind
-                self._proc.kill()
-                self._proc.wait()
-            self._close_pipes()
+            try:
+                if self._proc.poll() is None:  # interrupted while waiting (e.g. Ctrl-C): never leave it behind
+                    self._proc.kill()
+                    self._proc.wait()
+                self._close_pipes()
+            finally:
+                self._release()
         self.result.generator = dict(self._done_info or {})
         self.result.generator.pop("type", None)
         self.result.set_events(e.as_dict() for e in self.timeline.events())

@@ -97,6 +97,11 @@ OUT_MESSAGE = "clover_out"
 CMD_MESSAGE = "clover_cmd"
 """locust custom message, master → workers: ``{"start": t0, "offset": …}``, ``{"phase": …, "at": …}``,
 ``{"stop": true, "at": …}``."""
+MASTER_SILENT_S = 10.0
+"""A remote worker (a pod) stops when it heard no heartbeat from its master for this long: the master (and its
+parent) are gone, and load nobody records must not go on. locust's own limit is 60 s."""
+CONFIG_ENV = "CLOVER_LOAD_CONFIG"
+"""Without a command-line argument the config is read from this environment variable (a pod's env)."""
 MAX_OFFSET_SKEW_S = 0.01
 """A master's unix-to-monotonic offset further than this from ours is not from this machine's clock: not used."""
 LINGER_S = 1.0
@@ -134,6 +139,24 @@ class Config:
     """For a worker of a master: where the master's ZeroMQ port listens. None: no master (stdin/stdout)."""
     master_port: int | None = None
     """For a worker of a master: the master's ZeroMQ port."""
+    remote: bool = False
+    """For a worker of a master: it runs elsewhere (a pod), not as the master's child. No stdin pipe tells it the
+    master is gone: it stops once the master's heartbeats (one a second) stop for :data:`MASTER_SILENT_S`. It keeps
+    its own clock offset (another machine's monotonic clock): window boundaries still line up in unix time, to the
+    synchronisation of the machines' clocks."""
+    remote_workers: bool = False
+    """For a master: its workers are pods started by the parent (``--clover-load-in-cluster``), not its children;
+    it waits for them to connect, and only locust's heartbeats and their silence tell it one was lost."""
+    bind_host: str | None = None
+    """For a master: the address its ZeroMQ port (and its control port) listen on; None: 127.0.0.1. ``$NAME``
+    takes it from the environment variable ``NAME`` (``$POD_IP``: the pod's address, from the downward API)."""
+    bind_port: int = 0
+    """For a master: its ZeroMQ port (0: any free one; workers in pods need it known in advance)."""
+    control_port: int | None = None
+    """For a master in a pod: it serves its parent on this TCP port (one connection: the same JSON lines as
+    stdin/stdout, reached through a port-forward) instead of stdin/stdout. None: stdin/stdout."""
+    ready_timeout_s: float | None = None
+    """For a master: how long its workers get to connect and be ready (None: 45 s; pods may need an image pulled)."""
 
     @classmethod
     def from_json(cls, text: str) -> Config:
@@ -498,6 +521,9 @@ class Generator(Greenlets):
     def _read_commands(self) -> None:
         stdin = FileObjectPosix(sys.stdin.fileno(), "rb", close=False)
         try:
+            if self.cfg.remote:
+                self._watch_master()
+                return
             while True:
                 line = stdin.readline()
                 if not line:
@@ -516,6 +542,17 @@ class Generator(Greenlets):
         finally:
             self.stop_requested.set()
 
+    def _watch_master(self) -> None:
+        """A remote worker: wait until the master's heartbeats stop (then stop at once, as at end of stdin)."""
+        began = time.time()
+        while True:
+            gevent.sleep(1.0)
+            last = getattr(self.runner, "last_heartbeat_timestamp", None) or began
+            if time.time() - last > MASTER_SILENT_S:
+                log.error("no heartbeat from the master for %.0f s (it is gone): stopping", MASTER_SILENT_S)
+                self.drain = False
+                return
+
     def _command(self, command: Any) -> bool:
         """Carry out one command (see the module's protocol); True for the stop."""
         if not isinstance(command, dict):
@@ -532,7 +569,11 @@ class Generator(Greenlets):
             if isinstance(offset, int | float) and math.isfinite(offset):
                 # One machine, one CLOCK_MONOTONIC: the master's offset is ours give or take the reading error,
                 # and using the very same float makes every worker's boundaries identical.
-                if abs(offset - self.windows.offset) < MAX_OFFSET_SKEW_S:
+                if self.cfg.remote:
+                    # Another machine's monotonic clock: its offset means nothing here. The start and the phases
+                    # come in unix time, so the boundaries agree with the other workers' to the clocks' sync.
+                    log.info("remote worker: window boundaries follow this machine's clock (master's offset unused)")
+                elif abs(offset - self.windows.offset) < MAX_OFFSET_SKEW_S:
                     self.windows.use_offset(float(offset))
                 else:
                     log.warning(
@@ -730,16 +771,22 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("locust.runners").addFilter(QuietSpawnRate())
-    if len(args) != 1:
-        print("usage: python -m pytest_clover.load.worker CONFIG_JSON", file=sys.stderr)
+    if len(args) > 1 or not (args or os.environ.get(CONFIG_ENV)):
+        print(f"usage: python -m pytest_clover.load.worker CONFIG_JSON (or in ${CONFIG_ENV})", file=sys.stderr)
         return 2
-    cfg = Config.from_json(args[0])
+    cfg = Config.from_json(args[0] if args else os.environ[CONFIG_ENV])
     # Each open-loop user holds a connection: allow as many descriptors as a pod would have.
     raise_open_files_limit()
     emit = Emitter()
     gen = Generator(cfg, emit)
     emit.on_parent_gone = gen.stop_now
-    gevent.signal_handler(signal.SIGTERM, gen.stop_now)
+    terminated: list[bool] = []
+
+    def on_sigterm() -> None:
+        terminated.append(True)
+        gen.stop_now()
+
+    gevent.signal_handler(signal.SIGTERM, on_sigterm)
     log.info(
         "load generator pid %d%s: %s against %s, seed %d",
         os.getpid(),
@@ -750,7 +797,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg.base_url,
         cfg.seed,
     )
-    return gen.run()
+    code = gen.run()
+    if cfg.remote and not terminated:
+        # A pod's process that ends is restarted by its Deployment, which would connect to the master again: a
+        # worker that finished stays, idle, until the pod is deleted (SIGTERM).
+        log.info("worker %d finished (exit code %d): idle until the pod is deleted", cfg.worker_index, code)
+        gevent.signal_handler(signal.SIGTERM, lambda: os._exit(code))
+        while True:
+            gevent.sleep(3600)
+    return code
 
 
 if __name__ == "__main__":

@@ -192,11 +192,29 @@ def load(
         hop_cursor=lambda: _hop_cursor(mesh),
         check_mesh=mesh.backend.check_running if isinstance(mesh.backend, Watchable) else None,
         workers=state.settings.load_workers,
+        in_cluster=_in_cluster(state.settings, mesh.backend),
     )
     try:
         yield loader
     finally:
         loader.stop_all()
+
+
+def _in_cluster(settings: Any, backend: Backend) -> Any:
+    """The :class:`~pytest_clover.load.incluster.InCluster` of ``--clover-load-in-cluster``, or None."""
+    if not settings.load_in_cluster:
+        return None
+    from ..backends.protocol import LoadPods
+    from ..load.incluster import InCluster
+
+    if not isinstance(backend, LoadPods):  # configure checked the class; a substitute backend may still lack it
+        raise pytest.UsageError(f"--clover-load-in-cluster: the {backend.name} backend cannot run load pods")
+    return InCluster(
+        backend,
+        master=settings.load_master,
+        master_address=settings.load_master_address,
+        target_url=settings.load_target,
+    )
 
 
 def _propagation_lines(backend: Backend) -> list[str]:
@@ -487,6 +505,7 @@ class Load:
         hop_cursor: Callable[[], Any] | None = None,
         check_mesh: Callable[[], None] | None = None,
         workers: int = 1,
+        in_cluster: Any = None,
     ) -> None:
         self._factory = factory
         self.check_mesh = check_mesh
@@ -494,6 +513,9 @@ class Load:
         self.workers = workers
         """Generator processes per run (``--clover-load-workers``); passed to the generator only when above 1, so
         a substitute generator (``clover_load_generator``) that knows nothing of workers keeps working."""
+        self.in_cluster = in_cluster
+        """How to run the generator in the cluster (:class:`pytest_clover.load.incluster.InCluster`,
+        ``--clover-load-in-cluster``); passed to the generator only when set. None: local processes."""
         self._hop_cursor = hop_cursor
         self._base_url = base_url
         self.report_dir = report_dir
@@ -539,6 +561,8 @@ class Load:
         report_dir = self.report_dir if n == 1 else self.report_dir / f"run-{n}"
         report_dir.mkdir(parents=True, exist_ok=True)
         extra: dict[str, Any] = {"workers": self.workers} if self.workers > 1 else {}
+        if self.in_cluster is not None:
+            extra.update(workers=self.workers, in_cluster=self.in_cluster)
         generator = self._factory(
             base_url=self._base_url(),
             report_dir=report_dir,

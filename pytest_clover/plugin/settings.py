@@ -121,6 +121,22 @@ class CloverSettings:
     exactly (the same percentiles as one histogram of all requests); a worker lost mid-run makes the test
     INCONCLUSIVE. For rates one process cannot hold (one core: about 5 k requests/s open loop here)."""
 
+    load_in_cluster: bool = False
+    """Run the load generator's workers as pods of the cluster under test (``--clover-load-in-cluster``; default
+    False: local processes). Needs a backend that runs load pods (the k8s backend); the pods carry no sidecar and
+    send to the ingress gateway's in-cluster address (see :mod:`pytest_clover.load.incluster`)."""
+
+    load_master: str = "cluster"
+    """Where the in-cluster load's master runs (``--clover-load-master``): ``cluster`` (default: a pod, reached
+    through a port-forward) or ``local`` (a process here, which the pods must reach)."""
+
+    load_master_address: str | None = None
+    """With ``--clover-load-master=local``: this machine's address that the cluster's pods reach
+    (``--clover-load-master-address``)."""
+
+    load_target: str | None = None
+    """Where in-cluster load pods send (``--clover-load-target``); None: the ingress gateway as a pod reaches it."""
+
     soak_s: float | None = None
     """Wall-clock seconds each soak test runs (``--clover-soak=8h``; tests using the ``soak`` fixture or marked
     ``soak``). None (default): soak tests are deselected, so ``pytest suites`` never starts a night by accident."""
@@ -259,6 +275,26 @@ OPTIONS = (
         "Load generator processes per load run (default 1): N ≥ 2 runs a locust master and N local workers, the "
         "schedule split and the percentiles merged exactly.",
     ),
+    _Option(
+        "--clover-load-in-cluster",
+        "Run the load generator's workers as pods of the cluster under test (k8s backend): no sidecar, sending to "
+        "the ingress gateway's in-cluster address; --clover-load-workers says how many.",
+        ini_type="bool",
+        flag_kwargs={"action": "store_true", "default": None},
+    ),
+    _Option(
+        "--clover-load-master",
+        "Where the in-cluster load's master runs: cluster (default: a pod, through a port-forward) or local.",
+    ),
+    _Option(
+        "--clover-load-master-address",
+        "With --clover-load-master=local: this machine's address the cluster's pods reach.",
+    ),
+    _Option(
+        "--clover-load-target",
+        "Where in-cluster load pods send (default: the ingress gateway's in-cluster address).",
+    ),
+    _Option("--clover-load-image", "k8s backend: the load generator's image for in-cluster load (docker/load)."),
     _Option(
         "--clover-soak",
         "Run the soak tests (the soak fixture, @pytest.mark.soak) for this wall-clock duration each: 8h, 90m, 90s. "
@@ -483,6 +519,7 @@ def load_settings(config: pytest.Config) -> CloverSettings:
     workers, where = _raw(config, by_flag["--clover-load-workers"])
     if workers is not None:
         values["load_workers"] = parse_workers(workers, where or "--clover-load-workers")
+    values.update(_in_cluster_settings(config, by_flag, values.get("backend")))
 
     values["started"] = time.time()
     if workerinput is not None:
@@ -496,6 +533,51 @@ def load_settings(config: pytest.Config) -> CloverSettings:
         # would cost an import on every pytest run of a project that merely has pytest-clover installed.
         check_backend_settings(values["backend"], values["backend_settings"])
     return CloverSettings(**values)
+
+
+def _in_cluster_settings(config: pytest.Config, by_flag: dict[str, _Option], backend: str | None) -> dict[str, Any]:
+    """``load_in_cluster`` and its companions, checked together: a master place, its address, a target URL, and a
+    backend that can run load pods."""
+    values: dict[str, Any] = {}
+    in_cluster, _ = _raw(config, by_flag["--clover-load-in-cluster"])
+    master, master_where = _raw(config, by_flag["--clover-load-master"])
+    address, _ = _raw(config, by_flag["--clover-load-master-address"])
+    target, target_where = _raw(config, by_flag["--clover-load-target"])
+    values["load_in_cluster"] = bool(in_cluster)
+    if master is not None:
+        place = str(master).strip().lower()
+        if place not in ("cluster", "local"):
+            raise pytest.UsageError(
+                f"{master_where}={master!r}: the load master runs in the cluster or here; give cluster or local"
+            )
+        values["load_master"] = place
+    if address is not None and str(address).strip():
+        values["load_master_address"] = str(address).strip()
+    if target is not None and str(target).strip():
+        if not str(target).startswith(("http://", "https://")):
+            raise pytest.UsageError(f"{target_where}={target!r} is not a URL; give e.g. http://ingress.example:80")
+        values["load_target"] = str(target).strip()
+    if not values["load_in_cluster"]:
+        return values
+    if values.get("load_master") == "local" and "load_master_address" not in values:
+        raise pytest.UsageError(
+            "--clover-load-master=local needs --clover-load-master-address: the address of this machine that the "
+            "cluster's pods connect to (or run the master in the cluster: --clover-load-master=cluster)"
+        )
+    from ..backends.registry import backend_class
+    from ..errors import CloverError
+
+    name = backend or DEFAULT_BACKEND
+    try:
+        cls = backend_class(name)
+    except CloverError:
+        return values  # check_backend says it
+    if not callable(getattr(cls, "start_load_pods", None)):
+        raise pytest.UsageError(
+            f"--clover-load-in-cluster: the {name} backend cannot run load pods (it has no cluster to put them in); "
+            "use a cluster backend (--clover-backend=k8s), or --clover-load-workers=N for local worker processes"
+        )
+    return values
 
 
 def _soak_settings(config: pytest.Config, by_flag: dict[str, _Option]) -> dict[str, Any]:
@@ -529,6 +611,7 @@ _BACKEND_FLAGS = {
     "--clover-context": "context",
     "--clover-namespace": "namespace",
     "--clover-image": "image",
+    "--clover-load-image": "load_image",
     "--clover-ingress-url": "ingress_url",
     "--clover-max-kill-percent": "max_kill_percent",
     "--clover-allowed-contexts": "allowed_contexts",

@@ -44,7 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from ..backends.protocol import BackendOptions, MeshRecord, PodInfo
+from ..backends.protocol import BackendOptions, LoadPodSpec, MeshRecord, PodInfo
 from ..envoy.views import FAULT_FILTER
 from ..errors import BackendError, ConfigError, MeshNotRunning, Problem, ReadinessTimeout
 from ..istio.documents import ISTIO_KINDS, find_virtual_service
@@ -130,6 +130,8 @@ class FakeBackend:
         self.frozen: dict[str, Any] | None = None
         self.ingress: str = ""
         """The ingress URL while deployed: the fake's HTTP server when this process deployed it."""
+        self.load_pods: dict[str, LoadPodSpec] = {}
+        """Load pods asked for and not deleted (``--clover-load-in-cluster``), by Deployment name."""
         self._stop_server: weakref.finalize[[ThreadingHTTPServer], FakeBackend] | None = None
         self._lock = threading.RLock()
         self._round_robin = itertools.count()
@@ -314,6 +316,29 @@ class FakeBackend:
     def ingress_url(self) -> str:
         self._require()
         return self.ingress or "http://127.66.0.1:8080"
+
+    # -- load pods (:class:`~pytest_clover.backends.protocol.LoadPods`): recorded, never run
+
+    def start_load_pods(self, pods: list[LoadPodSpec], *, wait_for: list[str], timeout: float) -> dict[str, PodInfo]:
+        """Record the load pods asked for (:attr:`load_pods`); the named ones are "ready" at once, on 127.0.0.1."""
+        self._require()
+        for spec in pods:
+            self.load_pods[spec.name] = spec
+        return {
+            name: PodInfo(name=f"{name}-0", service="clover-load", deployment=name, version="", ready=True,
+                          phase="Running", ip="127.0.0.1", restarts=0)
+            for name in wait_for
+        }  # fmt: skip
+
+    def open_load_channel(self, pod: str, port: int, timeout: float) -> Any:
+        raise BackendError(f"the fake backend runs no load pods (asked for port {port} of {pod}): use a cluster")
+
+    def delete_load_pods(self, names: list[str]) -> None:
+        for name in names:
+            self.load_pods.pop(name, None)
+
+    def load_target_url(self) -> str:
+        return self.ingress_url()
 
     def check_running(self) -> None:
         """:class:`~pytest_clover.backends.protocol.Watchable`: the fake mesh runs while it is deployed."""

@@ -41,7 +41,7 @@ from ...errors import (
     Problem,
     ReadinessTimeout,
 )
-from ..protocol import BackendOptions, MeshRecord, PodInfo
+from ..protocol import BackendOptions, LoadPodSpec, MeshRecord, PodInfo
 from .rest import ISTIO_KINDS, KINDS, Kind, Rest, status_code
 from .settings import (
     DEFAULT_IMAGE,
@@ -488,6 +488,45 @@ class KubernetesBackend:
             self._forwarder = PortForwarder(self._make_client, target.namespace, target.pod, target.port)
             return str(self._forwarder.url)
 
+    # ------------------------------------------------------------------ load pods (``--clover-load-in-cluster``)
+
+    def start_load_pods(self, pods: list[LoadPodSpec], *, wait_for: list[str], timeout: float) -> dict[str, PodInfo]:
+        from .loadpods import load_deployment, wait_for_load_pods
+
+        image = self.settings.load_image
+        for spec in pods:
+            doc = load_deployment(spec, namespace=self.namespace, image=image, run_id=self.settings.run_id)
+            self.rest.apply(KINDS["Deployment"], self.namespace, doc)
+        if not wait_for:
+            return {}
+        return wait_for_load_pods(self.rest, self.namespace, wait_for, timeout=timeout, pod_info=_pod_info)
+
+    def open_load_channel(self, pod: str, port: int, timeout: float) -> Any:
+        from .loadpods import LOAD_NAME, LOAD_POD_LABEL, LoadChannel
+
+        selector = f"app.kubernetes.io/name={LOAD_NAME},{LOAD_POD_LABEL}={pod}"
+        pods = self.rest.list(KINDS["Pod"], self.namespace, labels=selector)
+        running = [p for p in pods.get("items") or [] if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        if not running:
+            raise BackendError(f"load pod {pod} has no running pod in namespace {self.namespace}")
+        name = str(running[0]["metadata"]["name"])
+        return LoadChannel(self._make_client, self.namespace, name, port, cluster=self.cluster, timeout=timeout)
+
+    def delete_load_pods(self, names: list[str]) -> None:
+        for name in names:
+            with contextlib.suppress(BackendError):
+                self.rest.delete(KINDS["Deployment"], self.namespace, name, body={"propagationPolicy": "Background"})
+
+    def load_target_url(self) -> str:
+        # The ingress as this machine reaches it is also where a pod reaches it, unless it is a port-forward (an
+        # address only here): then the gateway Service's in-cluster name.
+        url = self.ingress_url()
+        if self.ingress_how != "port-forward" or self.settings.ingress_url:
+            return url
+        from .ingress import find_service_url
+
+        return find_service_url(self.rest, self._kind("Gateway"), self.namespace, self.settings.istio_namespace)
+
     def _pod_objects(self, labels: str | None = None) -> list[dict[str, Any]]:
         items = self.rest.list(KINDS["Pod"], self.namespace, labels=labels).get("items") or []
         return [p for p in items if not _is_reaper(p)]
@@ -496,7 +535,9 @@ class KubernetesBackend:
         return [_pod_info(p) for p in self._pod_objects(f"app={service}" if service else None)]
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        result = self.rest.wait_until(KINDS["Deployment"], self.namespace, _all_rolled_out, timeout=timeout)
+        result = self.rest.wait_until(
+            KINDS["Deployment"], self.namespace, lambda items: _all_rolled_out(_app_only(items)), timeout=timeout
+        )
         if not result.done:
             raise ReadinessTimeout(
                 f"the Deployments of namespace {self.namespace} did not roll out in {timeout:.0f} s: {result.detail} "
@@ -507,13 +548,14 @@ class KubernetesBackend:
     def _check_sidecars(self) -> None:
         """Ready pods without an istio-proxy container take no fault: injection is off, and every fault would
         'succeed' with no effect — the complaint this backend exists to avoid."""
-        bare = [
-            (p.get("metadata") or {}).get("name")
-            for p in self._pod_objects()
-            if (p.get("metadata") or {}).get("labels", {}).get("sidecar.istio.io/inject") != "false"
-            and not _has_sidecar(p)
-            and not (p.get("metadata") or {}).get("deletionTimestamp")
-        ]
+        from ...istio.model import sidecar_injected
+
+        bare = []
+        for pod in self._pod_objects():
+            meta = pod.get("metadata") or {}
+            wants = sidecar_injected(meta.get("labels") or {}, meta.get("annotations") or {})
+            if wants and not _has_sidecar(pod) and not meta.get("deletionTimestamp"):
+                bare.append(meta.get("name"))
         if bare:
             raise BackendError(
                 f"pods {', '.join(sorted(map(str, bare)))} in namespace {self.namespace} have no istio-proxy sidecar: "
@@ -894,9 +936,10 @@ def _answers(ip: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def _is_reaper(obj: Mapping[str, Any]) -> bool:
-    """The dead-man switch's reaper (its Deployment or pod): not part of the app under test."""
+    """The run's own tools (the dead-man switch's reaper, the load pods; their Deployment or pod): not part of the
+    app under test, so never killed, scaled or waited for as the app is."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    return labels.get("app.kubernetes.io/component") == REAPER_COMPONENT
+    return labels.get("app.kubernetes.io/component") in (REAPER_COMPONENT, "load-master", "load-worker")
 
 
 def _with_stats_matcher(existing: str | None) -> str:
@@ -1038,6 +1081,16 @@ def _rolled_out(dep: Mapping[str, Any]) -> tuple[bool, str]:
     if available < updated:
         return False, f"Deployment {name}: {available} of {updated} updated replicas available"
     return True, f"Deployment {name} rolled out"
+
+
+def _app_only(items: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The app's Deployments only (the load pods come and go with load runs: never the app's readiness)."""
+    return {name: obj for name, obj in items.items() if not _is_load(obj)}
+
+
+def _is_load(obj: Mapping[str, Any]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get("app.kubernetes.io/component") in ("load-master", "load-worker")
 
 
 def _all_rolled_out(items: dict[str, dict[str, Any]]) -> tuple[bool, str]:

@@ -19,7 +19,7 @@ from .admin import finish_forward
 from .rest import KINDS, Kind, Rest
 from .settings import ClusterRef
 
-__all__ = ["IngressTarget", "PortForwarder", "find_ingress"]
+__all__ = ["IngressTarget", "PortForwarder", "find_ingress", "find_service_url"]
 
 
 class IngressTarget:
@@ -85,6 +85,29 @@ def find_ingress(
         f"no ingress gateway pod matches the selector {_selector_text(selector) or '(none)'} of Gateway {gw_name} "
         f"in namespace {namespace} or {istio_namespace} ({cluster}); is Istio's ingress gateway installed? Or pass "
         "--clover-ingress-url"
+    )
+
+
+def find_service_url(rest: Rest, gateway_kind: Kind, namespace: str, istio_namespace: str) -> str:
+    """The ingress gateway Service as a pod of the cluster reaches it: ``http://<service>.<namespace>.svc:<port>``
+    (cluster DNS; the short ``.svc`` form works whatever the cluster's domain)."""
+    gateways = rest.list(gateway_kind, namespace).get("items") or []
+    if not gateways:
+        raise BackendError(f"namespace {namespace} has no Istio Gateway: in-cluster load needs an ingress")
+    spec = sorted(gateways, key=lambda g: g["metadata"]["name"])[0].get("spec") or {}
+    selector = dict(spec.get("selector") or {})
+    server_ports = [int((s.get("port") or {}).get("number") or 0) for s in spec.get("servers") or []]
+    for where in dict.fromkeys((namespace, istio_namespace)):
+        services = rest.list(KINDS["Service"], where).get("items") or []
+        for service in sorted(services, key=lambda s: s["metadata"]["name"]):
+            service_selector = (service.get("spec") or {}).get("selector") or {}
+            if service_selector and all(selector.get(k) == v for k, v in service_selector.items()):
+                port = _service_port(service, server_ports)
+                if port is not None:
+                    return f"http://{service['metadata']['name']}.{where}.svc:{port['port']}"
+    raise BackendError(
+        f"no Service in namespace {namespace} or {istio_namespace} selects the ingress gateway of namespace "
+        f"{namespace}: pass --clover-load-target with the URL a pod reaches the ingress at"
     )
 
 

@@ -39,6 +39,8 @@ OPT_IN_ANNOTATION = "clover.opnfv.org/chaos"
 (Chaos Mesh's opt-in pattern): nobody's production namespace takes a fault because of a typo."""
 DEFAULT_IMAGE = "pytest-clover/sdc-vnf:0.1"
 """The image ``fixtures/sdc/Dockerfile`` builds (the sample VNF, and the reaper of the dead-man switch)."""
+DEFAULT_LOAD_IMAGE = "pytest-clover/load:0.1"
+"""The image ``docker/load/Dockerfile`` builds (the load generator's master and workers, in-cluster)."""
 DEFAULT_ALLOWED_CONTEXTS = ("clover-*", "kind-*")
 """Contexts allowed when ``clover_allowed_contexts`` is not set: embedded meshes and kind clusters, both
 throw-away. Any other cluster must be named on purpose."""
@@ -77,6 +79,9 @@ class K8sSettings:
     image: str = DEFAULT_IMAGE
     """The VNF image (``--clover-image``), put in place of the topology's images in deploy mode and used by the
     reaper. Default: what ``fixtures/sdc/Dockerfile`` builds; push it where your cluster can pull it."""
+    load_image: str = DEFAULT_LOAD_IMAGE
+    """The load generator's image (``--clover-load-image``) for ``--clover-load-in-cluster``: what
+    ``docker/load/Dockerfile`` builds (pytest-clover with locust); push it where your cluster can pull it."""
     ingress_url: str | None = None
     """``--clover-ingress-url``: where load goes, when the ingress gateway's own address is not reachable from
     here. None: found from the Gateway's selector (LoadBalancer, else NodePort, else a port-forward)."""
@@ -115,10 +120,12 @@ class K8sSettings:
         """Parse the string settings of :class:`~pytest_clover.backends.protocol.BackendOptions`."""
         known = {
             "kubeconfig", "context", "namespace", "image", "ingress_url", "allowed_contexts", "max_kill_percent",
-            "lease_seconds", "reaper", "run_id", "istio_namespace", "propagation_timeout", "pod_access",
+            "lease_seconds", "reaper", "run_id", "istio_namespace", "propagation_timeout", "pod_access", "load_image",
         }  # fmt: skip
         out: dict[str, object] = {}
-        for key in ("kubeconfig", "context", "namespace", "image", "ingress_url", "run_id", "istio_namespace"):
+        strings = ("kubeconfig", "context", "namespace", "image", "ingress_url", "run_id", "istio_namespace",
+                   "load_image")
+        for key in strings:
             raw = (values.get(key) or "").strip()
             if raw:
                 out[key] = os.path.expanduser(raw) if key == "kubeconfig" else raw

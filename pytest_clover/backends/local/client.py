@@ -92,6 +92,8 @@ class LocalBackend:
         """What the topology holds that the local backend will not honour (set by deploy)."""
         self._admin_sockets: dict[str, str] = {}
         """Pod → its sidecar's admin API socket; a pod's name is never reused, so an entry never goes stale."""
+        self._without_envoy: set[str] = set()
+        """Pods that run no Envoy (their template opts out of sidecar injection): no admin API to ask."""
         self.kube_api = (
             kube_api if kube_api is not None else os.environ.get(KUBE_API_ENV, "1") not in ("0", "false", "no")
         )
@@ -481,6 +483,8 @@ class LocalBackend:
         for pod in raw:
             if pod.get("admin_socket"):
                 self._admin_sockets[pod["name"]] = str(pod["admin_socket"])
+            elif pod.get("envoy") is False:
+                self._without_envoy.add(str(pod["name"]))
         pods = [PodInfo.from_dict(p) for p in raw]
         return [p for p in pods if service is None or p.service == service]
 
@@ -546,6 +550,11 @@ class LocalBackend:
         if path is None:
             self.pods()
             path = self._admin_sockets.get(pod)
+        if path is None and pod in self._without_envoy:
+            raise BackendError(
+                f"pod {pod} has no Envoy: its pod template opts out of sidecar injection (sidecar.istio.io/inject: "
+                '"false"), so it has no admin API, stats or access log'
+            )
         if path is None:
             raise BackendError(f"no pod named {pod!r} in the mesh at {self.state.root}")
         return path

@@ -21,6 +21,15 @@ through the Kubernetes API into another namespace form another app beside it (:m
 with its own pods, endpoints and Istio objects; every proxy sees every namespace's Services, as Istio exports
 them mesh-wide. The pod limit counts every namespace's pods.
 
+Sidecar injection: as Istio's injector in a namespace with injection on (the embedded mesh injects every
+namespace; namespace labels are not consulted), every pod gets an Envoy sidecar unless its pod template opts out
+with the label ``sidecar.istio.io/inject: "false"`` (or, when that label is absent, the annotation of the same
+name; see :func:`pytest_clover.istio.model.sidecar_injected`). A pod that opts out runs its app alone, outside
+the mesh: no Envoy, bootstrap or xDS; its app listens on the port other pods reach (the Service endpoints the
+Envoys route to are the app itself), has no ``HTTP_PROXY`` (its calls go straight where it dials: pod and
+gateway addresses, as from outside the mesh; Service names do not resolve without a sidecar, the mesh has no
+cluster DNS), is ready by its readinessProbe alone, and has no access log. The ingress gateway is never affected.
+
 Ingress: each namespace that has Gateways gets its own ingress gateway pod (``istio-ingressgateway-…`` in that
 namespace, on its own loopback address), serving that namespace's Gateways only, as Istio does with a gateway
 deployed per namespace and ``PILOT_SCOPE_GATEWAY_TO_NAMESPACE``. So a second app's ``sdc-gateway`` (hosts
@@ -67,7 +76,7 @@ from .envoy import envoy_command, http_get, http_get_unix, http_request_unix
 from .logrotate import MESH_LOGS, LogRotator, log_limits
 from .plan import BLOCK_PODS, DEFAULT_MAX_PODS, local_command, max_pods_setting, placeholders, too_many_pods
 from .state import MeshState, ProcessRecord, die_with_parent, pick_port, remove_state, unregister_mesh
-from .translate import Endpoint, EndpointsView, InboundPort, ProxySpec, render_bootstrap, render_resources
+from .translate import NO_PROXY, Endpoint, EndpointsView, InboundPort, ProxySpec, render_bootstrap, render_resources
 from .xds import AdsServer, group_by_type
 from .zygote import ZygoteClient, ZygoteProcess
 
@@ -190,6 +199,20 @@ class Pod:
     @property
     def service(self) -> str:
         return self.labels.get("app", self.name)
+
+    @property
+    def has_proxy(self) -> bool:
+        """Whether the pod runs an Envoy: the ingress gateway, or a pod with its sidecar injected (False for a pod
+        whose template opts out with ``sidecar.istio.io/inject: "false"``)."""
+        return self.spec.kind != NO_PROXY
+
+    @property
+    def containers(self) -> tuple[str, ...]:
+        """Its containers as the Kubernetes API names them: ``app`` and ``istio-proxy``, ``app`` alone without a
+        sidecar, ``istio-proxy`` alone for the ingress gateway."""
+        if self.deployment is None:
+            return ("istio-proxy",)
+        return ("app", "istio-proxy") if self.has_proxy else ("app",)
 
     @property
     def namespace(self) -> str:
@@ -369,7 +392,7 @@ class Supervisor:
 
     def _write_pids(self) -> None:
         records = []
-        for pod in self.pods.values():
+        for pod in self.pods.values():  # a pod without a sidecar has its app only (pod.envoy stays None)
             for role, proc in (("app", pod.app), ("envoy", pod.envoy)):
                 if proc is not None and proc.poll() is None and proc.pid is not None:
                     records.append(ProcessRecord.of(proc.pid, role, pod.name))
@@ -479,7 +502,14 @@ class Supervisor:
         await self._reconcile()
         await self._push_quietly()
         namespace = pods[0].namespace if pods else self.home
-        self._note("killed", pods=[p.name for p in pods], grace=grace, reason=reason, namespace=namespace)
+        self._note(
+            "killed",
+            pods=[p.name for p in pods],
+            grace=grace,
+            reason=reason,
+            namespace=namespace,
+            containers=_containers_of(pods),
+        )
         await asyncio.gather(*stops, return_exceptions=True)
 
     # ------------------------------------------------------------------ pods
@@ -520,22 +550,26 @@ class Supervisor:
                 labels = dict(dep.pod_labels)
             directory = self.state.pod_dir(name)
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            inbound = tuple(
-                InboundPort(cp, pick_port(ip, cp), pick_port(ip))
-                for cp in (self._inbound_ports(dep, ns) if dep else [])
-            )
-            spec = ProxySpec(
-                name=name,
-                namespace=ns,
-                kind="gateway" if dep is None else "sidecar",
-                ip=ip,
-                admin_socket=str(self.state.admin_socket(name)),
-                labels=labels,
-                access_log=str(directory / "access.log"),
-                access_log_percent=self.log_rotator.limits.access_log_percent,
-                outbound_port=pick_port(ip, 15001) if dep is not None else 0,
-                inbound=inbound,
-            )
+            ports = self._inbound_ports(dep, ns) if dep else []
+            if dep is not None and not dep.sidecar_injected:
+                # Outside the mesh: no inbound listener in front, the app itself listens where other pods reach it.
+                inbound = tuple(InboundPort(cp, port, port) for cp in ports for port in (pick_port(ip, cp),))
+                spec = ProxySpec(
+                    name=name, namespace=ns, kind=NO_PROXY, ip=ip, labels=labels, access_log="", inbound=inbound
+                )
+            else:
+                spec = ProxySpec(
+                    name=name,
+                    namespace=ns,
+                    kind="gateway" if dep is None else "sidecar",
+                    ip=ip,
+                    admin_socket=str(self.state.admin_socket(name)),
+                    labels=labels,
+                    access_log=str(directory / "access.log"),
+                    access_log_percent=self.log_rotator.limits.access_log_percent,
+                    outbound_port=pick_port(ip, 15001) if dep is not None else 0,
+                    inbound=tuple(InboundPort(cp, pick_port(ip, cp), pick_port(ip)) for cp in ports),
+                )
             pod = Pod(name, dep, labels, ip, spec, directory)
             if dep is None:
                 self._open_gateway_ports(pod)
@@ -543,16 +577,19 @@ class Supervisor:
             self.used_ips.discard(n)
             raise
         self.pods[name] = pod
-        bootstrap = render_bootstrap(spec, xds=self.xds_address)
-        (directory / "bootstrap.json").write_text(json.dumps(bootstrap, indent=1), encoding="utf-8")
-        # The Envoy fetches this over ADS as soon as it connects.
-        self.ads.proxy(name).desired = group_by_type(self._render(spec))
-        self._start_envoy(pod)
+        if pod.has_proxy:
+            bootstrap = render_bootstrap(spec, xds=self.xds_address)
+            (directory / "bootstrap.json").write_text(json.dumps(bootstrap, indent=1), encoding="utf-8")
+            # The Envoy fetches this over ADS as soon as it connects.
+            self.ads.proxy(name).desired = group_by_type(self._render(spec))
+            self._start_envoy(pod)
         if dep is not None:
             self._start_app(pod)
         pod.task = asyncio.create_task(self._watch(pod))
         self._write_pids()
-        self._note("pod-created", pod=name, deployment=dep.name if dep else None, namespace=ns)
+        self._note(
+            "pod-created", pod=name, deployment=dep.name if dep else None, namespace=ns, containers=list(pod.containers)
+        )
         return pod
 
     def _open_gateway_ports(self, pod: Pod) -> None:
@@ -646,9 +683,11 @@ class Supervisor:
         }
         env.update(self.api_env(pod))
         env.update(container_env(pod))
-        proxy = f"http://{pod.ip}:{pod.spec.outbound_port}"
-        # The app reaches other services through its sidecar, as iptables interception would route it.
-        env.update(HTTP_PROXY=proxy, http_proxy=proxy, CLOVER_SEED=str(self.mesh.get("seed", 0)))
+        if pod.has_proxy:
+            proxy = f"http://{pod.ip}:{pod.spec.outbound_port}"
+            # The app reaches other services through its sidecar, as iptables interception would route it.
+            env.update(HTTP_PROXY=proxy, http_proxy=proxy)
+        env.update(CLOVER_SEED=str(self.mesh.get("seed", 0)))
         env.setdefault("PYTHONUNBUFFERED", "1")
         if self.zygote is not None and ZygoteClient.handles(argv):
             pod.app = self.zygote.spawn(argv[3:], env, str(pod.directory), str(pod.directory / "app.log"))
@@ -681,10 +720,14 @@ class Supervisor:
         return probe.failure_threshold if probe is not None else DEFAULT_FAILURE_THRESHOLD
 
     async def _probe(self, pod: Pod) -> bool:
-        status, body = await http_get_unix(pod.spec.admin_socket, "/ready", timeout=1.0)
-        if status != 200 or "LIVE" not in body:
-            return False
-        pod.envoy_live = True
+        """Whether ``pod`` is ready: its Envoy live (as the sidecar's own readiness gates a pod on Istio), then its
+        app by its readinessProbe, else by a TCP connect to its first port, else (no port) by its process running;
+        the app alone without a sidecar."""
+        if pod.has_proxy:
+            status, body = await http_get_unix(pod.spec.admin_socket, "/ready", timeout=1.0)
+            if status != 200 or "LIVE" not in body:
+                return False
+            pod.envoy_live = True
         dep = pod.deployment
         if dep is None:
             return True
@@ -693,7 +736,12 @@ class Supervisor:
         app_ports = {ib.container_port: ib.app_port for ib in pod.spec.inbound}
         if probe is None:
             port = next(iter(app_ports.values()), None)
-            return port is not None and await _tcp_open(pod.ip, port)
+            if port is None:
+                # Nothing to connect to (a load worker dials out only): ready once running, as Kubernetes has any
+                # container without a readinessProbe. With a port, its TCP check stands in for that moment: a local
+                # process runs a while before it listens.
+                return pod.app is not None and pod.app.poll() is None
+            return await _tcp_open(pod.ip, port)
         number = container.port_number(probe.port)
         port = app_ports.get(number or -1, number or 0)
         if probe.kind == "tcp":
@@ -774,8 +822,9 @@ class Supervisor:
             pod.task.cancel()
         self.pods.pop(pod.name, None)
         self.ads.forget(pod.name)
-        # Envoy leaves its socket behind; one outside the state folder (a short path) would outlive the mesh.
-        Path(pod.spec.admin_socket).unlink(missing_ok=True)
+        if pod.spec.admin_socket:
+            # Envoy leaves its socket behind; one outside the state folder (a short path) would outlive the mesh.
+            Path(pod.spec.admin_socket).unlink(missing_ok=True)
         self.used_ips.discard(int(pod.ip.rsplit(".", 1)[1]))
         self._write_pids()
         self._note("pod-deleted", pod=pod.name, namespace=pod.namespace)
@@ -948,7 +997,7 @@ class Supervisor:
         """Render every proxy's config from the current topology and endpoints; wait for each Envoy's ACK."""
         async with self.push_lock:
             views = {ns: self._endpoints(ns) for ns in self.topologies}
-            pods = [p for p in self.pods.values() if not p.terminating]
+            pods = [p for p in self.pods.values() if not p.terminating and p.has_proxy]
             results = await asyncio.gather(
                 *(self.ads.push(p.name, self._render(p.spec, views)) for p in pods),
                 return_exceptions=True,
@@ -1050,9 +1099,15 @@ class Supervisor:
         }
 
     def _pod_list(self, namespace: str) -> list[dict[str, Any]]:
-        # Beside the protocol's fields: the sidecar's admin socket and outbound port (where the app's calls go).
+        # Beside the protocol's fields: the sidecar's admin socket and outbound port (where the app's calls go), and
+        # whether it has an Envoy at all (``envoy``: False for a pod that opted out of injection, whose socket is "").
         return [
-            {**p.info().as_dict(), "admin_socket": p.spec.admin_socket, "outbound_port": p.spec.outbound_port}
+            {
+                **p.info().as_dict(),
+                "admin_socket": p.spec.admin_socket,
+                "outbound_port": p.spec.outbound_port,
+                "envoy": p.has_proxy,
+            }
             for p in sorted(self.pods.values(), key=lambda p: p.name)
             if p.namespace == namespace
         ]
@@ -1102,9 +1157,8 @@ class Supervisor:
                 tail = ""
                 with contextlib.suppress(OSError):
                     tail = " | ".join(app_log.read_text(errors="replace").strip().splitlines()[-3:])
-                lines.append(
-                    f"  {pod.name}: envoy {'live' if pod.envoy_live else 'not live'}; app log {app_log}: {tail}"
-                )
+                envoy = ("live" if pod.envoy_live else "not live") if pod.has_proxy else "none (not injected)"
+                lines.append(f"  {pod.name}: envoy {envoy}; app log {app_log}: {tail}")
         return "\n".join(lines)
 
     async def op_apply(self, text: str, source: str = "<string>") -> dict[str, Any]:
@@ -1193,7 +1247,7 @@ class Supervisor:
         await self._push_quietly()
         if grace <= 0:
             await asyncio.gather(*stops)
-        self._note("killed", pods=[p.name for p in victims], grace=grace)
+        self._note("killed", pods=[p.name for p in victims], grace=grace, containers=_containers_of(victims))
         return {"killed": [p.name for p in victims], "replacements": created}
 
     def pod_total(self, namespace: str | None = None, deployment: str = "", replicas: int = 0) -> int:
@@ -1312,6 +1366,11 @@ def _field_ref(pod: Pod, path: str) -> str:
         dep = pod.deployment
         return dep.pod_annotations.get(path[len("metadata.annotations['") : -2], "") if dep else ""
     return ""
+
+
+def _containers_of(pods: list[Pod]) -> dict[str, list[str]]:
+    """Each pod's container names, for a note the Kubernetes API turns into Events after the pods are gone."""
+    return {p.name: list(p.containers) for p in pods}
 
 
 def _documents(folder: Path) -> list[Any]:

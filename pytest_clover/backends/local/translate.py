@@ -64,7 +64,8 @@ OUTBOUND_ROUTE = "outbound"
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One ready pod behind a Service port: where its sidecar's inbound listener accepts traffic."""
+    """One ready pod behind a Service port: where its sidecar's inbound listener accepts traffic (for a pod
+    without a sidecar, where its app itself listens)."""
 
     pod: str
     ip: str
@@ -83,9 +84,16 @@ Namespaces = Sequence[tuple[Topology, EndpointsView]]
 class InboundPort:
     container_port: int
     listen_port: int
-    """Where the sidecar accepts traffic for this container port (the pod's ``IP:port`` identity)."""
+    """Where the pod accepts traffic for this container port (the pod's ``IP:port`` identity): its sidecar's
+    inbound listener, or for a pod without a sidecar (kind :data:`NO_PROXY`) the app itself, ``app_port``."""
     app_port: int
     """Where the application itself listens (on the pod's IP)."""
+
+
+NO_PROXY = "none"
+"""The :attr:`ProxySpec.kind` of a pod that opted out of sidecar injection (``sidecar.istio.io/inject: "false"``):
+it runs no Envoy, so it has no bootstrap, no xDS, no admin socket and no access log; its spec still gives its
+address and ports, each inbound port's ``listen_port`` being its ``app_port``."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ class ProxySpec:
     name: str
     namespace: str
     kind: str
-    """``sidecar`` or ``gateway``."""
+    """``sidecar``, ``gateway``, or :data:`NO_PROXY` (a pod without a sidecar: nothing here is rendered for it)."""
     ip: str
     labels: Mapping[str, str]
     access_log: str
@@ -202,11 +210,18 @@ class _Mesh:
         return sorted(space[0].gateways.values(), key=lambda g: g.name) if space is not None else []
 
 
+def _require_proxy(proxy: ProxySpec) -> None:
+    # A pod without a sidecar given an Envoy configuration would be a bug that puts it back in the mesh.
+    if proxy.kind == NO_PROXY:
+        raise ValueError(f'pod {proxy.name} has no sidecar (sidecar.istio.io/inject: "false"): no Envoy to configure')
+
+
 # --------------------------------------------------------------------------- bootstrap
 
 
 def render_bootstrap(proxy: ProxySpec, xds: tuple[str, int] = ("127.0.0.1", 15010)) -> dict[str, Any]:
     """The Envoy bootstrap: admin API, and every resource from the ADS server at ``xds`` (istiod's role)."""
+    _require_proxy(proxy)
     role = "router" if proxy.kind == "gateway" else "sidecar"
     return {
         "node": {
@@ -269,6 +284,7 @@ def render_resources(
 
     ``topo`` and ``endpoints`` are the proxy's namespace's; ``others`` the mesh's other namespaces, whose
     Services, VirtualServices and DestinationRules the proxy sees too (Istio's default ``exportTo: "*"``)."""
+    _require_proxy(proxy)
     mesh = _Mesh(topo, endpoints, others)
     files: dict[str, dict[str, Any]] = {}
     clusters: list[dict[str, Any]] = []

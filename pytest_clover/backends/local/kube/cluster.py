@@ -12,9 +12,12 @@ supervisor, in both directions:
   controller and the write returns at once, its status following, as on a cluster;
 - **kubelet** (:meth:`Cluster.sync`): every pod of the supervisor is a ``v1`` Pod with phase, conditions, podIP
   and the statuses of its ``app`` and ``istio-proxy`` containers (restartCount included), owned by its
-  ReplicaSet, owned by its Deployment; Deployment and ReplicaSet status (replicas, ready, updated, available,
-  observedGeneration), Endpoints and EndpointSlices follow the pods; kills, starts, restarts and scaling are
-  Events;
+  ReplicaSet, owned by its Deployment; its template's annotations, and Istio's ``sidecar.istio.io/status`` when
+  injected. A pod whose template opts out of injection (``sidecar.istio.io/inject: "false"``) has the ``app``
+  container alone, as the injector leaves it: its logs and exec are the app's, a log request for
+  ``istio-proxy`` gets the 400 a cluster answers, and it has no Envoy admin port. Deployment and ReplicaSet
+  status (replicas, ready, updated, available, observedGeneration), Endpoints and EndpointSlices follow the
+  pods; kills, starts, restarts and scaling are Events;
 - **Istio's installation**: each namespace's ingress gateway pod (labels ``istio: ingressgateway``, ``app:
   istio-ingressgateway``) has the Service ``istio-ingressgateway`` in front of it, type LoadBalancer, its
   ``http2`` port the one the gateway listens on and the pod's loopback IP as the load balancer's ingress, so
@@ -92,6 +95,8 @@ MANAGER = "clover-supervisor"
 """The field manager of what the mesh itself writes (status, pods, endpoints)."""
 INGRESS_ANNOTATION = "clover.opnfv.org/ingress-url"
 """On a namespace's ingress gateway Pod: where its Gateways are served (``http://IP:port``)."""
+SIDECAR_STATUS = "sidecar.istio.io/status"
+"""The annotation Istio's injector puts on each pod it injected (what ``istioctl`` and the CNI plugin look for)."""
 GATEWAY_SERVICE = "istio-ingressgateway"
 """The Service in front of a namespace's ingress gateway pod, named as Istio's charts name it."""
 SYSTEM_LABEL = "clover.opnfv.org/system"
@@ -440,21 +445,20 @@ class Cluster:
             return None
 
         async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-            if port in ADMIN_PORTS:
+            if port in ADMIN_PORTS and pod.has_proxy:
                 return await asyncio.open_unix_connection(pod.spec.admin_socket)
             for ib in pod.spec.inbound:
                 if ib.container_port == port:
                     return await asyncio.open_connection(pod.ip, ib.app_port)
             if port in pod.spec.gateway_ports.values() or port in pod.spec.gateway_ports:
                 return await asyncio.open_connection(pod.ip, pod.spec.gateway_ports.get(port, port))
-            raise ApiError(
-                400, f"pod {name} has no container port {port}: ports {sorted(self._ports(pod))}, and 15000 (Envoy)"
-            )
+            envoy = ", and 15000 (Envoy)" if pod.has_proxy else " (no sidecar: no Envoy admin port)"
+            raise ApiError(400, f"pod {name} has no container port {port}: ports {sorted(self._ports(pod))}{envoy}")
 
         def log_path(container: str) -> Path | None:
             if container in ("", "app"):
                 return pod.directory / "app.log" if pod.deployment is not None else pod.directory / "envoy.log"
-            if container == "istio-proxy":
+            if container == "istio-proxy" and pod.has_proxy:
                 return Path(pod.spec.access_log)
             return None
 
@@ -657,8 +661,7 @@ class Cluster:
         started = _iso(pod.created)
         ready = info.ready
         containers = []
-        names = ("app", "istio-proxy") if pod.deployment is not None else ("istio-proxy",)
-        for cname in names:
+        for cname in pod.containers:
             proc = pod.envoy if cname == "istio-proxy" else pod.app
             running = proc is not None and proc.poll() is None
             state: dict[str, Any] = (
@@ -696,7 +699,10 @@ class Cluster:
             }
             for c in containers
         ]
-        annotations = {"sidecar.istio.io/status": '{"containers":["istio-proxy"]}'}
+        # The template's annotations, as a pod has them, and the one Istio's injector adds to a pod it injected.
+        annotations = dict(pod.deployment.pod_annotations) if pod.deployment is not None else {}
+        if pod.has_proxy:
+            annotations[SIDECAR_STATUS] = '{"containers":["istio-proxy"]}'
         ingress = self.sup.ingress_url(pod.namespace) if pod.deployment is None else None
         if ingress is not None:
             annotations[INGRESS_ANNOTATION] = ingress
@@ -717,7 +723,7 @@ class Cluster:
                 "restartPolicy": "Always",
                 "schedulerName": "default-scheduler",
                 "serviceAccountName": "default",
-                "terminationGracePeriodSeconds": 30,
+                "terminationGracePeriodSeconds": _grace_of(pod),
             },
             "status": {
                 "phase": phase,
@@ -1263,6 +1269,16 @@ def _target_number(svc: Any, sp: Any) -> int:
     return sp.target_port if isinstance(sp.target_port, int) else sp.port
 
 
+def _grace_of(pod: Pod) -> int:
+    """The pod's ``terminationGracePeriodSeconds``: its template's, else Kubernetes' default of 30 (what a deletion
+    without a grace of its own waits before SIGKILL)."""
+    spec = pod.deployment.spec if pod.deployment is not None else None
+    template = spec.get("template") if isinstance(spec, dict) else None
+    pod_spec = template.get("spec") if isinstance(template, dict) else None
+    value = pod_spec.get("terminationGracePeriodSeconds") if isinstance(pod_spec, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 30
+
+
 def _is_system(obj: dict[str, Any] | None) -> bool:
     """Whether ``obj`` is one the mesh provides as a cluster's Istio installation would (not the app's)."""
     labels = ((obj or {}).get("metadata") or {}).get("labels")
@@ -1295,21 +1311,17 @@ def _events_of(note: dict[str, Any], cluster: Cluster) -> list[dict[str, Any]]:
                 f"Successfully assigned {namespace}/{note['pod']} to localhost",
             )
         )
-        out.append(("Pod", note["pod"], "Normal", "Started", "Started containers app and istio-proxy"))
+        started = " and ".join(note.get("containers") or ("app", "istio-proxy"))
+        out.append(("Pod", note["pod"], "Normal", "Started", f"Started containers {started}"))
         if note.get("deployment"):
             rs = str(note["pod"]).rsplit("-", 1)[0]  # a pod is named after its ReplicaSet
             if rs:
                 out.append(("ReplicaSet", rs, "Normal", "SuccessfulCreate", f"Created pod: {note['pod']}"))
     elif kind == "killed":
         for pod in note.get("pods", []):
+            stopped = " and ".join((note.get("containers") or {}).get(pod) or ("app", "istio-proxy"))
             out.append(
-                (
-                    "Pod",
-                    pod,
-                    "Normal",
-                    "Killing",
-                    f"Stopping containers app and istio-proxy (grace {note.get('grace', 0)} s)",
-                )
+                ("Pod", pod, "Normal", "Killing", f"Stopping containers {stopped} (grace {note.get('grace', 0)} s)")
             )
     elif kind == "container-exited":
         out.append(
@@ -1471,7 +1483,8 @@ async def exec_in_pod(pod: Pod, io: Any, *, api_env: Mapping[str, str] | None = 
     container's view, ``api_env`` included: how it reaches the Kubernetes API), its output streamed back. The
     command ends with the exec: it is killed if the client goes."""
     command = list(io.command)
-    if tuple(command[:2]) == PILOT_AGENT_REQUEST:
+    # Without a sidecar there is no pilot-agent: the command runs in the app container, as on a cluster.
+    if tuple(command[:2]) == PILOT_AGENT_REQUEST and pod.has_proxy:
         if len(command) < 4:
             await io.stderr(b"usage: pilot-agent request METHOD PATH\n")
             return 2
@@ -1485,8 +1498,12 @@ async def exec_in_pod(pod: Pod, io: Any, *, api_env: Mapping[str, str] | None = 
         body = text.encode()
         await io.stdout(body)
         return 0 if 200 <= status < 300 else 1
-    env = dict(os.environ)
-    proxy = f"http://{pod.ip}:{pod.spec.outbound_port}" if pod.spec.outbound_port else ""
+    # The app container's view (as the app is started): no proxy of the supervisor's own environment, only the
+    # sidecar's, and none for a pod without a sidecar, whose calls go straight where they dial.
+    env = {
+        k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+    }
+    proxy = f"http://{pod.ip}:{pod.spec.outbound_port}" if pod.has_proxy and pod.spec.outbound_port else ""
     env.update(POD_NAME=pod.name, POD_NAMESPACE=pod.namespace, POD_IP=pod.ip)
     env.update(api_env or {})
     if pod.deployment is not None and pod.deployment.containers:
