@@ -98,6 +98,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     "p95_ms",
     "p99_ms",
     "max_ms",
+    "missing_workers",
 )
 
 
@@ -501,6 +502,9 @@ class _Row(NamedTuple):
     p95_ms: float
     p99_ms: float
     max_ms: float
+    missing_workers: int = 0
+    """Workers of a distributed generator whose requests this window lacks (lost before its end): its rate is
+    short by their share (0: none, or one process)."""
 
     @property
     def duration(self) -> float:
@@ -696,6 +700,7 @@ class LoadResult:
             pcts["p95_us"] / 1000.0,
             pcts["p99_us"] / 1000.0,
             pcts["max_us"] / 1000.0,
+            len(message.get("missing_workers") or ()),
         )
         encoded = message["hist"]
         recent = _RecentWindow(
@@ -819,7 +824,8 @@ class LoadResult:
 
     def window_rows(self) -> list[dict[str, Any]]:
         """One dict per window, in time order: start, end (unix s), phase, requests, errors, late, error_rate,
-        throughput_rps, p50_ms, p95_ms, p99_ms, max_ms (NaN where a window had no requests)."""
+        throughput_rps, p50_ms, p95_ms, p99_ms, max_ms (NaN where a window had no requests), missing_workers (how
+        many lost workers' requests it lacks)."""
         with self._lock:
             rows = sorted(self._rows, key=lambda r: r.start)
         return [r.as_dict() for r in rows]

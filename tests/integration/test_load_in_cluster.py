@@ -129,4 +129,7 @@ def test_a_deleted_worker_pod_makes_the_run_inconclusive(cluster: KubernetesBack
             run.stop()
     (loss,) = stopped.value.result.generator["lost_workers"]
     assert "heartbeat" in loss["reason"] or "silent" in loss["reason"], loss
+    # The windows after the loss say they lack one worker's requests; none before it does.
+    marked = [row["missing_workers"] for row in stopped.value.result.window_rows()]
+    assert 1 in marked and marked[0] == 0, marked
     wait_until(lambda: not load_deployments(cluster), 30, "the load Deployments deleted")

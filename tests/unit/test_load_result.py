@@ -231,9 +231,11 @@ def test_windows_dataframe() -> None:
         "p95_ms",
         "p99_ms",
         "max_ms",
+        "missing_workers",
     ]
     assert len(frame) == 4
     assert frame["requests"].sum() == 12
+    assert frame["missing_workers"].sum() == 0
     assert frame["p50_ms"].iloc[0] == pytest.approx(2.0, rel=1e-3)
     empty = result_of([]).windows
     assert len(empty) == 0 and "p99_ms" in empty.columns
@@ -578,3 +580,9 @@ def test_rows_and_phases_agree_and_the_generator_keeps_only_the_windows_still_op
         assert sum(r["requests"] for r in mine) == book.result.phases[name].requests == 30 * 200
         assert all(r["end"] - r["start"] == pytest.approx(1.0) for r in mine)
     assert sum(r["requests"] for r in rows) == 120 * 200
+
+
+def test_a_window_that_lacks_lost_workers_requests_says_how_many() -> None:
+    short = dict(make_window(1.0, "p", [1.0]), missing_workers=[1, 3])
+    result = result_of([make_window(0.0, "p", [1.0, 2.0]), short])
+    assert [row["missing_workers"] for row in result.window_rows()] == [0, 2]
