@@ -339,6 +339,9 @@ def test_logs_and_exec_are_the_apps_and_istio_proxy_is_no_container(mesh: LocalB
     shell = kube.run("exec", pod.name, "--", "/bin/sh", "-c", 'echo "${HTTP_PROXY-none} $POD_NAME"').stdout
     assert shell.split() == ["none", pod.name]
     assert kube.run("exec", pod.name, "--", "pilot-agent", "request", "GET", "stats", check=False).returncode != 0
+    into_proxy = kube.run("exec", pod.name, "-c", "istio-proxy", "--", "true", check=False)
+    assert into_proxy.returncode != 0
+    assert f"container istio-proxy is not valid for pod {pod.name}" in into_proxy.stderr
 
 
 def test_a_killed_app_is_restarted_alone(mesh: LocalBackend, kube: Kubectl) -> None:

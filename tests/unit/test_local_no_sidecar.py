@@ -288,3 +288,15 @@ def test_access_log_readers_take_a_pod_without_an_access_log(tmp_path: Path) -> 
     done = LogRotator(limits, backend.local.state.root / "pods").check(folders)
     assert backend.local.state.pod_dir("bare-abc-x1") / "app.log" in done.rotated
     assert not (backend.local.state.pod_dir("bare-abc-x1") / ACCESS_LOG).exists()
+
+
+def test_clover_render_renders_no_proxy_for_a_pod_that_opted_out(tmp_path: Path) -> None:
+    from pytest_clover.backends.local.render import plan
+    from pytest_clover.istio import load_topology
+
+    folder = tmp_path / "topology"
+    folder.mkdir()
+    (folder / "deployments.yaml").write_text(DEPLOYMENTS, encoding="utf-8")
+    names = {proxy.spec.name for proxy in plan(load_topology(folder), tmp_path / "out")}
+    assert "meshed-0" in names
+    assert not {"by-label-0", "by-annotation-0"} & names

@@ -93,8 +93,12 @@ def plan(topo: Topology, out_dir: Path) -> list[RenderedProxy]:
                     number = dep.containers[0].port_number(sp.target_port)
                     if number is not None:
                         eps.append(Endpoint(name, ip, number, labels))
+    # A pod that opts out of injection (sidecar.istio.io/inject: "false") is an endpoint, but has no proxy to render.
+    bare = {f"{d.name}-{i}" for d in topo.deployments.values() if not d.sidecar_injected for i in range(d.replicas)}
     rendered = []
     for name, labels, ports, ip in pods:
+        if name in bare:
+            continue
         pod_dir = out_dir / name
         gateway = name == "istio-ingressgateway"
         spec = ProxySpec(

@@ -1707,6 +1707,13 @@ class ApiServer:
                 request, path, follow=bool(_parse_bool(query, "follow")), tail_lines=tail, since_seconds=since,
                 timestamps=bool(_parse_bool(query, "timestamps")), limit_bytes=limit, running=endpoint.running,
             )
+        if sub == "exec":
+            # As kube-apiserver: an exec into a container the pod does not have (istio-proxy of a pod that opted out
+            # of injection) is refused before anything runs.
+            names = {str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or [] if isinstance(c, dict)}
+            wanted = query.get("container", "")
+            if wanted and names and wanted not in names:
+                raise _bad_request(f"container {wanted} is not valid for pod {name}")
         if endpoint is None or not endpoint.running():
             raise _bad_request(f"pod {name} is not running")
         if sub == "portforward":
