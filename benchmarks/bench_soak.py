@@ -18,6 +18,7 @@ bench_soak``), never in CI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -48,6 +49,16 @@ def _disk(path: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+def _keep_mesh_logs(runtime: Path, keep: Path) -> None:
+    """Copy the mesh supervisor's log (and its rotated copy) under ``keep/mesh``: the mesh's state folder goes with
+    the session, and a soak that went wrong at minute 30 is explained by what its kubelet and xDS server logged."""
+    target = keep / "mesh"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in runtime.rglob("supervisor.log*"):
+        with contextlib.suppress(OSError):
+            shutil.copy(path, target / path.name)
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -125,6 +136,8 @@ def main() -> int:
                     disk = _disk(runtime)
                     samples.append((at, rss, disk))
                     print(f"{at:7.0f} s  pytest RSS {rss:7.1f} MB  disk {disk / 1e6:8.1f} MB", flush=True)
+                    if args.keep:
+                        _keep_mesh_logs(runtime, Path(args.keep))
                     try:
                         proc.wait(timeout=args.sample)
                     except subprocess.TimeoutExpired:

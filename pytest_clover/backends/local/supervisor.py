@@ -87,6 +87,8 @@ POD_TEMPLATE_HASH = "pod-template-hash"
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet Kubernetes uses for generated names
 SHUTDOWN_GRACE_S = 0.5
 DEFAULT_FAILURE_THRESHOLD = 3
+RESYNC_S = 5.0
+"""Seconds between two checks that every Envoy acknowledged what it should have (see ``_resync_proxies``)."""
 """Kubernetes' readinessProbe.failureThreshold default; also used for pods whose Deployment gives no probe."""
 """SIGTERM → SIGKILL at mesh shutdown. Measured, all 18 at once on 2 busy cores: apps exit within 0.14 s,
 Envoys within 0.19 s."""
@@ -328,6 +330,7 @@ class Supervisor:
         self.server = await asyncio.start_unix_server(self._client, path=str(self.state.socket_path), limit=2**24)
         self._write_mesh(status="starting")
         self._background(self._bound_logs())
+        self._background(self._resync_proxies())
         try:
             await self._reconcile()
             if self.api_task is not None:
@@ -427,6 +430,9 @@ class Supervisor:
         return render_resources(own, views.get(spec.namespace, {}), spec, others)
 
     def _note(self, kind: str, **fields: Any) -> None:
+        # Also in supervisor.log (a few lines a minute at most; rotated): what a post-mortem of a long run needs,
+        # when the in-memory list has moved on.
+        log.info("event %s %s", kind, " ".join(f"{k}={v}" for k, v in fields.items()))
         self.events.append({"time": time.time(), "event": kind, **fields})
         del self.events[:-500]
         self.events_total += 1
@@ -655,6 +661,25 @@ class Supervisor:
             except Exception:  # a full disk or a vanished folder must not stop the next check
                 log.exception("bounding the mesh's logs failed; trying again in %g s", interval)
 
+    async def _resync_proxies(self) -> None:
+        """Every :data:`RESYNC_S`, send each Envoy what it should have and has not acknowledged (see
+        :meth:`AdsServer.resync`): a push that timed out on a starved Envoy must not leave it stale for good."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), RESYNC_S)
+            if self.stopping.is_set() or self.push_lock.locked():
+                continue  # a push under way sends the same, and waits for the ACKs
+            try:
+                async with self.push_lock:
+                    for name in [p.name for p in self.pods.values() if p.has_proxy and not p.terminating]:
+                        sent = await self.ads.resync(name)
+                        if sent:
+                            log.warning("xDS: %s had not acknowledged %s; sent again", name, ", ".join(
+                                t.rsplit(".", 1)[-1] for t in sent))
+                            self._note("xds-resync", pod=name, types=[t.rsplit(".", 1)[-1] for t in sent])
+            except Exception:  # the next round tries again; the mesh must not lose this loop
+                log.exception("xDS resync failed; trying again in %g s", RESYNC_S)
+
     async def _reopen_logs(self, pod: Pod) -> None:
         """Have the Envoy of ``pod`` reopen its log files (the admin API's ``POST /reopen_logs``: SIGUSR1 does the
         same but kills an Envoy that has not installed its handler yet). One that does not answer is asked again
@@ -750,6 +775,20 @@ class Supervisor:
         return 200 <= status < 400
 
     async def _watch(self, pod: Pod) -> None:
+        """The pod's kubelet: restarts crashed containers, probes readiness. It must outlive any error of its own
+        (a pod whose watcher died would keep its last readiness for good): one is logged and the loop goes on."""
+        while not pod.terminating and not self.stopping.is_set():
+            try:
+                await self._watch_once(pod)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watching pod %s failed; watching it again in 1 s", pod.name)
+                self._note("watch-failed", pod=pod.name)
+                await asyncio.sleep(1.0)
+
+    async def _watch_once(self, pod: Pod) -> None:
         backoff = 0.5
         last_probe = 0.0
         while not pod.terminating and not self.stopping.is_set():

@@ -47,6 +47,8 @@ from .translate import T_CLUSTER, T_ENDPOINTS, T_LISTENER, T_ROUTES
 log = logging.getLogger("pytest_clover.xds")
 
 PUSH_ORDER = (T_CLUSTER, T_ENDPOINTS, T_LISTENER, T_ROUTES)
+STALE_ROUNDS = 6
+"""Resync rounds (5 s each) after which responses an Envoy has not answered are given up on and sent again."""
 WILDCARD_TYPES = (T_CLUSTER, T_LISTENER)
 _MESSAGES: dict[str, type[Message]] = {
     T_CLUSTER: cluster_pb2.Cluster,
@@ -105,6 +107,8 @@ class ProxyState:
     pending: dict[str, tuple[asyncio.Future[str | None], str, dict[str, str]]] = field(default_factory=dict)
     """Nonce → (outcome future, type URL, what the response carried as name → canonical body)."""
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    busy_rounds: int = 0
+    """Consecutive :meth:`AdsServer.resync` rounds that found responses in flight to this Envoy."""
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -162,6 +166,33 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     f"Envoy of {name} rejected the {type_url.rsplit('.', 1)[-1]} update; the previous configuration "
                     f"stays active. Envoy says: {error}"
                 )
+        return sent
+
+    async def resync(self, name: str) -> list[str]:
+        """Send a connected Envoy, again, what it should have and has not acknowledged (nothing in flight to it).
+
+        A push gives up waiting for an ACK after its timeout (an Envoy starved of CPU), and the types after the
+        one that timed out are then not sent at all: without a later change, that Envoy would keep a stale view
+        for good (an endpoint that came back, never routed to). Called periodically by the supervisor under its
+        push lock; returns the type URLs sent (empty when the Envoy is in step)."""
+        state = self.proxies.get(name)
+        if state is None or state.context is None:
+            return []
+        if state.pending:
+            # In flight: its ACK may still come. Responses unanswered for STALE_ROUNDS rounds are given up on
+            # (an Envoy answers each response it processes; one it never answers was lost with a stream hiccup).
+            state.busy_rounds += 1
+            if state.busy_rounds < STALE_ROUNDS:
+                return []
+            for future, _, _ in state.pending.values():
+                if not future.done():
+                    future.set_result(None)
+            state.pending.clear()
+        state.busy_rounds = 0
+        sent = []
+        for type_url in PUSH_ORDER:
+            if await self._send(state, type_url, only_changed=True) is not None:
+                sent.append(type_url)
         return sent
 
     async def _send(self, state: ProxyState, type_url: str, only_changed: bool) -> asyncio.Future[str | None] | None:
