@@ -1,4 +1,4 @@
-"""Load ceiling: the plugin's generator against bare locust FastHttpUser, same target, same users.
+"""Load ceiling: the plugin's generator (closed and open loop) against bare locust FastHttpUser, same target.
 
 What: how much traffic the plugin's load generator (``pytest_clover.load``: locust as a library in a child
 process, HdrHistogram windows streamed to the parent) can push compared with bare locust, which it builds on.
@@ -16,20 +16,24 @@ with its own CPU time, so every mode also gives the server's CPU per 1 000 reque
    1 and 2 alternate for three rounds (bare, plugin, bare, plugin, …) and each mode keeps its best round:
    the machine may be a shared VM, and the best round is the least disturbed one. The per-round ratios and
    the ratio of requests per CPU-second (less sensitive to neighbours than requests/s) are printed too.
-3. The plugin, open loop: separate 5 s runs at rising rates (500, 1 000, 1 500, … req/s) until two in a row
-   fail, then two bisection runs between the highest pass and the next failure. A rate passes when ≥ 99 % of
-   its schedule is delivered (responses in the phase / (rate × phase seconds)), < 1 % of the scheduled
+3. The plugin, open loop: separate 5 s runs at rising rates (:data:`RATES`) until two in a row fail, then two
+   bisection runs between the highest pass and the next failure; a rate that fails is run once more
+   (:data:`TRIES`), and is held if either run passes. A run passes when ≥ 99 % of its schedule is delivered (responses in the phase / (rate × phase seconds)), < 1 % of the scheduled
    requests are late (sent > 10 ms after their intended time) and nothing failed. The ceiling is the highest
    passing rate. A run whose ``stop()`` fails after its phase keeps its phase's numbers (the failure is
    printed).
+4. The open loop profiled at :data:`PROFILE_SHARE` of its ceiling (bench_open_loop_profile.py: a CPU-time
+   sampling profile of the generator process): where its CPU goes per request, grouped.
 
 Printed per mode: throughput, generator CPU per 1 000 requests and the rate at which that generator would
 use 100 % of one core (1 000 / that CPU), the server's CPU use, and whether the comparison is generator-bound
-(it is when the server stayed below 90 % of one core in every run).
+(it is when the server stayed below 90 % of one core in every run). Then the three ceilings side by side (one
+process each: bare locust's closed loop, the plugin's closed loop, the plugin's open loop) with their CPU per
+1 000 requests, and the ratios against their targets.
 
-Target (the issue's): the plugin's closed loop reaches ≥ 0.9× bare locust's throughput. So that "≤ 1 meets
-the target" holds, the figure is bare / plugin (closed loop) with target 1 / 0.9 = 1.111; the open-loop
-ceiling / bare locust is printed next to it.
+Targets: the plugin's open-loop ceiling reaches ≥ 0.8× bare locust's closed-loop ceiling (issue 15), and its
+closed loop ≥ 0.9× bare locust (issue 1). So that "≤ 1 meets the target" holds, the figure reported is bare /
+plugin open-loop ceiling with target 1 / 0.8 = 1.25; the closed-loop ratio is printed and kept beside it.
 """
 
 from __future__ import annotations
@@ -54,18 +58,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 
 from benchmarks._common import helper_server, report
-from pytest_clover.load.run import LoadGenerator, LoadGeneratorError
+from pytest_clover.errors import LoadGeneratorError
+from pytest_clover.load.run import LoadGenerator
 
 USERS = 32
 SECONDS = 10.0
 ROUNDS = 3
 STEP_SECONDS = 5.0
-RATES = (500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 16000)
+RATES = (500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000)
 FAILS_TO_STOP = 2
+TRIES = 2
+"""Runs of an open-loop rate before it counts as failed: a stall of a few ms (a neighbour on a shared VM) makes
+a run late, and the ceiling is the generator's, not the neighbour's."""
 BISECTIONS = 2
 DELIVERED_MIN = 0.99
 LATE_MAX = 0.01
 TARGET_RATIO = 0.9
+"""The plugin's closed loop against bare locust's (issue 1)."""
+OPEN_TARGET_RATIO = 0.8
+"""The plugin's open-loop ceiling against bare locust's closed-loop ceiling, on one core each (issue 15)."""
+PROFILE_SHARE = 0.9
+"""The open loop is profiled at this share of its ceiling (a rate it holds), after the search."""
 SERVER_BUSY = 0.9
 """The server counts as the bottleneck from this fraction of one core."""
 LOCUST_TIMEOUT_S = SECONDS + 60.0
@@ -327,32 +340,39 @@ def plugin(srv: Server, reports: Path, label: str, *, users: int | None = None, 
 
 
 def open_ceiling(srv: Server, reports: Path) -> tuple[Measured | None, list[Measured]]:
-    """Rising rates until FAILS_TO_STOP fail in a row, then BISECTIONS runs between the best pass and the next fail."""
+    """Rising rates until FAILS_TO_STOP fail in a row, then BISECTIONS runs between the best pass and the next fail.
+    A rate that fails is run again (up to TRIES runs): it is held if one of its runs passed."""
     steps: list[Measured] = []
 
-    def step(rate: float) -> Measured:
-        m = plugin(srv, reports / f"open-{rate:.0f}", f"plugin open loop {rate:.0f}/s", rate=rate)
-        print("  " + m.line(), flush=True)
-        steps.append(m)
-        return m
+    def step(rate: float) -> bool:
+        for attempt in range(1, TRIES + 1):
+            label = f"plugin open loop {rate:.0f}/s" + (f" (run {attempt})" if attempt > 1 else "")
+            m = plugin(srv, reports / f"open-{rate:.0f}-{attempt}", label, rate=rate)
+            print("  " + m.line(), flush=True)
+            steps.append(m)
+            if m.passed:
+                return True
+        return False
 
+    held: dict[float, bool] = {}
     fails = 0
     for rate in RATES:
-        fails = 0 if step(rate).passed else fails + 1
+        held[rate] = step(rate)
+        fails = 0 if held[rate] else fails + 1
         if fails >= FAILS_TO_STOP:
             break
     for _ in range(BISECTIONS):
-        passed = [m.rate for m in steps if m.passed and m.rate is not None]
+        passed = [rate for rate, ok in held.items() if ok]
         if not passed:
             break
         best = max(passed)
-        above = [m.rate for m in steps if not m.passed and m.rate is not None and m.rate > best]
+        above = [rate for rate, ok in held.items() if not ok and rate > best]
         if not above:
             break
         mid = round((best + min(above)) / 2 / 50) * 50
         if mid <= best or mid >= min(above):
             break
-        step(mid)
+        held[mid] = step(mid)
     passing = [m for m in steps if m.passed]
     return (max(passing, key=lambda m: m.rate or 0.0) if passing else None), steps
 
@@ -368,6 +388,10 @@ def leftovers() -> None:
 
 
 def main() -> None:
+    # Imported here: the profile script imports this module's server (a cycle at module level).
+    from benchmarks.bench_open_loop_profile import Profile, profile_open_loop
+
+    profile: Profile | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="clover-bench-ceiling-") as tmp, server() as srv:
             work = Path(tmp)
@@ -385,6 +409,10 @@ def main() -> None:
                 closed.append(plugin(srv, work / f"closed-{i}", f"plugin closed loop, round {i}", users=USERS))
                 print("  " + closed[-1].line(), flush=True)
             ceiling, steps = open_ceiling(srv, work)
+            if ceiling is not None and ceiling.rate is not None:
+                rate = round(ceiling.rate * PROFILE_SHARE / 50) * 50
+                print(f"  profiling the open loop at {rate:.0f}/s ({PROFILE_SHARE:.0%} of its ceiling):", flush=True)
+                profile = profile_open_loop(srv, rate)
     finally:
         leftovers()
 
@@ -396,25 +424,42 @@ def main() -> None:
     efficiency = statistics.median(m.core_rps for m in closed) / statistics.median(m.core_rps for m in bare)
     busiest_server = max(m.server_busy for m in [*bare, *closed, *steps])
     generator_bound = busiest_server < SERVER_BUSY
+    if profile is not None:
+        for line in profile.lines():
+            print(line)
+    print("  ceilings, one process each (CPU per 1 000 requests of that process):")
     print(
-        f"  best rounds: bare locust {b.rps:.0f} req/s ({b.cpu_s / b.seconds * 100:.0f} % of a core, "
-        f"{b.core_rps:.0f} req per CPU-s), plugin closed loop {c.rps:.0f} req/s "
-        f"({c.cpu_s / c.seconds * 100:.0f} % of a core, {c.core_rps:.0f} req per CPU-s)"
+        f"    bare locust, closed loop ({USERS} users): {b.rps:7.0f} req/s, {b.cpu_per_1000:.3f} CPU-s/1000 req, "
+        f"{b.cpu_s / b.seconds * 100:3.0f} % of a core"
+    )
+    print(
+        f"    plugin, closed loop ({USERS} users):      {c.rps:7.0f} req/s, {c.cpu_per_1000:.3f} CPU-s/1000 req, "
+        f"{c.cpu_s / c.seconds * 100:3.0f} % of a core"
     )
     if ceiling is not None:
         print(
-            f"  open-loop ceiling: {ceiling.rate:.0f} req/s scheduled, {ceiling.rps:.0f} delivered "
-            f"(≥ {DELIVERED_MIN * 100:.0f} % of the schedule, < {LATE_MAX * 100:.0f} % late, no errors; "
-            f"generator {ceiling.cpu_s / ceiling.seconds * 100:.0f} % of a core, {ceiling.core_rps:.0f} req per CPU-s)"
+            f"    plugin, open loop (ceiling):          {ceiling.rps:7.0f} req/s ({ceiling.rate:.0f}/s scheduled: "
+            f"≥ {DELIVERED_MIN * 100:.0f} % delivered, < {LATE_MAX * 100:.0f} % late, no errors), "
+            f"{ceiling.cpu_per_1000:.3f} CPU-s/1000 req, {ceiling.cpu_s / ceiling.seconds * 100:3.0f} % of a core"
         )
     else:
-        print(f"  open loop: no rate passed (lowest tried {RATES[0]}/s)")
+        print(f"    plugin, open loop: no rate passed (lowest tried {RATES[0]}/s)")
     print(
-        f"  ratios: plugin closed / bare {closed_ratio:.3f} (best rounds; per round "
+        f"  open-loop ceiling / bare locust's closed-loop ceiling: {open_ratio:.3f} (target ≥ {OPEN_TARGET_RATIO}) -> "
+        + ("MEETS the target" if open_ratio >= OPEN_TARGET_RATIO else "MISSES the target")
+    )
+    if ceiling is not None:
+        # On 2 cores shared with the server, neither generator may reach a full core: requests per CPU-second
+        # say what each would do with one.
+        print(
+            f"  req per CPU-s, plugin open loop at its ceiling / bare locust: {ceiling.core_rps / b.core_rps:.3f} "
+            f"({ceiling.core_rps:.0f} vs {b.core_rps:.0f})"
+        )
+    print(
+        f"  closed loop / bare: {closed_ratio:.3f} (target ≥ {TARGET_RATIO}; best rounds; per round "
         + ", ".join(f"{r:.3f}" for r in round_ratios)
-        + f", median {statistics.median(round_ratios):.3f}); plugin open-loop ceiling / bare {open_ratio:.3f}; "
-        f"req per CPU-s, median of rounds, plugin closed / bare {efficiency:.3f} (less sensitive to neighbours "
-        "on the VM than req/s)"
+        + f", median {statistics.median(round_ratios):.3f}); req per CPU-s, median of rounds, plugin closed / bare "
+        f"{efficiency:.3f} (less sensitive to neighbours on the VM than req/s)"
     )
     print(
         f"  bottleneck: the server used at most {busiest_server * 100:.0f} % of a core -> "
@@ -432,18 +477,19 @@ def main() -> None:
         )
     report(
         "load_ceiling",
-        f"plugin closed loop reaches {closed_ratio:.2f}× bare locust FastHttpUser (target ≥ {TARGET_RATIO}×): "
-        f"{c.rps:.0f} vs {b.rps:.0f} req/s, {USERS} users; open-loop ceiling {ceiling.rate if ceiling else 0:.0f} "
-        f"req/s = {open_ratio:.2f}× bare; {'generator' if generator_bound else 'server'}-bound",
-        figure=b.rps / c.rps,
-        unit="× (bare / plugin rps)",
-        target=1 / TARGET_RATIO,
+        f"plugin open-loop ceiling {ceiling.rps if ceiling else 0:.0f} req/s = {open_ratio:.2f}× bare locust's "
+        f"closed-loop {b.rps:.0f} req/s (target ≥ {OPEN_TARGET_RATIO}×); closed loop {closed_ratio:.2f}× "
+        f"(target ≥ {TARGET_RATIO}×); {'generator' if generator_bound else 'server'}-bound",
+        figure=b.rps / ceiling.rps if ceiling is not None else math.inf,
+        unit="× (bare closed / plugin open-loop ceiling)",
+        target=1 / OPEN_TARGET_RATIO,
+        open_over_bare=open_ratio,
+        open_over_bare_per_cpu=(ceiling.core_rps / b.core_rps) if ceiling is not None else None,
         plugin_over_bare=closed_ratio,
         bare_rps=b.rps,
         plugin_closed_rps=c.rps,
         plugin_open_ceiling_rate=ceiling.rate if ceiling else None,
         plugin_open_ceiling_rps=ceiling.rps if ceiling else None,
-        open_over_bare=open_ratio,
         bare_cpu_s_per_1000=b.cpu_per_1000,
         plugin_closed_cpu_s_per_1000=c.cpu_per_1000,
         plugin_open_cpu_s_per_1000=ceiling.cpu_per_1000 if ceiling else None,
@@ -459,6 +505,15 @@ def main() -> None:
         rounds_bare_rps=[m.rps for m in bare],
         rounds_plugin_rps=[m.rps for m in closed],
         open_steps={f"{m.rate:.0f}": {"rps": m.rps, "late": m.late, "passed": m.passed} for m in steps},
+        profile=(
+            {
+                "rate": profile.rate,
+                "cpu_us_per_request": profile.cpu_us_per_request,
+                "groups": {k: v / max(1, sum(profile.samples.values())) for k, v in profile.groups().items()},
+            }
+            if profile is not None
+            else None
+        ),
     )
 
 

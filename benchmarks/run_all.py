@@ -27,6 +27,7 @@ ORDER = [
     "bench_hop_latency",
     "bench_throughput",
     "bench_load_ceiling",
+    "bench_open_loop_profile",
     "bench_load_workers",
     "bench_report",
     "bench_kube_api",

@@ -158,6 +158,10 @@ class LoadGenerator:
             raise ValueError(f"paths must map each path to a positive weight, not {paths!r}")
         if any(not p.startswith("/") for p in mix):
             raise ValueError(f"paths must start with '/': {sorted(mix)}")
+        for name, value in (headers or {}).items():
+            # Checked here, as the generator checks them: a bad header must be this error, not a dead child.
+            if not name or any(c in name for c in ":\r\n\0 \t") or any(c in str(value) for c in "\r\n\0"):
+                raise ValueError(f"headers: {name!r}: {value!r} is not a valid HTTP header (bad name, or CR/LF)")
         self.report_dir.mkdir(parents=True, exist_ok=True)
         config = {
             "base_url": self.base_url,
