@@ -119,7 +119,8 @@ class CloverSettings:
     """Load generator processes per load run (``--clover-load-workers``; default 1). With N ≥ 2 a locust master
     runs N local workers: the open-loop schedule is split exactly between them and their windows are merged
     exactly (the same percentiles as one histogram of all requests); a worker lost mid-run makes the test
-    INCONCLUSIVE. For rates one process cannot hold (one core: about 5 k requests/s open loop here)."""
+    INCONCLUSIVE. For rates one process cannot hold (one core: about 18 k requests/s open loop against a trivial
+    target here)."""
 
     load_in_cluster: bool = False
     """Run the load generator's workers as pods of the cluster under test (``--clover-load-in-cluster``; default

@@ -55,7 +55,7 @@ SEGMENTS = {
     "clover-server",
 }
 PHASES = ["baseline", "fault", "recovery"]
-WINDOW_COLUMNS = "test,start,end,phase,requests,errors,late,error_rate,throughput_rps,p50_ms,p95_ms,p99_ms,max_ms"
+WINDOW_COLUMNS = "test,start,end,phase,requests,errors,late,error_rate,throughput_rps,p50_ms,p95_ms,p99_ms,max_ms,missing_workers"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PHASE_SLACK_S = 0.001
 """How far a phase band may sit from its phase in summary.json: both are the instant the test marked the change
