@@ -34,7 +34,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,9 +94,12 @@ class InCluster:
                 "(--clover-load-master-address); or run the master in the cluster (--clover-load-master=cluster)"
             )
 
-    def launch(self, config: dict[str, Any], log_path: Path, child_env: dict[str, str]) -> Any:
+    def launch(
+        self, config: dict[str, Any], log_path: Path, start_master: Callable[[dict[str, Any]], subprocess.Popen[str]]
+    ) -> Any:
         """Start the master and the worker pods for the load ``config`` (as :class:`LoadGenerator` builds it,
-        ``workers`` ≥ 1); returns the master as :class:`LoadRun` drives a child process."""
+        ``workers`` ≥ 1); returns the master as :class:`LoadRun` drives a child process. ``start_master`` starts
+        a local master process with a config (``--clover-load-master=local``)."""
         number = next(_runs)
         base = f"{self.run_name}-{os.getpid() % 100000}-{number}"
         workers = int(config.get("workers", 1))
@@ -111,29 +113,21 @@ class InCluster:
         }
         worker_names = [f"{base}-worker-{i}" for i in range(workers)]
         if self.master == "local":
-            return self._local_master(master_cfg, worker_names, log_path, child_env)
+            return self._local_master(master_cfg, worker_names, start_master)
         return self._pod_master(master_cfg, base, worker_names, log_path)
 
     # -- the master here ---------------------------------------------------------------------------------------
 
     def _local_master(
-        self, cfg: dict[str, Any], worker_names: list[str], log_path: Path, child_env: dict[str, str]
+        self,
+        cfg: dict[str, Any],
+        worker_names: list[str],
+        start_master: Callable[[dict[str, Any]], subprocess.Popen[str]],
     ) -> Any:
         assert self.master_address is not None
         port = _free_port(self.master_address)
         cfg = {**cfg, "bind_host": self.master_address, "bind_port": port}
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pytest_clover.load.master", json.dumps(cfg)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                encoding="utf-8",
-                bufsize=1,
-                env=child_env,
-                start_new_session=True,
-            )
+        proc = start_master(cfg)
         try:
             self.pods.start_load_pods(self._worker_specs(cfg, worker_names, self.master_address, port), wait_for=[],
                                       timeout=self.ready_timeout_s)  # fmt: skip

@@ -250,6 +250,9 @@ class Master(Greenlets):
             if worker.lost is None:
                 worker.done = data
                 self._send(self.merger.finish(index))
+            if worker.node_id is not None:
+                # The worker waits for this before it closes: its done cannot be lost in the close.
+                self.runner.send_message(CMD_MESSAGE, {"bye": True}, client_id=worker.node_id)
         else:
             log.warning("worker %d: ignoring a message of type %r", index, kind)
 

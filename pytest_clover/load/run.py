@@ -250,7 +250,7 @@ class LoadRun:
         in_cluster: InCluster | None = None,
     ) -> LoadRun:
         if in_cluster is not None:
-            proc: Any = in_cluster.launch(config, log_path, _child_env())
+            proc: Any = in_cluster.launch(config, log_path, lambda cfg: cls._start_child(cfg, log_path, MASTER_MODULE))
             ready_timeout = in_cluster.ready_timeout_s + READY_TIMEOUT_S
         else:
             proc = cls._start_child(config, log_path)
@@ -268,8 +268,11 @@ class LoadRun:
         return run
 
     @staticmethod
-    def _start_child(config: dict[str, Any], log_path: Path) -> subprocess.Popen[str]:
-        module = MASTER_MODULE if int(config.get("workers", 1)) > 1 else WORKER_MODULE
+    def _start_child(config: dict[str, Any], log_path: Path, module: str | None = None) -> subprocess.Popen[str]:
+        """The generator's child: ``python -m MODULE CONFIG`` (by default the master for ``workers`` > 1, else the
+        worker), its stderr to ``log_path``, JSON lines on its stdin and stdout."""
+        if module is None:
+            module = MASTER_MODULE if int(config.get("workers", 1)) > 1 else WORKER_MODULE
         with log_path.open("wb") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", module, json.dumps(config)],

@@ -121,6 +121,10 @@ CONFIG_ENV = "CLOVER_LOAD_CONFIG"
 """Without a command-line argument the config is read from this environment variable (a pod's env)."""
 MAX_OFFSET_SKEW_S = 0.01
 """A master's unix-to-monotonic offset further than this from ours is not from this machine's clock: not used."""
+BYE_WAIT_S = 10.0
+"""A worker of a master waits at most this long, after its ``done``, for the master's ``{"bye": true}``: the proof
+the master has it. Closing at once lost a ``done`` in ZeroMQ's queue at 9 000 requests/s per worker (the master,
+busy merging, read it later than the close's linger), and the master reported a worker that had finished as lost."""
 LINGER_S = 1.0
 """A worker of a master waits at most this long, at exit, for its last messages to leave."""
 STATS_FEED_S = 0.25
@@ -564,13 +568,7 @@ class HttpConnection:
                 raise BadResponse(f"a Content-Length that is not a number: {declared[:40]!r}") from None
             if length < 0:
                 raise BadResponse(f"a negative Content-Length: {length}")
-            if len(buf) >= length:
-                buf = buf[length:]
-            else:
-                missing, buf = length - len(buf), b""
-                while missing:
-                    # Counted, not kept: the body's bytes matter only as a length.
-                    missing -= len(self._more_upto(sock, missing))
+            buf = self._skip(sock, buf, length)
         else:
             length, buf, reusable = len(buf), b"", False  # no framing: the body ends with the connection
             while chunk := sock.recv(RECV_BYTES):
@@ -579,6 +577,26 @@ class HttpConnection:
             # Bytes after the answer were never asked for (no pipelining): this connection cannot be trusted.
             self.close()
         return status, length
+
+    def _skip(self, sock: socket.socket, buf: bytes, n: int) -> bytes:
+        """Pass ``n`` bytes of a body, from ``buf`` then the socket; what is left of ``buf`` after them. Counted,
+        not kept: the body's bytes matter only as a length."""
+        if len(buf) >= n:
+            return buf[n:]
+        missing = n - len(buf)
+        while missing:
+            missing -= len(self._more_upto(sock, missing))
+        return b""
+
+    def _line(self, sock: socket.socket, buf: bytes, what: str) -> tuple[bytes, bytes]:
+        """The next CRLF-ended line, from ``buf`` then the socket: (the line, what follows it)."""
+        line_end = buf.find(b"\r\n")
+        while line_end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                raise BadResponse(f"{what} too long")
+            buf += self._more(sock)
+            line_end = buf.find(b"\r\n")
+        return buf[:line_end], buf[line_end + 2 :]
 
     def _more_upto(self, sock: socket.socket, n: int) -> bytes:
         chunk = sock.recv(min(n, RECV_BYTES))
@@ -590,38 +608,20 @@ class HttpConnection:
         """Read a chunked body from ``buf`` and the socket: (its length, what follows it)."""
         length = 0
         while True:
-            line_end = buf.find(b"\r\n")
-            while line_end < 0:
-                if len(buf) > MAX_HEAD_BYTES:
-                    raise BadResponse("a chunk size line too long")
-                buf += self._more(sock)
-                line_end = buf.find(b"\r\n")
-            size_text = buf[:line_end].split(b";", 1)[0].strip()
+            size_line, buf = self._line(sock, buf, "a chunk size line")
+            size_text = size_line.split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
             except ValueError:
                 raise BadResponse(f"not a chunk size: {size_text[:40]!r}") from None
-            buf = buf[line_end + 2 :]
             if size == 0:
                 break
             if size < 0:
                 raise BadResponse(f"a negative chunk size: {size_text[:40]!r}")
             length += size
-            missing = size + 2  # the data and its CRLF
-            if len(buf) >= missing:
-                buf = buf[missing:]
-            else:
-                missing, buf = missing - len(buf), b""
-                while missing:
-                    missing -= len(self._more_upto(sock, missing))
+            buf = self._skip(sock, buf, size + 2)  # the data and its CRLF
         while True:  # trailer fields, up to an empty line
-            line_end = buf.find(b"\r\n")
-            while line_end < 0:
-                if len(buf) > MAX_HEAD_BYTES:
-                    raise BadResponse("trailer fields too long")
-                buf += self._more(sock)
-                line_end = buf.find(b"\r\n")
-            line, buf = buf[:line_end], buf[line_end + 2 :]
+            line, buf = self._line(sock, buf, "a trailer field")
             if not line:
                 return length, buf
 
@@ -800,6 +800,8 @@ class Generator(Greenlets):
         self.halt = Event()
         """Never set: users park on it once sending has stopped (locust kills them at the end)."""
         self.go = Event()
+        self.bye = Event()
+        """Set by the master's ``{"bye": true}``: it has this worker's ``done``."""
         self.busy = Event()
         """Set by an open-loop user whose request makes (nearly) every user busy: the growth check wakes."""
         self.busy_at = 1
@@ -1029,6 +1031,9 @@ class Generator(Greenlets):
         if not isinstance(command, dict):
             log.warning("ignoring a command that is not an object: %r", command)
             return False
+        if command.get("bye"):
+            self.bye.set()
+            return False
         at = command.get("at")
         at = float(at) if isinstance(at, int | float) and math.isfinite(at) else None
         if command.get("stop"):
@@ -1165,6 +1170,10 @@ class Generator(Greenlets):
             with contextlib.suppress(Exception):  # the master may be gone: the statistics are only for its CSV
                 self.runner._send_stats()  # a last report, so the master's locust CSV counts every request
             self.emit({"type": "done", "users": users, "abandoned": abandoned})
+            # The receiving greenlet still runs, so the master's answer can come; a master known gone (end of our
+            # stdin, or its heartbeats stopped: no drain) is not waited for.
+            if self.drain and not self.bye.wait(BYE_WAIT_S):
+                log.warning("the master did not confirm our done within %.0f s (gone, or very busy)", BYE_WAIT_S)
             self.runner.greenlet.kill(block=True, timeout=1.0)
             # Give the last messages a moment to leave, never wait for a master that is gone.
             self.runner.client.close(linger=int(LINGER_S * 1000))  # type: ignore[no-untyped-call]
