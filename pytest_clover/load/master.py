@@ -61,7 +61,6 @@ from pytest_clover.load.merge import MergeError, WindowMerger
 from pytest_clover.load.shares import worker_config
 from pytest_clover.load.worker import (
     CMD_MESSAGE,
-    CONFIG_ENV,
     DRAIN_EXTRA_S,
     OUT_MESSAGE,
     Config,
@@ -69,6 +68,9 @@ from pytest_clover.load.worker import (
     FinalStatsCSVFileWriter,
     Greenlets,
     QuietSpawnRate,
+    idle_until_deleted,
+    read_config,
+    stop_on_sigterm,
     trim_stats_forever,
     unix_offset,
 )
@@ -500,10 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("locust.runners").addFilter(QuietSpawnRate())
-    if len(args) > 1 or not (args or os.environ.get(CONFIG_ENV)):
-        print(f"usage: python -m pytest_clover.load.master CONFIG_JSON (or in ${CONFIG_ENV})", file=sys.stderr)
+    cfg = read_config(args, "pytest_clover.load.master")
+    if cfg is None:
         return 2
-    cfg = Config.from_json(args[0] if args else os.environ[CONFIG_ENV])
     if cfg.workers < (1 if cfg.remote_workers else 2) or cfg.of_master:
         print("the master needs workers >= 2 (1 if they are remote) and no master of its own", file=sys.stderr)
         return 2
@@ -512,15 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     emit = Emitter()
     master = Master(cfg, emit)
     emit.on_parent_gone = master.stop_now
-    terminated: list[bool] = []
-
-    def on_sigterm() -> None:
-        terminated.append(True)
-        master.stop_now()
-
-    gevent.signal_handler(signal.SIGTERM, on_sigterm)
+    terminated = stop_on_sigterm(master.stop_now)
     if listener is not None:
-        if not accept_parent(listener, PARENT_WAIT_S, give_up=lambda: bool(terminated)):
+        if not accept_parent(listener, PARENT_WAIT_S, give_up=terminated):
             log.error("no parent connected to the control port within %.0f s: stopping", PARENT_WAIT_S)
             master._quit_runner()
             return idle_until_deleted(3)
@@ -533,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.seed,
     )
     code = master.run()
-    if listener is None or terminated:  # a pod being deleted (SIGTERM) exits; one that finished idles
+    if listener is None or terminated():  # a pod being deleted (SIGTERM) exits; one that finished idles
         return code
     hang_up()
     return idle_until_deleted(code)
@@ -590,14 +585,6 @@ def hang_up() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-
-
-def idle_until_deleted(code: int) -> int:
-    """A master in a pod that ended stays, idle, until the pod is deleted: its Deployment would restart it."""
-    log.info("master finished (exit code %d): idle until the pod is deleted", code)
-    gevent.signal_handler(signal.SIGTERM, lambda: os._exit(code))
-    while True:
-        gevent.sleep(3600)
 
 
 if __name__ == "__main__":

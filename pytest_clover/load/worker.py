@@ -1262,26 +1262,50 @@ class Emitter:
             self.on_parent_gone()
 
 
+def read_config(args: list[str], program: str) -> Config | None:
+    """A load process's config: its one argument, else :data:`CONFIG_ENV` (a pod's environment); None (usage
+    printed) when it has neither."""
+    if len(args) > 1 or not (args or os.environ.get(CONFIG_ENV)):
+        print(f"usage: python -m {program} CONFIG_JSON (or in ${CONFIG_ENV})", file=sys.stderr)
+        return None
+    return Config.from_json(args[0] if args else os.environ[CONFIG_ENV])
+
+
+def stop_on_sigterm(stop: Callable[[], None]) -> Callable[[], bool]:
+    """Have SIGTERM call ``stop``; returns whether a SIGTERM came (a pod being deleted exits, one that finished
+    its run idles: see :func:`idle_until_deleted`)."""
+    terminated: list[bool] = []
+
+    def on_sigterm() -> None:
+        terminated.append(True)
+        stop()
+
+    gevent.signal_handler(signal.SIGTERM, on_sigterm)
+    return lambda: bool(terminated)
+
+
+def idle_until_deleted(code: int) -> int:
+    """A load process in a pod that ended stays, idle, until the pod is deleted (SIGTERM): its Deployment would
+    restart it, and a restarted worker would connect to the master again."""
+    log.info("finished (exit code %d): idle until the pod is deleted", code)
+    gevent.signal_handler(signal.SIGTERM, lambda: os._exit(code))
+    while True:
+        gevent.sleep(3600)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("locust.runners").addFilter(QuietSpawnRate())
-    if len(args) > 1 or not (args or os.environ.get(CONFIG_ENV)):
-        print(f"usage: python -m pytest_clover.load.worker CONFIG_JSON (or in ${CONFIG_ENV})", file=sys.stderr)
+    cfg = read_config(args, "pytest_clover.load.worker")
+    if cfg is None:
         return 2
-    cfg = Config.from_json(args[0] if args else os.environ[CONFIG_ENV])
     # Each open-loop user holds a connection: allow as many descriptors as a pod would have.
     raise_open_files_limit()
     emit = Emitter()
     gen = Generator(cfg, emit)
     emit.on_parent_gone = gen.stop_now
-    terminated: list[bool] = []
-
-    def on_sigterm() -> None:
-        terminated.append(True)
-        gen.stop_now()
-
-    gevent.signal_handler(signal.SIGTERM, on_sigterm)
+    terminated = stop_on_sigterm(gen.stop_now)
     log.info(
         "load generator pid %d%s: %s against %s, seed %d",
         os.getpid(),
@@ -1293,14 +1317,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.seed,
     )
     code = gen.run()
-    if cfg.remote and not terminated:
-        # A pod's process that ends is restarted by its Deployment, which would connect to the master again: a
-        # worker that finished stays, idle, until the pod is deleted (SIGTERM).
-        log.info("worker %d finished (exit code %d): idle until the pod is deleted", cfg.worker_index, code)
-        gevent.signal_handler(signal.SIGTERM, lambda: os._exit(code))
-        while True:
-            gevent.sleep(3600)
-    return code
+    return idle_until_deleted(code) if cfg.remote and not terminated() else code
 
 
 if __name__ == "__main__":
