@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 
 from benchmarks._common import report
-from benchmarks.bench_load_ceiling import Server, server
+from benchmarks.bench_load_ceiling import Server, leftovers, server
 from pytest_clover.errors import LoadGeneratorError
 from pytest_clover.load.run import LoadGenerator
 
@@ -174,16 +174,6 @@ def measure(srv: Server, reports: Path, workers: int, rate: float, seconds: floa
         lost_reasons="; ".join(str(w.get("reason")) for w in run.result.generator.get("lost_workers") or []),
         stop_error=stop_error,
     )
-
-
-def leftovers() -> None:
-    """Kill (and say so) any child process still alive: the benchmark must leave nothing behind."""
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            print(f"WARNING: process left behind, killing it: {child.pid} {child.cmdline()}", file=sys.stderr)
-            child.kill()
-    psutil.wait_procs(children, timeout=5)
 
 
 def main() -> None:
