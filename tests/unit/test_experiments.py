@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from pytest_clover.backends.local.state import MAX_SOCKET_PATH, MeshState
 from pytest_clover.errors import ExperimentError, ExperimentFailed
 from pytest_clover.plugin.experiments import (
     is_candidate,
@@ -181,23 +180,3 @@ def test_chaos_toolkits_own_validation_runs_too(tmp_path: Path) -> None:
     }
     with pytest.raises(pytest.Collector.CollectError, match="no_such_action"):
         validate(tmp_path / "x.yaml", doc)
-
-
-def test_a_deep_state_dir_gets_a_short_control_socket(tmp_path: Path) -> None:
-    shallow = MeshState(tmp_path / "s")
-    assert shallow.socket_path == tmp_path / "s" / "control.sock"
-    deep = MeshState(tmp_path / ("d" * 120))
-    path = deep.socket_path
-    assert len(str(path).encode()) <= MAX_SOCKET_PATH
-    assert path != deep.root / "control.sock" and path == MeshState(tmp_path / ("d" * 120)).socket_path
-    assert (path.parent.stat().st_mode & 0o777) == 0o700
-
-
-def test_removing_a_deep_state_dir_removes_its_short_socket_too(tmp_path: Path) -> None:
-    from pytest_clover.backends.local.state import remove_state
-
-    deep = MeshState(tmp_path / ("d" * 120))
-    deep.root.mkdir()
-    deep.socket_path.touch()  # what a SIGKILLed supervisor leaves
-    remove_state(deep)
-    assert not deep.socket_path.exists() and not deep.root.exists()

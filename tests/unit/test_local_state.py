@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -255,13 +256,45 @@ def test_state_files_are_written_for_their_user_alone(tmp_path: Path) -> None:
     assert stat.S_IMODE(state.lock_file.stat().st_mode) == 0o600
 
 
-def test_a_deep_state_dir_gets_short_private_admin_sockets(tmp_path: Path) -> None:
+@pytest.fixture
+def deep_state(tmp_path: Path) -> Iterator[MeshState]:
+    """A mesh state folder too deep for Unix socket paths; its short socket folder (outside tmp_path) goes after."""
     deep = MeshState(tmp_path / ("d" * 120))
-    path = deep.admin_socket("clover-server-v2-abcdefghij-klmno")
-    assert len(os.fsencode(str(path))) <= MAX_SOCKET_PATH
-    assert path.parent == deep.short_socket_dir and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    yield deep
+    shutil.rmtree(deep.short_socket_dir, ignore_errors=True)
+
+
+def test_a_deep_state_dir_gets_short_socket_paths_and_no_folder_until_one_is_bound(
+    tmp_path: Path, deep_state: MeshState
+) -> None:
+    control, admin = deep_state.socket_path, deep_state.admin_socket("clover-server-v2-abcdefghij-klmno")
+    for path in (control, admin):
+        assert len(os.fsencode(str(path))) <= MAX_SOCKET_PATH and path.parent == deep_state.short_socket_dir
+    assert control == MeshState(tmp_path / ("d" * 120)).socket_path  # client and supervisor find the same one
+    # Asking where a socket is (a client of a mesh that never started) leaves nothing behind in TMPDIR.
+    assert not deep_state.short_socket_dir.exists()
+    assert deep_state.check_socket_dir(control) == control and not deep_state.short_socket_dir.exists()
+    assert deep_state.make_socket_dir(control) == control
+    assert stat.S_IMODE(deep_state.short_socket_dir.stat().st_mode) == 0o700
     shallow = MeshState(tmp_path / "s")
+    assert shallow.socket_path == tmp_path / "s" / "control.sock"
     assert shallow.admin_socket("web-1") == tmp_path / "s" / "pods" / "web-1" / "admin.sock"
+    assert shallow.make_socket_dir(shallow.socket_path) == shallow.socket_path and not shallow.root.exists()
+
+
+def test_a_client_will_not_connect_through_a_short_socket_folder_others_can_write(deep_state: MeshState) -> None:
+    deep_state.make_socket_dir(deep_state.socket_path)
+    deep_state.short_socket_dir.chmod(0o777)
+    with pytest.raises(InsecurePath, match="can be written by its group or by others"):
+        deep_state.check_socket_dir(deep_state.socket_path)
+
+
+def test_removing_a_deep_state_dir_removes_its_short_socket_too(deep_state: MeshState) -> None:
+    deep_state.root.mkdir()
+    deep_state.make_socket_dir(deep_state.socket_path).touch()  # what a SIGKILLed supervisor leaves
+    remove_state(deep_state)
+    assert not deep_state.socket_path.exists() and not deep_state.root.exists()
+    assert not deep_state.short_socket_dir.exists()
 
 
 # --------------------------------------------------------------------------- HTTP over a Unix socket

@@ -401,7 +401,7 @@ class LocalBackend:
         child (polled first), a socket missing or refused, a connection closed mid-request.
         """
         self._check_supervisor()
-        path = str(self.state.socket_path)
+        path = str(self.state.check_socket_dir(self.state.socket_path))
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(wait)

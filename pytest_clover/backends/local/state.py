@@ -179,14 +179,31 @@ class MeshState:
         project's tmp dir) exceeds it. Such sockets get a short path in a private per-user folder instead,
         named by a hash of the state dir, so client and supervisor find the same one; both folders are
         checked like the runtime folder (this user's, 0700), as whoever can write there could swap a socket.
+
+        Only a path: the folder is made by whoever binds there (:meth:`make_socket_dir`), so that a client asking
+        a mesh that never started leaves no folder behind; a client checks the folder (:meth:`check_socket_dir`)
+        before it connects.
         """
         if len(os.fsencode(str(own))) <= MAX_SOCKET_PATH:
             return own
-        private_dir(self.short_socket_dir.parent, "TMPDIR")
-        path = private_dir(self.short_socket_dir, "TMPDIR") / short_name
+        path = self.short_socket_dir / short_name
         if len(os.fsencode(str(path))) > MAX_SOCKET_PATH:
             raise BackendError(f"{path} is too long for a Unix socket: set TMPDIR to a shorter folder")
         return path
+
+    def make_socket_dir(self, socket: Path) -> Path:
+        """``socket``, its folder made first if it is the short one (0700, InsecurePath if it is not this user's)."""
+        if socket.parent == self.short_socket_dir:
+            private_dir(self.short_socket_dir.parent, "TMPDIR")
+            private_dir(self.short_socket_dir, "TMPDIR")
+        return socket
+
+    def check_socket_dir(self, socket: Path) -> Path:
+        """``socket``, after checking that its short folder, if it has one and it exists, is this user's alone."""
+        if socket.parent == self.short_socket_dir and os.path.lexists(socket.parent):
+            check_private_dir(self.short_socket_dir.parent, "TMPDIR")
+            check_private_dir(self.short_socket_dir, "TMPDIR")
+        return socket
 
     log_file = property(lambda self: self.root / "supervisor.log")
     topology_dir = property(lambda self: self.root / "topology")

@@ -327,7 +327,9 @@ class Supervisor:
             self._background(self.zygote.run())
         host = self.xds_address[0]
         self.xds_address = (host, await self.ads.start(host, pick_port(host, 15010)))
-        self.server = await asyncio.start_unix_server(self._client, path=str(self.state.socket_path), limit=2**24)
+        self.server = await asyncio.start_unix_server(
+            self._client, path=str(self.state.make_socket_dir(self.state.socket_path)), limit=2**24
+        )
         self._write_mesh(status="starting")
         self._background(self._bound_logs())
         self._background(self._resync_proxies())
@@ -569,7 +571,7 @@ class Supervisor:
                     namespace=ns,
                     kind="gateway" if dep is None else "sidecar",
                     ip=ip,
-                    admin_socket=str(self.state.admin_socket(name)),
+                    admin_socket=str(self.state.make_socket_dir(self.state.admin_socket(name))),
                     labels=labels,
                     access_log=str(directory / "access.log"),
                     access_log_percent=self.log_rotator.limits.access_log_percent,
