@@ -28,6 +28,7 @@ ORDER = [
     "bench_throughput",
     "bench_load_ceiling",
     "bench_open_loop_profile",
+    "bench_send_timing",
     "bench_load_workers",
     "bench_report",
     "bench_kube_api",

@@ -430,6 +430,64 @@ def check_open_loop_timing() -> dict[str, Any]:
         }
 
 
+def check_send_alarm() -> dict[str, Any]:
+    """The alarm that keeps the loop from sleeping past an intended time: armed for the earliest time a user waits
+    for, re-armed for the next when it rings, off once nothing waits, its descriptor closed at the end."""
+    import math
+    import time
+
+    import gevent
+
+    from pytest_clover.load import worker
+
+    rings: list[float] = []
+
+    class CountingAlarm(worker.SendAlarm):
+        def _rang(self) -> None:
+            rings.append(time.perf_counter())
+            super()._rang()
+
+    alarm = CountingAlarm()
+    now = time.perf_counter()
+    first, second, third = now + 0.004, now + 0.002, now + 0.006
+    alarm.wake_at(first)
+    armed = [alarm.armed]
+    alarm.wake_at(second)  # earlier: re-armed
+    armed.append(alarm.armed)
+    alarm.wake_at(third)  # later: the earliest stays armed
+    armed.append(alarm.armed)
+    armed_between: list[float] = []
+    while (delay := second - time.perf_counter()) > 0:
+        gevent.sleep(delay)
+    gevent.sleep(0.0005)  # the ring's callback runs in the loop's next turn
+    armed_between.append(alarm.armed)
+    while (delay := third + 0.0005 - time.perf_counter()) > 0:
+        gevent.sleep(delay)
+    enabled, alarm_fd, closed_fds = alarm.enabled, alarm._fd, []
+    real_close = os.close
+
+    def spy_close(fd: int) -> None:
+        closed_fds.append(fd)
+        real_close(fd)
+
+    os.close = spy_close
+    try:
+        alarm.close()
+    finally:
+        os.close = real_close
+    closed = closed_fds == [alarm_fd] and not alarm.enabled
+    return {
+        "enabled": enabled,
+        "times": [first, second, third],
+        "armed": armed,
+        "armed_after_first_ring": armed_between,
+        "armed_at_end": None if math.isinf(alarm.armed) else alarm.armed,
+        "rings": rings,
+        "waiting_at_end": len(alarm._waiting),
+        "closed": closed,
+    }
+
+
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "framings": check_framings,
     "stale": check_stale_connection_is_retried_once,
@@ -439,6 +497,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "errors": check_errors_and_timeouts,
     "stats_feed": check_stats_feed,
     "open_loop": check_open_loop_timing,
+    "send_alarm": check_send_alarm,
 }
 
 
@@ -584,6 +643,20 @@ def test_requests_due_while_the_process_was_blocked_are_late_and_charged_from_th
     for intended, _actual, _late in due_in_hog:
         assert latencies[intended] >= hog_end - intended  # coordinated omission corrected
     assert timing["max_ms"] >= (hog_end - hog_start - 0.015) * 1000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the send alarm is a Linux timerfd")
+def test_the_send_alarm_rings_at_each_earliest_waiting_time_and_never_early(results: dict[str, Any]) -> None:
+    alarm = result(results, "send_alarm")
+    assert alarm["enabled"] and alarm["closed"]
+    first, second, third = alarm["times"]
+    assert alarm["armed"] == [first, second, second]
+    # Rang at the second time, the first time is armed next; then rang at the first and at the third.
+    assert alarm["armed_after_first_ring"] == [first]
+    rings = alarm["rings"]
+    assert len(rings) == 3
+    assert all(ring >= due for ring, due in zip(rings, (second, first, third), strict=True))
+    assert alarm["armed_at_end"] is None and alarm["waiting_at_end"] == 0
 
 
 def test_every_outcome_reaches_the_windows_and_locust(results: dict[str, Any]) -> None:
