@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +155,41 @@ def test_an_interrupt_mid_event_reverts_the_fault_and_writes_a_final_soak_file(t
     assert data["state"] == "stopped" and data["stopped_by"] == "interrupted" and data["checkpoint"]["final"]
     [event] = data["events"]
     assert event["start"] is not None and event["end"] is not None and event["verdict"] == "inconclusive"
+
+
+AUTOGROUPS = Path("/proc/sys/kernel/sched_autogroup_enabled")
+PRIORITY_PROBE = (
+    "import os; from pytest_clover.soak.checkpoint import lower_priority; print(lower_priority()); "
+    "print(os.sched_getscheduler(0) == os.SCHED_IDLE); "
+    "print(open('/proc/self/autogroup').read().split()[-1] if os.path.exists('/proc/self/autogroup') else '-')"
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's idle scheduling class")
+def test_the_checkpoint_report_builds_at_idle_priority_so_the_mesh_and_the_load_keep_the_cores() -> None:
+    # As the soak starts it: in a session of its own, whose scheduling group (Linux autogroups) weighs as much as
+    # pytest's and the mesh's session unless its niceness is lowered too.
+    done = subprocess.run(
+        [sys.executable, "-c", PRIORITY_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        start_new_session=True,
+    )
+    got, idle, group_nice = done.stdout.split("\n")[:3]
+    assert idle == "True" and "idle scheduling class" in got
+    if AUTOGROUPS.exists() and AUTOGROUPS.read_text().strip() == "1":
+        assert group_nice == "19" and "session group niceness 19" in got
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="Linux autogroups")
+def test_lowering_the_priority_never_touches_a_session_group_shared_with_others() -> None:
+    # Run in this session (pytest's, the mesh's): only the process itself goes idle, never the group.
+    before = Path("/proc/self/autogroup").read_text().split()[-1]
+    done = subprocess.run(
+        [sys.executable, "-c", PRIORITY_PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
+    got, _idle, group_nice = done.stdout.split("\n")[:3]
+    assert "session group" not in got and group_nice == before
+    assert Path("/proc/self/autogroup").read_text().split()[-1] == before
