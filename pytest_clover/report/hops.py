@@ -123,10 +123,18 @@ class AccessLogCursor:
         self._files: dict[str, LogMark] = {}
         for pod in pods:
             self._track(pod.name, at_end=True)
-        self.since = time.time()
-        """Unix time once every offset is taken. A request that entered the gateway after it has all of its
-        entries past the offsets; one before it may have some entries before them (Envoy buffers its access
-        log up to 100 ms), so :func:`record_hops` keeps only requests whose gateway entry started after it."""
+        # Envoy logs start times in whole milliseconds: `since` is the first whole millisecond after the offsets
+        # were taken, waited for (at most 1 ms), so that a request sent once the cursor exists always has a start
+        # time at or after it. A request entering in the millisecond the offsets were taken was left out (the
+        # truncated start fell before an exact `since`): 1 request in 15 batches sent at once, measured.
+        boundary = math.floor(time.time() * 1000 + 1) / 1000
+        while (left := boundary - time.time()) > 0:
+            time.sleep(left)
+        self.since = boundary
+        """Unix time (a whole millisecond) after every offset was taken. A request that entered the gateway at or
+        after it has all of its entries past the offsets; one before it may have some entries before them (Envoy
+        buffers its access log up to 100 ms), so :func:`record_hops` keeps only requests whose gateway entry
+        started at or after it."""
 
     def _track(self, pod: str, *, at_end: bool) -> None:
         """Remember a pod's access log and where to read it from: its end now, or its start."""
@@ -450,8 +458,8 @@ def record_hops(
     totals: dict[str, float] = {}
     for row in rows:
         totals[row["request_id"]] = totals.get(row["request_id"], 0.0) + float(row["ms"])
-    # Whole requests only: entered the gateway after the cursor (gateway times are truncated to the ms,
-    # so one entering in the cursor's own ms is left out too), and ended before the last flush.
+    # Whole requests only: entered the gateway at or after the cursor's `since` (a whole millisecond, as the
+    # gateway's start times are), and ended before the last flush.
     rows = [r for r in rows if float(r["time"]) >= cursor.since and _request_end(r, totals) <= began - settle]
     ids = sorted({r["request_id"] for r in rows}, key=lambda rid: (zlib.crc32(rid.encode("utf-8")), rid))
     if len(ids) > max_requests:  # the hash sample is ~max_requests on average; make it a bound

@@ -31,11 +31,16 @@ def _record(sdc: LocalBackend, cursor: AccessLogCursor, replies: list[Reply], pa
     # record_hops takes whole requests only (ended SETTLE_SECONDS before it reads; Envoys flush their logs every
     # 100 ms): it gets all of them once their entries are flushed, and never more. CI on a busy 2-core machine
     # once took more than 5 s for the last of them: the wait is generous, the count below stays exact.
-    recorded = wait_for(
-        lambda: (n := record_hops(cursor, sdc, path)) >= len(replies) and n,
-        timeout=SETTLE_SECONDS + 20.0,
-        what=f"the {len(replies)} requests in hops.csv",
-    )
+    joined = [0]
+
+    def all_joined() -> int | None:
+        joined[0] = record_hops(cursor, sdc, path)
+        return joined[0] if joined[0] >= len(replies) else None
+
+    try:
+        recorded = wait_for(all_joined, timeout=SETTLE_SECONDS + 20.0, what=f"the {len(replies)} requests in hops.csv")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {joined[0]} joined; {_where_logged(cursor, replies)}") from None
     assert recorded == len(replies)
     hops = load_hops(path)
     assert set(hops["request_id"]) == {r.request_id for r in replies}
@@ -44,6 +49,19 @@ def _record(sdc: LocalBackend, cursor: AccessLogCursor, replies: list[Reply], pa
     # µs durations are live: whole-ms differences would all be integers.
     assert (hops["ms"] % 1 != 0).any()
     return {str(k): float(v) for k, v in hops.groupby("segment")["ms"].median().items()}
+
+
+def _where_logged(cursor: AccessLogCursor, replies: list[Reply]) -> str:
+    """For a failure message: which pods logged each request that did not join (none: not logged at all)."""
+    by_request: dict[str, list[str]] = {}
+    for entry in cursor.read():
+        by_request.setdefault(str(entry.get("request_id")), []).append(
+            f"{entry.get('pod', '?')}:{entry.get('direction', '?')}:{entry.get('response_flags', '')}:"
+            f"{entry.get('start_time', '?')}:{entry.get('upstream_request_attempt_count', '?')}"
+        )
+    gateway = cursor.count_gateway()
+    lines = [f"{r.request_id}: {sorted(by_request.get(r.request_id, []))}" for r in replies]
+    return f"{gateway} gateway lines since the cursor (since {cursor.since:.3f}); per request: " + "; ".join(lines)
 
 
 def test_live_sidecars_log_the_microsecond_duration(sdc: LocalBackend, ingress: Client) -> None:
