@@ -177,6 +177,13 @@ class Server:
             return -1, float(times.user + times.system)
         return int(data["requests"]), float(data["cpu_s"])
 
+    def describe(self) -> str:
+        """The target and the machine, for a benchmark's first line (the load average says what else ran)."""
+        return (
+            f"aiohttp low-level server on {self.loop}, own process (pid {self.proc.pid}); {psutil.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.2f}"
+        )
+
 
 @contextlib.contextmanager
 def server() -> Iterator[Server]:
@@ -402,9 +409,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="clover-bench-ceiling-") as tmp, server() as srv:
             work = Path(tmp)
             print(
-                f"  target: aiohttp low-level server on {srv.loop}, own process (pid {srv.proc.pid}); "
-                f"{USERS} users, {SECONDS:.0f} s per closed-loop run, {ROUNDS} alternating rounds; "
-                f"{psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+                f"  target: {srv.describe()}; {USERS} users, {SECONDS:.0f} s per closed-loop run, {ROUNDS} "
+                "alternating rounds",
                 flush=True,
             )
             bare: list[Measured] = []

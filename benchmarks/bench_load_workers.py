@@ -184,11 +184,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="clover-bench-workers-") as tmp, server() as srv:
             work = Path(tmp)
-            print(
-                f"  target: aiohttp low-level server on {srv.loop}, own process (pid {srv.proc.pid}); "
-                f"{psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
-                flush=True,
-            )
+            print(f"  target: {srv.describe()}", flush=True)
             for rate in EFFICIENCY_RATES:
                 print(f"  CPU per request at {rate:.0f}/s, {EFFICIENCY_SECONDS:.0f} s per run:", flush=True)
                 for i in range(ROUNDS):

@@ -26,7 +26,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil
 
 from benchmarks._common import report
 from benchmarks.bench_load_ceiling import Server, leftovers, server
@@ -80,11 +79,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="clover-bench-timing-") as tmp, server() as srv:
             work = Path(tmp)
-            print(
-                f"  target: aiohttp low-level server on {srv.loop}; {psutil.cpu_count()} CPUs, load average "
-                f"{os.getloadavg()[0]:.2f}",
-                flush=True,
-            )
+            print(f"  target: {srv.describe()}", flush=True)
             for i in range(ROUNDS):
                 floor = measure(srv, work / f"floor-{i}", rate=None, alarm=False)
                 floors.append(floor)
