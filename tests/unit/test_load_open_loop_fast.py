@@ -141,14 +141,19 @@ class ScriptedServer:
     def stop(self) -> None:
         self._server.stop(timeout=0)  # handlers still waiting (a hung answer) are killed at once
 
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
 
 def check_framings() -> dict[str, Any]:
     from pytest_clover.load import worker
 
-    server = ScriptedServer(ANSWERS)
-    target = worker.HttpTarget(server.url(), {})
     outcomes: dict[str, Any] = {}
-    try:
+    with ScriptedServer(ANSWERS) as server:
+        target = worker.HttpTarget(server.url(), {})
         for path in ANSWERS:
             connection = worker.HttpConnection(target, 5.0)
             try:
@@ -164,16 +169,13 @@ def check_framings() -> dict[str, Any]:
         answers = [connection.get(target.request_bytes(p)) for p in ("/length", "/chunked", "/no-content")]
         connection.close()
         return {"outcomes": outcomes, "kept_alive": [list(a) for a in answers], "connections": server.accepted - before}
-    finally:
-        server.stop()
 
 
 def check_stale_connection_is_retried_once() -> dict[str, Any]:
     from pytest_clover.load import worker
 
-    server = ScriptedServer(ANSWERS)
-    target = worker.HttpTarget(server.url(), {})
-    try:
+    with ScriptedServer(ANSWERS) as server:
+        target = worker.HttpTarget(server.url(), {})
         connection = worker.HttpConnection(target, 5.0)
         first = connection.get(target.request_bytes("/once"))  # answered, then the server closes the connection
         import gevent
@@ -195,16 +197,13 @@ def check_stale_connection_is_retried_once() -> dict[str, Any]:
             "fresh_error": fresh_error,
             "accepted_after_fresh": server.accepted - accepted_after_retry,
         }
-    finally:
-        server.stop()
 
 
 def check_reset_in_an_answer_is_not_retried() -> dict[str, Any]:
     from pytest_clover.load import worker
 
-    server = ScriptedServer(ANSWERS)
-    target = worker.HttpTarget(server.url(), {})
-    try:
+    with ScriptedServer(ANSWERS) as server:
+        target = worker.HttpTarget(server.url(), {})
         connection = worker.HttpConnection(target, 5.0)
         first = connection.get(target.request_bytes("/length"))
         try:
@@ -213,8 +212,6 @@ def check_reset_in_an_answer_is_not_retried() -> dict[str, Any]:
         except OSError as exc:
             error = type(exc).__name__
         return {"first": list(first), "error": error, "accepted": server.accepted, "requests": len(server.heads)}
-    finally:
-        server.stop()
 
 
 def check_tls() -> dict[str, Any]:
@@ -225,22 +222,18 @@ def check_tls() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as directory:  # the server reads its certificate at each accept
         credentials = make_credentials(Path(directory), server_ip="127.0.0.1", mesh_id="load-test")
-        server = ScriptedServer(ANSWERS, tls=(str(credentials.cert_path), str(credentials.key_path)))
-        try:
+        with ScriptedServer(ANSWERS, tls=(str(credentials.cert_path), str(credentials.key_path))) as server:
             target = worker.HttpTarget(server.url(), {})
             connection = worker.HttpConnection(target, 5.0)
             answers = [list(connection.get(target.request_bytes(p))) for p in ("/length", "/chunked")]
             connection.close()
             return {"answers": answers, "accepted": server.accepted}
-        finally:
-            server.stop()
 
 
 def check_request_bytes() -> dict[str, Any]:
     from pytest_clover.load import worker
 
-    server = ScriptedServer(ANSWERS)
-    try:
+    with ScriptedServer(ANSWERS) as server:
         target = worker.HttpTarget(server.url("/api"), {"end-user": "jason"})
         connection = worker.HttpConnection(target, 5.0)
         connection.get(target.request_bytes("/a b?q=1"))
@@ -263,8 +256,6 @@ def check_request_bytes() -> dict[str, Any]:
             except ValueError as exc:
                 rejected.append(str(exc))
         return {"port": server.port, "received": server.heads[0].decode(), "built": built, "rejected": rejected}
-    finally:
-        server.stop()
 
 
 def check_errors_and_timeouts() -> dict[str, Any]:
