@@ -444,6 +444,16 @@ def test_record_hops_leaves_out_requests_that_entered_before_the_cursor(backend:
     assert set(load_hops(tmp_path / "h.csv")["request_id"]) == {"after"}
 
 
+def test_a_request_sent_the_moment_the_cursor_exists_is_counted(backend: FakeBackend, tmp_path: Path) -> None:
+    # Envoy's start times are whole milliseconds: a request entering in the millisecond the cursor was made must
+    # not fall "before" it (1 batch in 15 lost a request that way).
+    cursor = AccessLogCursor(backend)
+    sent = time.time()
+    assert cursor.since <= sent and round(cursor.since * 1000) / 1000 == cursor.since
+    backend.write(sdc_request("at-once", start=sent))  # logged with its start truncated to the millisecond
+    assert record_hops(cursor, backend, tmp_path / "h.csv", settle=-1.0) == 1
+
+
 def test_no_traffic_writes_a_header_only_csv(backend: FakeBackend, tmp_path: Path) -> None:
     assert record_hops(AccessLogCursor(backend), backend, tmp_path / "h.csv") == 0
     assert (tmp_path / "h.csv").read_text() == ",".join(COLUMNS) + "\n"
