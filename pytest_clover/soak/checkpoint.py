@@ -35,10 +35,12 @@ def lower_priority() -> str:
     got = []
     if hasattr(os, "getsid") and os.getsid(0) == os.getpid():  # our own session: the group is ours alone
         try:
-            AUTOGROUP.write_text(f"{NICENESS}\n", encoding="ascii")
-            got.append(f"session group niceness {NICENESS}")
+            # Empty when the task is in no autogroup (autogroups off, or a cgroup of its own decides its weight).
+            if AUTOGROUP.read_text(encoding="ascii").strip():
+                AUTOGROUP.write_text(f"{NICENESS}\n", encoding="ascii")
+                got.append(f"session group niceness {NICENESS}")
         except OSError:
-            pass  # no autogroups (a kernel without them, or off): the task's own priority is what counts
+            pass  # no autogroups (a kernel without them): the task's own priority is what counts
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         got.append("idle scheduling class")
