@@ -15,11 +15,12 @@ Protocol (one JSON object per line):
 Windows and phases are spans of *send time*, built by :class:`pytest_clover.load.result.SendWindows` (its
 docstring and the definitions in ``result.py`` say how): every request is counted where it was sent.
 
-Open loop (``rate``): a shared schedule hands out intended send times ``t0 + i/rate``; each user waits for its
-time, sends, and the latency recorded is completion − intended time, so a stalled server is charged for every
-request that should have been sent during the stall (coordinated omission corrected). A request sent more than
-10 ms after its intended time is counted as *late*, and still sent. When every user is busy and the next
-intended time has passed, more users are spawned (up to a cap), so a slow target does not slow the schedule.
+Open loop (``rate``): intended send times ``t0 + i/rate``; as each comes, :class:`SendQueue` hands it to the
+user first in line, which sends at once (a user finishing after a time has come takes it itself), and the
+latency recorded is completion − intended time, so a stalled server is charged for every request that should
+have been sent during the stall (coordinated omission corrected). A request sent more than 10 ms after its
+intended time is counted as *late*, and still sent. When every user is busy and the next intended time has
+passed, more users are spawned (up to a cap), so a slow target does not slow the schedule.
 
 Closed loop (``users``): each user sends its next request as soon as the previous one has its outcome; latency
 is the service time.
@@ -60,7 +61,6 @@ import contextlib
 import csv
 import ctypes
 import gc
-import heapq
 import json
 import logging
 import math
@@ -73,7 +73,7 @@ import ssl
 import sys
 import time
 import urllib.parse
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -81,6 +81,7 @@ from typing import Any
 
 from gevent.event import Event  # type: ignore[import-untyped,unused-ignore]
 from gevent.fileobject import FileObjectPosix  # type: ignore[import-untyped,unused-ignore]
+from gevent.hub import Waiter  # type: ignore[import-untyped,unused-ignore]
 from locust import User, constant, task
 from locust import stats as locust_stats
 from locust.contrib.fasthttp import LocustBadStatusCode
@@ -352,32 +353,32 @@ class _Itimerspec(ctypes.Structure):
 
 
 class SendAlarm:
-    """Wakes the event loop at the earliest time a user waits for, so that open-loop sends leave on time.
+    """Calls ``ring`` (in the event loop's own greenlet) at the time it is set for: the open loop's send times.
 
-    gevent's loop on Linux (libev, epoll) sleeps in whole milliseconds rounded up, and at least 1 ms: a user
-    waiting 0.3 ms for its intended time was woken ~0.8 ms late, one waiting 3.4 ms ~0.6 ms late, and, the
-    latency counting from the intended time, each request's latency carried it (p50 1.16 ms against a server
-    answering in ~0.1 ms, at 200 requests/s; measured). A Linux timerfd (nanosecond clock, no timer slack), armed
-    for the earliest waiting time, wakes the loop's epoll then; libev's own timer still wakes the user, the
-    alarm only ends the oversleep (p50 0.36 ms, the same server and rate).
+    A Linux timerfd (nanosecond clock, no timer slack) where there is one. gevent's loop on Linux (libev, epoll)
+    sleeps in whole milliseconds rounded up, and at least 1 ms: with its timers, a user waiting 0.3 ms for its
+    intended time was woken ~0.8 ms late, one waiting 3.4 ms ~0.6 ms late, and, the latency counting from the
+    intended time, each request's latency carried it (p50 1.16 ms against a server answering in ~0.1 ms, at 200
+    requests/s; measured; 0.36 ms with the timerfd).
 
-    Without a timerfd (not Linux, or a seccomp profile refusing it) :attr:`enabled` is False and the loop's own
-    resolution applies, as before; so it does with ``CLOVER_LOAD_SEND_ALARM=0`` in the environment (for
-    benchmarks that compare the two: the alarm costs a wake-up of its own per send at modest rates).
+    Without a timerfd (not Linux, or a seccomp profile refusing it) :attr:`enabled` is False and a libev timer
+    rings instead, at the loop's own resolution; so it does with ``CLOVER_LOAD_SEND_ALARM=0`` in the environment
+    (for benchmarks that compare the two).
     """
 
     TFD_TIMER_ABSTIME = 1
     CLOCK_MONOTONIC = 1
-    """perf_counter's clock on Linux (checked: the alarm is only used when it is)."""
+    """perf_counter's clock on Linux (checked: the timerfd is only used when it is)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ring: Callable[[], None]) -> None:
         self.armed = math.inf
-        """The time (perf_counter) the timerfd is set for; inf when not set."""
-        self._waiting: list[float] = []
-        """A heap of the times users wait for (entries whose time has passed are dropped when the alarm rings)."""
+        """The time (perf_counter) the alarm is set for; inf when not set."""
+        self._ring = ring
         self._spec = _Itimerspec()
         self._fd = -1
         self._watcher: Any = None
+        self._timer: Any = None
+        """The fallback: a libev timer, when there is no timerfd."""
         self._settime: Any = None
         if os.environ.get(ALARM_ENV) == "0":
             return
@@ -402,32 +403,52 @@ class SendAlarm:
 
     @property
     def enabled(self) -> bool:
+        """The timerfd is in use (not the loop's own, coarser timers)."""
         return self._fd >= 0
 
-    def wake_at(self, at: float) -> None:
-        """A user is about to sleep until ``at`` (perf_counter): the loop will be awake then."""
-        if self._fd < 0:
+    def set(self, at: float) -> None:
+        """Ring at ``at`` (perf_counter) instead of any time set before."""
+        self.armed = at
+        if self._fd >= 0:
+            self._settime_at(at)
             return
-        heapq.heappush(self._waiting, at)
-        if at < self.armed:
-            self._arm(at)
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = gevent.get_hub().loop.timer(max(0.0, at - time.perf_counter()))
+        self._timer.start(self._timer_rang)
 
-    def _arm(self, at: float) -> None:
+    def clear(self) -> None:
+        """Do not ring (until set again)."""
+        if self.armed == math.inf:
+            return
+        self.armed = math.inf
+        if self._fd >= 0:
+            self._settime_at(0.0)
+        elif self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    def _settime_at(self, at: float) -> None:
         """Set the timerfd for ``at`` (0: off). Setting it also clears a ring not yet read, which is how a ring is
         acknowledged (the kernel zeroes the expiry count): no read() per ring."""
-        self.armed = at or math.inf
         value = self._spec.it_value
         value.tv_sec = int(at)
         value.tv_nsec = int((at - value.tv_sec) * 1e9)
         self._settime(self._fd, self.TFD_TIMER_ABSTIME, self._spec, None)
 
     def _rang(self) -> None:
-        now, waiting = time.perf_counter(), self._waiting
-        while waiting and waiting[0] <= now:
-            heapq.heappop(waiting)
-        self._arm(waiting[0] if waiting else 0.0)
+        self.armed = math.inf
+        self._ring()
+        if self.armed == math.inf:  # not set again: end the ring (the timerfd stays readable until then)
+            self._settime_at(0.0)
+
+    def _timer_rang(self) -> None:
+        self.armed = math.inf
+        self._timer = None
+        self._ring()
 
     def close(self) -> None:
+        self.clear()
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher.close()
@@ -435,6 +456,62 @@ class SendAlarm:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class SendQueue:
+    """Open loop: hands each intended send time, once it has come, to a user waiting for one.
+
+    Users that finish a request ask for their next (:meth:`next_request`): a time that has already come is theirs
+    at once (the schedule is behind: the send is late, and counted so); otherwise they wait in line, and the
+    alarm, set for the next intended time, hands it to the user first in line, which sends at once. So a send
+    costs no timer of its own, and no user holds a time before it comes.
+    """
+
+    def __init__(self, schedule: Schedule, claim: Callable[[], Any]) -> None:
+        self.schedule = schedule
+        self._claim = claim
+        """Claims the schedule's next time and returns what the user needs to send it."""
+        self.waiting: deque[Any] = deque()
+        """The gevent Waiters of the users in line, first first."""
+        self.stopped = False
+        self.alarm = SendAlarm(self._due)
+
+    def next_request(self) -> Any:
+        """The calling user's next request (what ``claim`` returned), when its time has come."""
+        if self.schedule.next_due() <= time.perf_counter():
+            return self._claim()
+        waiter = Waiter()
+        self.waiting.append(waiter)
+        if self.alarm.armed == math.inf:
+            self.alarm.set(self.schedule.next_due())
+        try:
+            return waiter.get()
+        except BaseException:  # killed in line (locust stops its users so): out of the line
+            with contextlib.suppress(ValueError):
+                self.waiting.remove(waiter)
+            raise
+
+    def _due(self) -> None:
+        """The alarm rang (in the loop's greenlet): each time that has come goes to the next user in line."""
+        waiting, schedule, perf_counter = self.waiting, self.schedule, time.perf_counter
+        now = perf_counter()
+        while waiting and not self.stopped:
+            due = schedule.next_due()
+            if due > now and due > (now := perf_counter()):  # the loop's timers can ring a little early
+                self.alarm.set(due)
+                return
+            # The user sends, then comes back here once its request waits for the answer.
+            waiting.popleft().switch(self._claim())
+        # Nobody in line: the next user to finish takes the next time itself (see next_request).
+
+    def stop(self) -> None:
+        """Hand out no more times (the users in line stay there until locust stops them)."""
+        self.stopped = True
+        self.alarm.clear()
+
+    def close(self) -> None:
+        self.stop()
+        self.alarm.close()
 
 
 class BadResponse(ConnectionError):
@@ -915,7 +992,7 @@ class Generator(Greenlets):
         """Path → its request bytes and its statistics for locust."""
         self.stats_feed = StatsFeed(list(self.routes.values()))
         self.timeouts = TimeoutWatch(cfg.timeout_s)
-        self.alarm = SendAlarm()
+        self.queue = SendQueue(self.schedule, self._claim) if self.schedule is not None else None
         self.in_flight = 0
         self.connected = 0
         """Users whose connection was opened ahead of their first request (or could not be): see :meth:`run`."""
@@ -973,36 +1050,32 @@ class Generator(Greenlets):
         return ClosedLoopUser
 
     def _open_loop_user(self) -> None:
-        """One open-loop user, until locust kills it: claim the next intended time, wait for it, send, record."""
-        assert self.schedule is not None
-        schedule, book, picker, routes = self.schedule, self.windows.book, self.picker, self.routes
-        perf_counter, sleep, wake_at = time.perf_counter, gevent.sleep, self.alarm.wake_at
+        """One open-loop user, until locust kills it: wait for an intended time to come, send, record."""
+        assert self.queue is not None and self.schedule is not None
+        next_request, book, perf_counter = self.queue.next_request, self.windows.book, time.perf_counter
         connection = HttpConnection(self.target, self.cfg.timeout_s)
         self.timeouts.connections.add(connection)
         try:
-            connection.connect_ahead()  # before claiming a time: the connect does not make the request late
+            connection.connect_ahead()  # before taking a time: the connect does not make the request late
             self.connected += 1
-            schedule.started.wait()
+            self.schedule.started.wait()
             while True:
                 if self.stop_at is not None:
                     self.halt.wait()
-                intended = schedule.claim()
-                # Registered at claim time, before the wait: the windows know a request is due at `intended`.
-                ticket = book.register(intended)
-                route = routes[picker.pick()]  # picked at claim time: the path sequence follows the schedule
-                # gevent's timers run off the loop's cached clock and can fire a little early; re-check (1.002
-                # sleeps a request at 12 000/s: measured). The alarm keeps the loop from sleeping past `intended`.
-                while (delay := intended - perf_counter()) > 0:
-                    wake_at(intended)
-                    sleep(delay)
-                if ticket.state == Ticket.SKIPPED:  # due at or after the stop
-                    self.halt.wait()
+                intended, ticket, route = next_request()
                 sent = perf_counter()
                 book.sent(ticket, late=sent - intended > LATE_AFTER_S)
                 self._send(connection, route, ticket, sent, intended)
         finally:
             self.timeouts.connections.discard(connection)
             connection.close()
+
+    def _claim(self) -> tuple[float, Ticket, Route]:
+        """The schedule's next intended time, registered with the windows, and the route it goes to (picked in
+        the schedule's order: the path sequence follows the schedule)."""
+        assert self.schedule is not None
+        intended = self.schedule.claim()
+        return intended, self.windows.book.register(intended), self.routes[self.picker.pick()]
 
     def _closed_loop_user(self) -> None:
         """One closed-loop user, until locust kills it: send, wait for the answer, record, at once send again."""
@@ -1176,6 +1249,8 @@ class Generator(Greenlets):
         now = time.perf_counter()
         at = now if at_unix is None else min(self.windows.perf_time(at_unix), now)
         self.stop_at = at
+        if self.queue is not None:
+            self.queue.stop()
         self.windows.stop_sending(at)
 
     def _trim_stats(self) -> None:
@@ -1264,7 +1339,8 @@ class Generator(Greenlets):
         for g in self.greenlets:
             if g is not gevent.getcurrent():
                 g.kill(block=True, timeout=1.0)
-        self.alarm.close()  # nothing more is sent on schedule
+        if self.queue is not None:
+            self.queue.close()  # nothing more is sent on schedule
         if isinstance(self.runner, WorkerRunner):
             self.runner.stop()
             self.stats_feed.flush(self.env.stats)  # the users are gone: nothing more comes

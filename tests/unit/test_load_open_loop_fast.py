@@ -422,9 +422,11 @@ def check_open_loop_timing() -> dict[str, Any]:
 
 
 def check_send_alarm() -> dict[str, Any]:
-    """The alarm that keeps the loop from sleeping past an intended time: armed for the earliest time a user waits
-    for, re-armed for the next when it rings, off once nothing waits, its descriptor closed at the end."""
+    """The alarm that wakes the loop for the next send time: set again replaces the time before; rings once, and
+    never early; set again from its own ring, rings again; left unset, its timerfd stops being readable; its
+    descriptor is closed at the end. Without a timerfd (``CLOVER_LOAD_SEND_ALARM=0``) a libev timer rings."""
     import math
+    import select
     import time
 
     import gevent
@@ -432,28 +434,22 @@ def check_send_alarm() -> dict[str, Any]:
     from pytest_clover.load import worker
 
     rings: list[float] = []
-
-    class CountingAlarm(worker.SendAlarm):
-        def _rang(self) -> None:
-            rings.append(time.perf_counter())
-            super()._rang()
-
-    alarm = CountingAlarm()
     now = time.perf_counter()
-    first, second, third = now + 0.004, now + 0.002, now + 0.006
-    alarm.wake_at(first)
+    first, second, third = now + 0.004, now + 0.006, now + 0.008
+
+    def ring() -> None:
+        rings.append(time.perf_counter())
+        if len(rings) == 1:
+            alarm.set(third)
+
+    alarm = worker.SendAlarm(ring)
+    alarm.set(first)
     armed = [alarm.armed]
-    alarm.wake_at(second)  # earlier: re-armed
+    alarm.set(second)  # replaces the first
     armed.append(alarm.armed)
-    alarm.wake_at(third)  # later: the earliest stays armed
-    armed.append(alarm.armed)
-    armed_between: list[float] = []
-    while (delay := second - time.perf_counter()) > 0:
+    while (delay := third + 0.003 - time.perf_counter()) > 0:
         gevent.sleep(delay)
-    gevent.sleep(0.0005)  # the ring's callback runs in the loop's next turn
-    armed_between.append(alarm.armed)
-    while (delay := third + 0.0005 - time.perf_counter()) > 0:
-        gevent.sleep(delay)
+    readable = bool(alarm._fd >= 0 and select.select([alarm._fd], [], [], 0)[0])
     enabled, alarm_fd, closed_fds = alarm.enabled, alarm._fd, []
     real_close = os.close
 
@@ -467,15 +463,95 @@ def check_send_alarm() -> dict[str, Any]:
     finally:
         os.close = real_close
     closed = closed_fds == [alarm_fd] and not alarm.enabled
+
+    fallback_rings: list[float] = []
+    os.environ[worker.ALARM_ENV] = "0"
+    try:
+        fallback = worker.SendAlarm(lambda: fallback_rings.append(time.perf_counter()))
+    finally:
+        del os.environ[worker.ALARM_ENV]
+    fallback_at = time.perf_counter() + 0.003
+    fallback.set(fallback_at)
+    deadline = time.perf_counter() + 1.0
+    while not fallback_rings and time.perf_counter() < deadline:
+        gevent.sleep(0.001)
+    fallback.close()
     return {
         "enabled": enabled,
         "times": [first, second, third],
         "armed": armed,
-        "armed_after_first_ring": armed_between,
         "armed_at_end": None if math.isinf(alarm.armed) else alarm.armed,
         "rings": rings,
-        "waiting_at_end": len(alarm._waiting),
+        "readable_at_end": readable,
         "closed": closed,
+        "fallback_enabled": fallback.enabled,
+        "fallback_at": fallback_at,
+        "fallback_rings": fallback_rings,
+    }
+
+
+def check_send_queue() -> dict[str, Any]:
+    """The open loop's queue, with 3 users whose requests take 2.5 ms at 1 000 times a second (so at times none
+    waits and a time is taken late); then a user killed in line, and the stop."""
+    import time
+
+    import gevent
+
+    from pytest_clover.load import worker
+
+    rate, per_user = 1000.0, 40
+    schedule = worker.Schedule(rate)
+    queue = worker.SendQueue(schedule, schedule.claim)
+    got: list[list[Any]] = []  # [user, intended, handed at]
+
+    def user(name: int) -> None:
+        for _ in range(per_user):
+            intended = queue.next_request()
+            got.append([name, intended, time.perf_counter()])
+            gevent.sleep(0.0025)  # the request
+
+    t0 = time.perf_counter() + 0.01
+    schedule.start(t0)
+    users = [gevent.spawn(user, i) for i in range(3)]
+    gevent.joinall(users, timeout=10.0)
+    finished = all(u.dead for u in users)
+
+    # A time already due is taken at once, without waiting in line (no other greenlet runs meanwhile).
+    behind = worker.Schedule(rate)
+    behind.start(time.perf_counter() - 0.5)
+    behind_queue = worker.SendQueue(behind, behind.claim)
+    others_ran: list[int] = []
+    gevent.spawn(others_ran.append, 1)
+    first_behind = behind_queue.next_request()
+    took_at_once = not others_ran and first_behind == behind.t0
+    behind_queue.close()
+
+    # Killed in line: out of the line. Stopped: nobody in line is handed a time any more.
+    later = worker.Schedule(rate)
+    later.start(time.perf_counter() + 0.05)
+    later_queue = worker.SendQueue(later, later.claim)
+    handed: list[float] = []
+    in_line = [gevent.spawn(lambda: handed.append(later_queue.next_request())) for _ in range(2)]
+    gevent.sleep(0.001)
+    line_before = len(later_queue.waiting)
+    in_line[0].kill()
+    line_after_kill = len(later_queue.waiting)
+    later_queue.stop()
+    gevent.sleep(0.08)
+    handed_after_stop = list(handed)
+    in_line[1].kill()
+    later_queue.close()
+    queue.close()
+    return {
+        "finished": finished,
+        "t0": t0,
+        "rate": rate,
+        "got": got,
+        "took_at_once": took_at_once,
+        "line_before": line_before,
+        "line_after_kill": line_after_kill,
+        "handed_after_stop": handed_after_stop,
+        "line_at_end": len(later_queue.waiting),
     }
 
 
@@ -489,6 +565,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "stats_feed": check_stats_feed,
     "open_loop": check_open_loop_timing,
     "send_alarm": check_send_alarm,
+    "send_queue": check_send_queue,
 }
 
 
@@ -637,17 +714,44 @@ def test_requests_due_while_the_process_was_blocked_are_late_and_charged_from_th
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the send alarm is a Linux timerfd")
-def test_the_send_alarm_rings_at_each_earliest_waiting_time_and_never_early(results: dict[str, Any]) -> None:
+def test_the_send_alarm_rings_at_the_time_last_set_and_never_early(results: dict[str, Any]) -> None:
     alarm = result(results, "send_alarm")
     assert alarm["enabled"] and alarm["closed"]
     first, second, third = alarm["times"]
-    assert alarm["armed"] == [first, second, second]
-    # Rang at the second time, the first time is armed next; then rang at the first and at the third.
-    assert alarm["armed_after_first_ring"] == [first]
+    assert alarm["armed"] == [first, second]
+    # Not at the first time (replaced); at the second, and at the third (set from the first ring).
     rings = alarm["rings"]
-    assert len(rings) == 3
-    assert all(ring >= due for ring, due in zip(rings, (second, first, third), strict=True))
-    assert alarm["armed_at_end"] is None and alarm["waiting_at_end"] == 0
+    assert len(rings) == 2
+    assert rings[0] >= second and rings[1] >= third
+    assert alarm["armed_at_end"] is None and not alarm["readable_at_end"]
+
+
+def test_without_a_timerfd_the_loops_own_timer_rings(results: dict[str, Any]) -> None:
+    alarm = result(results, "send_alarm")
+    assert not alarm["fallback_enabled"]
+    assert len(alarm["fallback_rings"]) == 1
+    # libev's timers run off the loop's cached clock: a ring can come a little early (the queue checks).
+    assert alarm["fallback_rings"][0] >= alarm["fallback_at"] - 0.002
+
+
+def test_the_send_queue_hands_out_every_time_once_in_order_and_never_early(results: dict[str, Any]) -> None:
+    queue = result(results, "send_queue")
+    assert queue["finished"]
+    got = queue["got"]
+    assert len(got) == 3 * 40
+    t0, rate = queue["t0"], queue["rate"]
+    # Every time of the schedule, once, in the schedule's order.
+    assert [intended for _user, intended, _at in got] == [t0 + k / rate for k in range(len(got))]
+    assert all(at >= intended for _user, intended, at in got)
+    # Each user sent in turn with the others, not one user alone.
+    assert {user for user, _intended, _at in got} == {0, 1, 2}
+
+
+def test_a_time_already_due_is_taken_at_once_and_a_stopped_queue_hands_out_nothing(results: dict[str, Any]) -> None:
+    queue = result(results, "send_queue")
+    assert queue["took_at_once"]
+    assert queue["line_before"] == 2 and queue["line_after_kill"] == 1
+    assert queue["handed_after_stop"] == [] and queue["line_at_end"] == 0
 
 
 def test_every_outcome_reaches_the_windows_and_locust(results: dict[str, Any]) -> None:
