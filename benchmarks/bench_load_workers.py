@@ -12,7 +12,10 @@ process on 127.0.0.1, uvloop when importable; it reports its requests and CPU ti
    worst of them; the target is ≤ 1.1. Printed beside it, to say where a difference comes from: the master's
    own share, and one generator at half the rate (what each worker sends): the open loop's CPU per request
    falls as a process's rate rises (its event loop handles more per wake-up), so two half-loaded workers cost
-   more per request than one process at the full rate even if splitting cost nothing.
+   more per request than one process at the full rate even if splitting cost nothing. The control that
+   separates the two: two independent generators at half the rate each, side by side (no master, no split,
+   no messages): pair / local is what two half-loaded processes cost, distributed / pair what the
+   distribution itself costs.
 2. Rising open-loop rates (:data:`RATES`, :data:`STEP_SECONDS` s each), one and two workers alternating at
    each rate, until both fail twice in a row. A rate is held when ≥ 99 % of its schedule is delivered
    (responses in the phase / (rate × phase seconds)), < 1 % of the scheduled requests are late (sent > 10 ms
@@ -32,6 +35,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +50,12 @@ from pytest_clover.errors import LoadGeneratorError
 from pytest_clover.load.run import LoadGenerator
 
 EFFICIENCY_RATES = (4000.0, 10000.0)
-"""Rates both hold (one generator tops out near 18 000/s here since the lean HTTP client): CPU per request is
-compared at each. A process's CPU per request falls as its own rate rises (more requests per event-loop wake-up:
-measured 113 µs at 1 000/s, 47 µs at 16 000/s), so two workers at half the rate each cost more per request than
-one at the full rate at modest rates, whatever the split costs; the printed same-rate ratio separates the two."""
+"""Rates both hold: CPU per request is compared at each. A process's CPU per request falls as its own rate rises,
+because a busier event loop sleeps less per request: one generator slept (context switches) 1.99 times per
+request at 2 000/s, 1.74 at 5 000/s and 0.68 at 10 000/s, and spent 116, 92 and 71 µs per request (measured
+with the send queue; a sleep and its wake-up cost ~20 µs of CPU on this VM). So two workers at half the rate each
+cost more per request than one process at the full rate, whatever the split costs; the same-rate ratio and the
+independent pair separate the two."""
 EFFICIENCY_SECONDS = 8.0
 ROUNDS = 3
 RATES = (6000, 8000, 10000, 12000, 14000, 16000, 18000, 20000, 22000, 24000)
@@ -176,10 +182,32 @@ def measure(srv: Server, reports: Path, workers: int, rate: float, seconds: floa
     )
 
 
+def measure_pair(srv: Server, reports: Path, rate: float, seconds: float) -> float:
+    """Two independent generators (no master) at ``rate / 2`` each, side by side: CPU per request (µs)."""
+    runs = [LoadGenerator(srv.url, reports / f"g{i}", seed=i, workers=1).start(rate=rate / 2) for i in range(2)]
+    try:
+        pids = [run.pid for run in runs]
+        cpu0 = cpu_seconds(pids)
+        phases = [threading.Thread(target=run.phase, args=("load", seconds)) for run in runs]
+        for phase in phases:
+            phase.start()
+        for phase in phases:
+            phase.join()
+        cpu1 = cpu_seconds(pids)
+    finally:
+        for run in runs:
+            with contextlib.suppress(LoadGeneratorError):
+                run.stop()
+    requests = sum(run.result.phases["load"].requests for run in runs)
+    return (cpu1 - cpu0) / requests * 1e6 if requests else math.nan
+
+
 def main() -> None:
     efficiency: dict[float, dict[int, list[Run]]] = {rate: {1: [], 2: []} for rate in EFFICIENCY_RATES}
     half: dict[float, list[Run]] = {rate: [] for rate in EFFICIENCY_RATES}
     """One generator at half of each rate: what each of the two workers sends."""
+    pair: dict[float, list[float]] = {rate: [] for rate in EFFICIENCY_RATES}
+    """CPU per request (µs) of two independent generators at half of each rate, side by side."""
     steps: dict[int, list[Run]] = {1: [], 2: []}
     try:
         with tempfile.TemporaryDirectory(prefix="clover-bench-workers-") as tmp, server() as srv:
@@ -195,6 +223,12 @@ def main() -> None:
                     m = measure(srv, work / f"half-{rate:.0f}-{i}", 1, rate / 2, EFFICIENCY_SECONDS)
                     half[rate].append(m)
                     print("    " + m.line() + "  (half the rate: what each worker sends)", flush=True)
+                    pair[rate].append(measure_pair(srv, work / f"pair-{rate:.0f}-{i}", rate, EFFICIENCY_SECONDS))
+                    print(
+                        f"    2 independent generators at {rate / 2:.0f}/s each, side by side: "
+                        f"{pair[rate][-1]:.1f} µs CPU per request",
+                        flush=True,
+                    )
             print(f"  rising rates, {STEP_SECONDS:.0f} s each:", flush=True)
             fails = {1: 0, 2: 0}
             for rate in RATES:
@@ -217,6 +251,7 @@ def main() -> None:
         rounds = [d.cpu_per_request_us / s.cpu_per_request_us for s, d in zip(runs[1], runs[2], strict=True)]
         master_us = statistics.median(m.master_cpu_per_request_us for m in runs[2])
         half_us = statistics.median(m.cpu_per_request_us for m in half[rate])
+        pair_us = statistics.median(pair[rate])
         cpu[rate] = {
             "local_us": local_us,
             "distributed_us": dist_us,
@@ -225,6 +260,9 @@ def main() -> None:
             "master_us": master_us,
             "local_half_rate_us": half_us,
             "ratio_same_process_rate": dist_us / half_us,
+            "pair_us": pair_us,
+            "ratio_pair_to_local": pair_us / local_us,
+            "ratio_distributed_to_pair": dist_us / pair_us,
         }
         print(
             f"  CPU per request at {rate:.0f}/s: 1 generator {local_us:.1f} µs, 2 workers (master + workers) "
@@ -232,7 +270,10 @@ def main() -> None:
             + ", ".join(f"{r:.3f}" for r in rounds)
             + f"); target ≤ {TARGET_CPU_RATIO}. Of the 2 workers' {dist_us:.1f} µs the master is {master_us:.1f} µs; "
             f"1 generator at {rate / 2:.0f}/s (each worker's rate) costs {half_us:.1f} µs per request -> "
-            f"distributed / local at the same rate per process {dist_us / half_us:.3f}"
+            f"distributed / local at the same rate per process {dist_us / half_us:.3f}. Two independent "
+            f"generators at {rate / 2:.0f}/s each, side by side: {pair_us:.1f} µs -> pair / local "
+            f"{pair_us / local_us:.3f} (two half-loaded processes), distributed / pair {dist_us / pair_us:.3f} (the "
+            "distribution itself)"
         )
     cpu_ratio = max(c["ratio"] for c in cpu.values())
     ceilings = {w: max((m.rate for m in steps[w] if m.held), default=0.0) for w in (1, 2)}
