@@ -184,8 +184,10 @@ def measure(srv: Server, reports: Path, workers: int, rate: float, seconds: floa
 
 def measure_pair(srv: Server, reports: Path, rate: float, seconds: float) -> float:
     """Two independent generators (no master) at ``rate / 2`` each, side by side: CPU per request (µs)."""
-    runs = [LoadGenerator(srv.url, reports / f"g{i}", seed=i, workers=1).start(rate=rate / 2) for i in range(2)]
+    runs = []
     try:
+        for i in range(2):  # started one by one inside the try: a failed second start still stops the first
+            runs.append(LoadGenerator(srv.url, reports / f"g{i}", seed=i, workers=1).start(rate=rate / 2))
         pids = [run.pid for run in runs]
         cpu0 = cpu_seconds(pids)
         phases = [threading.Thread(target=run.phase, args=("load", seconds)) for run in runs]
