@@ -484,12 +484,9 @@ class SendQueue:
         self.waiting.append(waiter)
         if self.alarm.armed == math.inf:
             self.alarm.set(self.schedule.next_due())
-        try:
-            return waiter.get()
-        except BaseException:  # killed in line (locust stops its users so): out of the line
-            with contextlib.suppress(ValueError):
-                self.waiting.remove(waiter)
-            raise
+        # Killed in line (locust stops its users so), the waiter stays in the line and is passed over: removing
+        # it would cost a walk of the line per user at the stop of a run with thousands of them.
+        return waiter.get()
 
     def _due(self) -> None:
         """The alarm rang (in the loop's greenlet): each time that has come goes to the next user in line."""
@@ -500,8 +497,11 @@ class SendQueue:
             if due > now and due > (now := perf_counter()):  # the loop's timers can ring a little early
                 self.alarm.set(due)
                 return
+            waiter = waiting.popleft()
+            if waiter.greenlet is None:  # its user was killed while in line
+                continue
             # The user sends, then comes back here once its request waits for the answer.
-            waiting.popleft().switch(self._claim())
+            waiter.switch(self._claim())
         # Nobody in line: the next user to finish takes the next time itself (see next_request).
 
     def stop(self) -> None:

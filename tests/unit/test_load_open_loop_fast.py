@@ -526,20 +526,22 @@ def check_send_queue() -> dict[str, Any]:
     took_at_once = not others_ran and first_behind == behind.t0
     behind_queue.close()
 
-    # Killed in line: out of the line. Stopped: nobody in line is handed a time any more.
+    # Killed in line: passed over, the next time goes to the user behind it.
     later = worker.Schedule(rate)
-    later.start(time.perf_counter() + 0.05)
+    later.start(time.perf_counter() + 0.02)
     later_queue = worker.SendQueue(later, later.claim)
-    handed: list[float] = []
-    in_line = [gevent.spawn(lambda: handed.append(later_queue.next_request())) for _ in range(2)]
+    handed: list[list[Any]] = []
+    in_line = [gevent.spawn(lambda i=i: handed.append([i, later_queue.next_request()])) for i in range(3)]
     gevent.sleep(0.001)
     line_before = len(later_queue.waiting)
     in_line[0].kill()
-    line_after_kill = len(later_queue.waiting)
+    gevent.joinall(in_line[1:2], timeout=1.0)
+    handed_after_kill = list(handed)
+    # Stopped: nobody in line is handed a time any more.
     later_queue.stop()
-    gevent.sleep(0.08)
-    handed_after_stop = list(handed)
-    in_line[1].kill()
+    gevent.sleep(0.05)
+    handed_after_stop = handed[len(handed_after_kill) :]
+    in_line[2].kill()
     later_queue.close()
     queue.close()
     return {
@@ -548,10 +550,10 @@ def check_send_queue() -> dict[str, Any]:
         "rate": rate,
         "got": got,
         "took_at_once": took_at_once,
+        "later_t0": later.t0,
         "line_before": line_before,
-        "line_after_kill": line_after_kill,
+        "handed_after_kill": handed_after_kill,
         "handed_after_stop": handed_after_stop,
-        "line_at_end": len(later_queue.waiting),
     }
 
 
@@ -747,11 +749,13 @@ def test_the_send_queue_hands_out_every_time_once_in_order_and_never_early(resul
     assert {user for user, _intended, _at in got} == {0, 1, 2}
 
 
-def test_a_time_already_due_is_taken_at_once_and_a_stopped_queue_hands_out_nothing(results: dict[str, Any]) -> None:
+def test_a_due_time_is_taken_at_once_a_user_killed_in_line_is_passed_over_and_a_stopped_queue_hands_out_nothing(results: dict[str, Any]) -> None:
     queue = result(results, "send_queue")
     assert queue["took_at_once"]
-    assert queue["line_before"] == 2 and queue["line_after_kill"] == 1
-    assert queue["handed_after_stop"] == [] and queue["line_at_end"] == 0
+    assert queue["line_before"] == 3
+    # The first in line was killed: the first time goes to the second, and no time is lost to the dead one.
+    assert queue["handed_after_kill"] == [[1, queue["later_t0"]]]
+    assert queue["handed_after_stop"] == []
 
 
 def test_every_outcome_reaches_the_windows_and_locust(results: dict[str, Any]) -> None:
