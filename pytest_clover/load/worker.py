@@ -1051,14 +1051,15 @@ class Generator(Greenlets):
 
     def _open_loop_user(self) -> None:
         """One open-loop user, until locust kills it: wait for an intended time to come, send, record."""
-        assert self.queue is not None and self.schedule is not None
-        next_request, book, perf_counter = self.queue.next_request, self.windows.book, time.perf_counter
+        queue = self.queue
+        assert queue is not None
+        next_request, book, perf_counter = queue.next_request, self.windows.book, time.perf_counter
         connection = HttpConnection(self.target, self.cfg.timeout_s)
         self.timeouts.connections.add(connection)
         try:
             connection.connect_ahead()  # before taking a time: the connect does not make the request late
             self.connected += 1
-            self.schedule.started.wait()
+            queue.schedule.started.wait()
             while True:
                 if self.stop_at is not None:
                     self.halt.wait()
