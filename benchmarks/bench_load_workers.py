@@ -10,12 +10,13 @@ process on 127.0.0.1, uvloop when importable; it reports its requests and CPU ti
    generator process — the single child; or the master and both workers — over the phase, divided by the
    phase's requests. The ratio distributed / local (median of rounds) is printed per rate; the figure is the
    worst of them; the target is ≤ 1.1. Printed beside it, to say where a difference comes from: the master's
-   own share, and one generator at half the rate (what each worker sends): the open loop's CPU per request
-   falls as a process's rate rises (its event loop handles more per wake-up), so two half-loaded workers cost
-   more per request than one process at the full rate even if splitting cost nothing. The control that
-   separates the two: two independent generators at half the rate each, side by side (no master, no split,
-   no messages): pair / local is what two half-loaded processes cost, distributed / pair what the
-   distribution itself costs.
+   own share, and one generator at half the rate (what each worker sends): on the VMs this was measured on, any
+   process's CPU per request falls as its own rate rises, so two half-loaded workers cost more per request than
+   one process at the full rate even if splitting cost nothing. The control that separates the two: two
+   independent generators at half the rate each, side by side (no master, no split, no messages): pair / local
+   is what two half-loaded processes cost, distributed / pair what the distribution itself costs. And the
+   target server's own CPU per request at half the rate against the full rate: the same machine effect, on a
+   process the distribution does not touch.
 2. Rising open-loop rates (:data:`RATES`, :data:`STEP_SECONDS` s each), one and two workers alternating at
    each rate, until both fail twice in a row. A rate is held when ≥ 99 % of its schedule is delivered
    (responses in the phase / (rate × phase seconds)), < 1 % of the scheduled requests are late (sent > 10 ms
@@ -50,12 +51,13 @@ from pytest_clover.errors import LoadGeneratorError
 from pytest_clover.load.run import LoadGenerator
 
 EFFICIENCY_RATES = (4000.0, 10000.0)
-"""Rates both hold: CPU per request is compared at each. A process's CPU per request falls as its own rate rises,
-because a busier event loop sleeps less per request: one generator slept (context switches) 1.99 times per
-request at 2 000/s, 1.74 at 5 000/s and 0.68 at 10 000/s, and spent 116, 92 and 71 µs per request (measured
-with the send queue; a sleep and its wake-up cost ~20 µs of CPU on this VM). So two workers at half the rate each
-cost more per request than one process at the full rate, whatever the split costs; the same-rate ratio and the
-independent pair separate the two."""
+"""Rates both hold: CPU per request is compared at each. A process's CPU per request falls as its own rate rises:
+one generator spent 116, 92 and 71 µs per request at 2 000, 5 000 and 10 000/s, and the target server (aiohttp,
+code the distribution does not touch) 98 µs at 5 000/s against 62 at 10 000/s. It is not the sleeps alone: a
+generator that read its answers at its next send's wake-up (kernel receive timestamps, tried and measured) slept
+half as often per request (1.00 against 1.95 context switches at 2 000/s) for 0–10 % less CPU. So two workers at
+half the rate each cost more per request than one process at the full rate, whatever the split costs; the
+same-rate ratio, the independent pair and the server's own figures separate the two."""
 EFFICIENCY_SECONDS = 8.0
 ROUNDS = 3
 RATES = (6000, 8000, 10000, 12000, 14000, 16000, 18000, 20000, 22000, 24000)
@@ -104,6 +106,10 @@ class Run:
     @property
     def master_cpu_per_request_us(self) -> float:
         return self.master_cpu_s / self.requests * 1e6 if self.requests else math.nan
+
+    @property
+    def server_cpu_per_request_us(self) -> float:
+        return self.server_cpu_s / self.requests * 1e6 if self.requests else math.nan
 
     @property
     def server_busy(self) -> float:
@@ -254,6 +260,8 @@ def main() -> None:
         master_us = statistics.median(m.master_cpu_per_request_us for m in runs[2])
         half_us = statistics.median(m.cpu_per_request_us for m in half[rate])
         pair_us = statistics.median(pair[rate])
+        server_us = statistics.median(m.server_cpu_per_request_us for m in runs[1])
+        server_half_us = statistics.median(m.server_cpu_per_request_us for m in half[rate])
         cpu[rate] = {
             "local_us": local_us,
             "distributed_us": dist_us,
@@ -265,6 +273,9 @@ def main() -> None:
             "pair_us": pair_us,
             "ratio_pair_to_local": pair_us / local_us,
             "ratio_distributed_to_pair": dist_us / pair_us,
+            "server_us": server_us,
+            "server_half_rate_us": server_half_us,
+            "server_ratio_half_to_full_rate": server_half_us / server_us,
         }
         print(
             f"  CPU per request at {rate:.0f}/s: 1 generator {local_us:.1f} µs, 2 workers (master + workers) "
@@ -275,7 +286,9 @@ def main() -> None:
             f"distributed / local at the same rate per process {dist_us / half_us:.3f}. Two independent "
             f"generators at {rate / 2:.0f}/s each, side by side: {pair_us:.1f} µs -> pair / local "
             f"{pair_us / local_us:.3f} (two half-loaded processes), distributed / pair {dist_us / pair_us:.3f} (the "
-            "distribution itself)"
+            f"distribution itself). The target server, which the distribution does not touch: {server_half_us:.1f} µs "
+            f"per request at {rate / 2:.0f}/s against {server_us:.1f} at {rate:.0f}/s -> "
+            f"{server_half_us / server_us:.3f}× (the machine's own cost of a half-loaded process)"
         )
     cpu_ratio = max(c["ratio"] for c in cpu.values())
     ceilings = {w: max((m.rate for m in steps[w] if m.held), default=0.0) for w in (1, 2)}
