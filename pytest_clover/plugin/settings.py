@@ -120,7 +120,8 @@ class CloverSettings:
     runs N local workers: the open-loop schedule is split exactly between them and their windows are merged
     exactly (the same percentiles as one histogram of all requests); a worker lost mid-run makes the test
     INCONCLUSIVE. For rates one process cannot hold (one core: about 18 k requests/s open loop against a trivial
-    target here)."""
+    target here). Local workers need a core each beside the mesh: as many as pytest's CPUs or more is warned of
+    (below one generator's capacity, two workers cost 1.15–1.25× its CPU per request on a 2-core VM)."""
 
     load_in_cluster: bool = False
     """Run the load generator's workers as pods of the cluster under test (``--clover-load-in-cluster``; default
@@ -521,6 +522,8 @@ def load_settings(config: pytest.Config) -> CloverSettings:
     if workers is not None:
         values["load_workers"] = parse_workers(workers, where or "--clover-load-workers")
     values.update(_in_cluster_settings(config, by_flag, values.get("backend")))
+    if values.get("load_workers", 1) > 1 and not values["load_in_cluster"] and not hasattr(config, "workerinput"):
+        _warn_if_workers_crowd(config, values["load_workers"])
 
     values["started"] = time.time()
     if workerinput is not None:
@@ -534,6 +537,24 @@ def load_settings(config: pytest.Config) -> CloverSettings:
         # would cost an import on every pytest run of a project that merely has pytest-clover installed.
         check_backend_settings(values["backend"], values["backend_settings"])
     return CloverSettings(**values)
+
+
+def _warn_if_workers_crowd(config: pytest.Config, workers: int) -> None:
+    """Local workers pay only with a core each to spare beside the mesh; say so when this machine has none."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers < cpus:
+        return
+    from ..errors import CloverWarning
+
+    config.issue_config_time_warning(
+        CloverWarning(
+            f"--clover-load-workers={workers}: pytest has {cpus} CPU(s) here, shared by the {workers} load workers "
+            "and the mesh under test. A worker adds rate only with a core of its own to spare; here the workers "
+            "cost more CPU per request than one generator and take cores from the mesh. Use at most "
+            f"{max(1, cpus - 1)} here, or --clover-load-in-cluster on a cluster."
+        ),
+        stacklevel=2,
+    )
 
 
 def _in_cluster_settings(config: pytest.Config, by_flag: dict[str, _Option], backend: str | None) -> dict[str, Any]:
