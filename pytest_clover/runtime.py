@@ -1,5 +1,6 @@
 """The per-user runtime folder: what pytest-clover keeps beyond one process (the local backend's registry of
-meshes, the index of fault ledgers).
+meshes, the index of fault ledgers), and what a killed process may leave that must not lie in the open (the
+kubernetes client's files of a kubeconfig's inline certificates and key: ``kube-files/<pid>``).
 
 Whoever can write there can make ``clover cleanup`` delete or signal what they name, so it is private: created
 0700, and refused — never used — when it is a symbolic link, when another user owns it, or when its group or

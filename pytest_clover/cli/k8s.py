@@ -96,12 +96,18 @@ def _client(in_cluster: bool, kubeconfig: str | None, cluster: ClusterRef) -> Ap
     from ..backends.k8s.errors import api_call
 
     with api_call("load", "kubeconfig", cluster=cluster):
-        if in_cluster:
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return client.ApiClient(configuration)
+        configuration = client.Configuration()
         # The client 37 leaves its config helpers untyped.
-        built: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, context=cluster.context, persist_config=False
-        )
-        return built
+        if in_cluster:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            from ..backends.k8s.kubefiles import kube_files_dir
+
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig,
+                context=cluster.context,
+                client_configuration=configuration,
+                persist_config=False,
+                temp_file_path=kube_files_dir(),  # not the system's temp folder: see kubefiles
+            )
+        return client.ApiClient(configuration)

@@ -23,6 +23,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,8 +62,11 @@ import sys
 from kubernetes import client, config
 from pytest_clover.backends.k8s.deadman import DeadManSwitch, entry_key, object_entry
 
-kubeconfig, lease_seconds, image = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-api = config.new_client_from_config(kubeconfig, persist_config=False)
+kubeconfig, lease_seconds, image, files = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+configuration = client.Configuration()
+# The client's files of the kubeconfig's inline CA in the test's folder: killed, this process cannot remove them.
+config.load_kube_config(kubeconfig, client_configuration=configuration, persist_config=False, temp_file_path=files)
+api = client.ApiClient(configuration)
 switch = DeadManSwitch(api, "default", run_id="deadman-killed", image=image, lease_seconds=lease_seconds)
 switch.start(timeout=90)
 print("ARMED", flush=True)
@@ -175,11 +179,13 @@ class Lines:
                 continue
 
 
-def test_a_sigkilled_run_s_fault_is_reverted_by_the_reaper_pod(api: kclient.ApiClient, sdc: LocalBackend) -> None:
+def test_a_sigkilled_run_s_fault_is_reverted_by_the_reaper_pod(
+    api: kclient.ApiClient, sdc: LocalBackend, tmp_path: Path
+) -> None:
     before = _read_vs(api)
     events_before = len(_revert_events(api))
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(sdc.info()["kubeconfig"]), "15", DEFAULT_IMAGE],
+        [sys.executable, "-c", CHILD, str(sdc.info()["kubeconfig"]), "15", DEFAULT_IMAGE, str(tmp_path / "kube")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines = Lines(child)

@@ -21,8 +21,10 @@ import pytest
 
 from pytest_clover.backends import BackendOptions, backend_class
 from pytest_clover.backends.k8s.backend import KubernetesBackend
+from pytest_clover.backends.k8s.kubefiles import FOLDER, sweep_dead
 from pytest_clover.backends.k8s.rest import KINDS
 from pytest_clover.backends.local.client import LocalBackend
+from pytest_clover.runtime import RUNTIME_ENV
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,6 +52,9 @@ def test_a_sigkilled_pytest_leaves_no_fault_behind(mesh: LocalBackend, tmp_path:
     marker = tmp_path / "injected.json"
     (tmp_path / "test_victim.py").write_text(VICTIM % str(marker))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+    child_tmp = tmp_path / "tmp"  # the child's temp folder: what a SIGKILL leaves there is seen, and is ours to remove
+    child_tmp.mkdir()
+    env["TMPDIR"] = str(child_tmp)
     child = subprocess.Popen(
         [sys.executable, "-m", "pytest", "test_victim.py", "-q", "-s", "-p", "no:randomly", "-p", "no:cacheprovider",
          "--clover-backend=k8s", f"--clover-kubeconfig={kubeconfig}", f"--clover-topology={SDC}",
@@ -71,6 +76,14 @@ def test_a_sigkilled_pytest_leaves_no_fault_behind(mesh: LocalBackend, tmp_path:
         os.killpg(child.pid, signal.SIGKILL)  # pytest and anything it started: no teardown, no revert
         child.wait(10)
         killed = time.monotonic()
+        # The kubeconfig's inline CA went to the child's own folder in the private runtime folder, not to the
+        # temp folder (where the client's files outlived a killed run); the next process to read a kubeconfig
+        # removes that folder.
+        left = [p.name for p in child_tmp.iterdir() if p.is_file() and b"-----BEGIN" in p.read_bytes()]
+        assert not left, f"a SIGKILLed run left certificate files in the temp folder: {left}"
+        own = Path(os.environ[RUNTIME_ENV]) / FOLDER / str(child.pid)
+        assert any(b"-----BEGIN CERTIFICATE" in p.read_bytes() for p in own.iterdir()), sorted(own.iterdir())
+        assert own in sweep_dead(own.parent) and not own.exists()
         wait_for(
             lambda: not _faulted(observer.rest.get(vs_kind, namespace, "http-lb")),
             30,

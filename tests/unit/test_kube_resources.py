@@ -572,14 +572,16 @@ def test_protobuf_v2_document_carries_every_definition() -> None:
     assert "/apis/networking.istio.io/v1/namespaces/{namespace}/virtualservices/{name}" in paths
 
 
-def test_python_client_discovers_resources(server: DocumentServer) -> None:
+def test_python_client_discovers_resources(server: DocumentServer, tmp_path: Path) -> None:
     kubernetes = pytest.importorskip("kubernetes")
     from kubernetes.dynamic import DynamicClient
 
     configuration = kubernetes.client.Configuration()
     configuration.host = f"http://127.0.0.1:{server.port}"
     with kubernetes.client.ApiClient(configuration) as api_client:
-        client = DynamicClient(api_client)  # type: ignore[no-untyped-call]
+        # Its discovery cache in this test's folder: by default it writes one file per server address to the
+        # system's temp folder (one per run of this test, left behind).
+        client = DynamicClient(api_client, cache_file=str(tmp_path / "discovery.json"))  # type: ignore[no-untyped-call]
         vs = client.resources.get(api_version="networking.istio.io/v1", kind="VirtualService")
         assert vs.name == "virtualservices" and vs.namespaced and "vs" in vs.short_names
         scale = client.resources.get(api_version="apps/v1", kind="Deployment").subresources["scale"]

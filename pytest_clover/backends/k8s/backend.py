@@ -209,11 +209,14 @@ class KubernetesBackend:
             if self.cluster.context == "in-cluster":
                 kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             else:
+                from .kubefiles import kube_files_dir
+
                 kconfig.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=self.kubeconfig,
                     context=self.cluster.context,
                     client_configuration=configuration,
                     persist_config=False,
+                    temp_file_path=kube_files_dir(),
                 )
         except Exception as exc:
             raise translate(exc, verb="connect", resource="the cluster", cluster=self.cluster) from exc
