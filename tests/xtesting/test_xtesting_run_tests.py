@@ -290,7 +290,9 @@ def test_interrupt_reverts_the_faults_and_stops_the_tier(xtesting: Xtesting) -> 
 
 def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     done = subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        # The discovery cache beside the kubeconfig (the mesh's test folder): by default kubectl keeps one in
+        # ~/.kube/cache per server address, a new one for each mesh.
+        ["kubectl", f"--kubeconfig={kubeconfig}", f"--cache-dir={kubeconfig.parent / 'kube-cache'}", *args],
         input=stdin,
         capture_output=True,
         text=True,
