@@ -91,23 +91,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _client(in_cluster: bool, kubeconfig: str | None, cluster: ClusterRef) -> ApiClient:
     """A private ApiClient for the checked context (never the process-wide default configuration)."""
-    from kubernetes import client, config
+    from kubernetes import client
 
     from ..backends.k8s.errors import api_call
+    from ..backends.k8s.kubefiles import load_configuration
 
     with api_call("load", "kubeconfig", cluster=cluster):
-        configuration = client.Configuration()
-        # The client 37 leaves its config helpers untyped.
-        if in_cluster:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            from ..backends.k8s.kubefiles import kube_files_dir
-
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig,
-                context=cluster.context,
-                client_configuration=configuration,
-                persist_config=False,
-                temp_file_path=kube_files_dir(),  # not the system's temp folder: see kubefiles
-            )
-        return client.ApiClient(configuration)
+        return client.ApiClient(load_configuration(kubeconfig, cluster.context, in_cluster=in_cluster))

@@ -199,28 +199,14 @@ class KubernetesBackend:
             return kclient.ApiClient(self._client_configuration)
 
     def _load_configuration(self) -> Any:
-        from kubernetes import client as kclient
-        from kubernetes import config as kconfig
-
         from .errors import translate
+        from .kubefiles import load_configuration
 
-        configuration = kclient.Configuration()
+        context = self.cluster.context
         try:
-            if self.cluster.context == "in-cluster":
-                kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            else:
-                from .kubefiles import kube_files_dir
-
-                kconfig.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=self.kubeconfig,
-                    context=self.cluster.context,
-                    client_configuration=configuration,
-                    persist_config=False,
-                    temp_file_path=kube_files_dir(),
-                )
+            return load_configuration(self.kubeconfig, context, in_cluster=context == "in-cluster")
         except Exception as exc:
             raise translate(exc, verb="connect", resource="the cluster", cluster=self.cluster) from exc
-        return configuration
 
     @property
     def rest(self) -> Rest:

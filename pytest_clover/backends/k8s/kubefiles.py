@@ -15,13 +15,37 @@ import functools
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from ...runtime import runtime_dir
 
-__all__ = ["FOLDER", "kube_files_dir", "sweep_dead"]
+__all__ = ["FOLDER", "kube_files_dir", "load_configuration", "sweep_dead"]
 
 FOLDER = "kube-files"
 """In the runtime folder: one folder per process that read a kubeconfig, named by its PID."""
+
+
+def load_configuration(kubeconfig: str | None, context: str | None, *, in_cluster: bool) -> Any:
+    """A client configuration of its own (never the process-wide default) for ``context`` of ``kubeconfig``, or for
+    the pod's service account; the kubeconfig's inline certificates and key written to this process's folder.
+    Raises what the client raises: callers translate it."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    # The client 37 leaves its config helpers untyped.
+    if in_cluster:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+            temp_file_path=kube_files_dir(),
+        )
+    return configuration
 
 
 def kube_files_dir() -> str:
@@ -48,18 +72,10 @@ def sweep_dead(base: Path) -> list[Path]:
     """Remove the folders in ``base`` of processes that no longer run; returns them."""
     removed = []
     for entry in base.iterdir():
-        if entry.name.isdigit() and entry.is_dir() and not entry.is_symlink() and not _running(int(entry.name)):
+        if not (entry.name.isdigit() and entry.is_dir()) or entry.is_symlink():
+            continue
+        # A PID reused since only keeps a dead run's folder until that process ends.
+        if not psutil.pid_exists(int(entry.name)):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
-
-
-def _running(pid: int) -> bool:
-    """A process with this PID runs (a PID reused since only keeps a dead run's folder until that process ends)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it runs
-        return True
-    return True
